@@ -1,0 +1,48 @@
+# samlab: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.samlab-installed
+
+# Keep Jupyter, IPython and matplotlib state inside the repository, not in $HOME.
+export JUPYTER_CONFIG_DIR := $(CURDIR)/.jupyter/config
+export JUPYTER_DATA_DIR := $(CURDIR)/.jupyter/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter/runtime
+export IPYTHONDIR := $(CURDIR)/.ipython
+export MPLCONFIGDIR := $(CURDIR)/.mplconfig
+export MPLBACKEND := Agg
+
+.PHONY: venv demo test lint format lab bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name samlab --display-name "Python (samlab)" > /dev/null
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m samlab.demo --output results
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --allow-root --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) benchmarks/optim_step.py
+
+clean:
+	rm -rf results .pytest_cache .ruff_cache

@@ -1,0 +1,159 @@
+"""Tensor-list operations of the SAM family, each with a per-tensor reference twin.
+
+Every function takes Python lists of tensors (one entry per parameter that has a gradient)
+and an ``impl`` switch:
+
+* ``"loop"`` — the readable per-tensor reference: one small op per tensor, exactly the maths
+  of the docstring. This is the default on CPU, where ``torch._foreach_*`` measured slower.
+* ``"foreach"`` — ``torch._foreach_*`` multi-tensor kernels (few launches; the fast path on
+  CUDA, as in ``torch/optim/sgd.py``).
+* ``"compiled"`` — the reference loop under ``torch.compile`` (one fused C++/Triton kernel per
+  call after a one-time compilation). See :mod:`kernels.compiled`.
+
+Scalars that depend on gradients (norms, scales) stay 0-d tensors so that nothing
+synchronises a GPU. Norms are computed in the tensors' own dtype (float64 stays float64).
+Tensors may live on several devices: per-tensor results are moved to the device of the first
+tensor before they are combined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "IMPLS",
+    "adaptive_weights",
+    "copy_",
+    "dot",
+    "global_norm",
+    "perturb_",
+    "scaled_add_",
+]
+
+IMPLS = ("loop", "foreach", "compiled")
+
+
+def _check_impl(impl: str) -> None:
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+
+
+def _sum_on_first(values: Sequence[Tensor]) -> Tensor:
+    device = values[0].device
+    return torch.stack([v.to(device) for v in values]).sum()
+
+
+def adaptive_weights(params: Sequence[Tensor], eta: float) -> list[Tensor]:
+    """ASAM's elementwise scale ``T = |w| + eta`` (Kwon et al., ICML 2021), one per tensor."""
+    return [p.abs().add_(eta) for p in params]
+
+
+def global_norm(
+    tensors: Sequence[Tensor],
+    *,
+    params: Sequence[Tensor] | None = None,
+    eta: float = 0.0,
+    impl: str = "loop",
+) -> Tensor:
+    """2-norm of the concatenation of ``tensors``: ``sqrt(sum_i ||x_i||^2)``.
+
+    With ``params`` it is ASAM's adaptive norm ``||T x||`` with ``T = |w| + eta``.
+    Returns a 0-d tensor on the first tensor's device, in its dtype; an empty list gives 0.
+    """
+    _check_impl(impl)
+    if len(tensors) == 0:
+        return torch.zeros(())
+    if params is not None:
+        if impl == "foreach":
+            weights = torch._foreach_abs(list(params))
+            torch._foreach_add_(weights, eta)
+            torch._foreach_mul_(weights, list(tensors))
+            tensors = weights
+        else:
+            tensors = [(p.abs() + eta) * t for p, t in zip(params, tensors)]
+    if impl == "foreach":
+        norms = torch._foreach_norm(list(tensors))
+    else:
+        norms = [torch.linalg.vector_norm(t) for t in tensors]
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
+def dot(a: Sequence[Tensor], b: Sequence[Tensor], *, impl: str = "loop") -> Tensor:
+    """Inner product ``sum_i <a_i, b_i>`` of two tensor lists (0-d tensor, first device)."""
+    _check_impl(impl)
+    if len(a) == 0:
+        return torch.zeros(())
+    if impl == "foreach":
+        products = torch._foreach_mul(list(a), list(b))
+        return _sum_on_first([p.sum() for p in products])
+    return _sum_on_first([torch.sum(x * y) for x, y in zip(a, b)])
+
+
+def copy_(dst: Sequence[Tensor], src: Sequence[Tensor], *, impl: str = "loop") -> None:
+    """``dst_i <- src_i`` (bit-exact copy; used to back up and restore weights)."""
+    _check_impl(impl)
+    if len(dst) == 0:
+        return
+    if impl == "foreach":
+        torch._foreach_copy_(list(dst), list(src))
+    else:
+        for d, s in zip(dst, src):
+            d.copy_(s)
+
+
+def scaled_add_(
+    y: Sequence[Tensor], x: Sequence[Tensor], scale: Tensor, *, impl: str = "loop"
+) -> None:
+    """``y_i <- y_i + scale * x_i`` with a 0-d tensor ``scale`` (no host synchronisation)."""
+    _check_impl(impl)
+    if len(y) == 0:
+        return
+    if impl == "foreach":
+        torch._foreach_add_(list(y), torch._foreach_mul(list(x), scale.to(y[0].device)))
+    else:
+        for yi, xi in zip(y, x):
+            yi.add_(xi * scale.to(yi.device))
+
+
+def perturb_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    backups: Sequence[Tensor],
+    scale: Tensor,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.0,
+    impl: str = "loop",
+) -> None:
+    """Back up ``w`` and move it to ``w + e``.
+
+    ``e_i = scale * g_i`` (SAM) or ``e_i = scale * T_i^2 * g_i`` with ``T_i = |w_i| + eta``
+    (ASAM), where ``scale = rho / (||g|| + eps)`` or ``rho / (||T g|| + eps)`` is a 0-d tensor.
+    ``backups`` receive an exact copy of ``params`` first, so restoring is a copy, not a
+    subtraction (``(w + e) - e != w`` in floating point).
+    """
+    _check_impl(impl)
+    if len(params) == 0:
+        return
+    copy_(backups, params, impl=impl)
+    if impl == "foreach":
+        grads = list(grads)
+        if adaptive:
+            weights = torch._foreach_abs(list(params))
+            torch._foreach_add_(weights, eta)
+            torch._foreach_mul_(weights, weights)
+            torch._foreach_mul_(weights, grads)
+            grads = weights
+        scaled_add_(params, grads, scale, impl="foreach")
+        return
+    for p, g in zip(params, grads):
+        s = scale.to(p.device)
+        if adaptive:
+            t = p.abs() + eta
+            p.add_(t * t * g * s)
+        else:
+            p.add_(g * s)

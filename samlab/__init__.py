@@ -1,0 +1,9 @@
+"""samlab: sharpness-aware minimization optimizers and trainers for PyTorch.
+
+Subpackages: ``samlab.optim`` (SAM, ASAM, GSAM, LookSAM, one-step SAM, registry),
+``samlab.train`` (closures, checkpoints, trainers), ``samlab.models``, ``samlab.datasets``.
+Loss landscapes live in the separate ``landscape`` package; tensor-list kernels in ``kernels``.
+"""
+
+__version__ = "0.1.0"
+__all__ = ["__version__"]

@@ -1,0 +1,43 @@
+"""SAM-family optimizers with a documented closure protocol (docs/closure-protocol.md)."""
+
+from samlab.optim._base import SAMBase, current_pass
+from samlab.optim._registry import (
+    BASE_OPTIMIZERS,
+    OptimInfo,
+    create_optimizer,
+    get_optimizer_info,
+    list_optimizers,
+)
+from samlab.optim.gsam import GSAM
+from samlab.optim.hooks import StepRecorder
+from samlab.optim.looksam import LookSAM
+from samlab.optim.onestep import OneStepSAM
+from samlab.optim.rho_schedule import (
+    CosineRho,
+    LinearRho,
+    PolynomialRho,
+    ProportionalRho,
+    RhoSchedule,
+)
+from samlab.optim.sam import ASAM, SAM
+
+__all__ = [
+    "ASAM",
+    "BASE_OPTIMIZERS",
+    "GSAM",
+    "SAM",
+    "CosineRho",
+    "LinearRho",
+    "LookSAM",
+    "OneStepSAM",
+    "OptimInfo",
+    "PolynomialRho",
+    "ProportionalRho",
+    "RhoSchedule",
+    "SAMBase",
+    "StepRecorder",
+    "create_optimizer",
+    "current_pass",
+    "get_optimizer_info",
+    "list_optimizers",
+]

@@ -1,0 +1,164 @@
+"""The optimizer registry: data, one entry per optimizer, one ``create_optimizer``.
+
+Trainers never ask which class they hold: they read capability flags from the entry
+(``passes``) and call ``optimizer.step(closure)``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from samlab.optim.gsam import GSAM
+from samlab.optim.looksam import LookSAM
+from samlab.optim.onestep import OneStepSAM
+from samlab.optim.sam import ASAM, SAM
+
+__all__ = [
+    "BASE_OPTIMIZERS",
+    "OptimInfo",
+    "create_optimizer",
+    "get_optimizer_info",
+    "list_optimizers",
+]
+
+#: base optimizers that the SAM family can wrap by name (``base="adam"``)
+BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+@dataclass(frozen=True)
+class OptimInfo:
+    """One registry entry.
+
+    Attributes:
+        name: canonical name.
+        factory: the class (a SAM-family wrapper or a torch optimizer).
+        sam_family: True when ``factory`` wraps a base optimizer.
+        passes: forward+backward passes per step: 1, 2, or "1-2" (LookSAM: 2 every k-th step).
+        base: default base optimizer name for the SAM family.
+        defaults: keyword defaults applied before the caller's keywords.
+        description: one line with the paper.
+    """
+
+    name: str
+    factory: Callable[..., torch.optim.Optimizer]
+    sam_family: bool
+    passes: int | str
+    base: str | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+_ENTRIES = (
+    OptimInfo("sgd", torch.optim.SGD, False, 1, description="stochastic gradient descent"),
+    OptimInfo("adam", torch.optim.Adam, False, 1, description="Adam (Kingma & Ba, 2015)"),
+    OptimInfo("adamw", torch.optim.AdamW, False, 1, description="AdamW (Loshchilov & Hutter)"),
+    OptimInfo("sam", SAM, True, 2, "sgd", description="SAM (Foret et al., ICLR 2021)"),
+    OptimInfo("asam", ASAM, True, 2, "sgd", description="ASAM (Kwon et al., ICML 2021)"),
+    OptimInfo("gsam", GSAM, True, 2, "sgd", description="GSAM (Zhuang et al., ICLR 2022)"),
+    OptimInfo("looksam", LookSAM, True, "1-2", "sgd", description="LookSAM (Liu et al., 2022)"),
+    OptimInfo(
+        "onestep-sam", OneStepSAM, True, 1, "sgd", description="SAM.v2 / S2-SAM (Ji et al., 2024)"
+    ),
+)
+_REGISTRY: dict[str, OptimInfo] = {info.name: info for info in _ENTRIES}
+
+#: seed spellings -> (canonical name, base optimizer)
+_ALIASES: dict[str, tuple[str, str | None]] = {
+    "sam-sgd": ("sam", "sgd"),
+    "sgd-sam": ("sam", "sgd"),
+    "sam-adam": ("sam", "adam"),
+    "adam-sam": ("sam", "adam"),
+    "sam-adamw": ("sam", "adamw"),
+    "adamw-sam": ("sam", "adamw"),
+    "asam-sgd": ("asam", "sgd"),
+    "sgd-asam": ("asam", "sgd"),
+    "asam-adam": ("asam", "adam"),
+    "gsam-sgd": ("gsam", "sgd"),
+    "gsam-adamw": ("gsam", "adamw"),
+    "looksam-sgd": ("looksam", "sgd"),
+    "onestep": ("onestep-sam", None),
+    "one-step-sam": ("onestep-sam", None),
+    "sam-v2": ("onestep-sam", None),
+    "samv2": ("onestep-sam", None),
+    "s2-sam": ("onestep-sam", None),
+}
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def list_optimizers(*, aliases: bool = False) -> list[str]:
+    """Canonical registry names (and the accepted aliases when ``aliases=True``)."""
+    names = list(_REGISTRY)
+    return names + sorted(_ALIASES) if aliases else names
+
+
+def get_optimizer_info(name: str) -> OptimInfo:
+    """The registry entry of ``name`` (canonical or alias)."""
+    key = _normalise(name)
+    key = _ALIASES.get(key, (key, None))[0]
+    if key not in _REGISTRY:
+        raise ValueError(
+            f"unknown optimizer {name!r}; known: {', '.join(list_optimizers())} "
+            f"(aliases: {', '.join(sorted(_ALIASES))})"
+        )
+    return _REGISTRY[key]
+
+
+def _accepted(cls: type) -> set[str]:
+    return {
+        n
+        for n, p in inspect.signature(cls.__init__).parameters.items()
+        if n not in ("self", "params") and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def create_optimizer(
+    name: str, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], **kwargs: Any
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` on ``params``.
+
+    SAM-family names wrap SGD unless ``base="adam"``/``"adamw"`` (or an alias such as
+    ``sam-adam``) says otherwise; every other keyword goes to the wrapper or the base
+    optimizer. A keyword that neither takes raises ``ValueError`` naming it.
+    """
+    key = _normalise(name)
+    alias_base = _ALIASES.get(key, (key, None))[1]
+    info = get_optimizer_info(name)
+    kwargs = {**info.defaults, **kwargs}
+    base_name = kwargs.pop("base", None)
+    if not info.sam_family:
+        if base_name is not None:
+            raise ValueError(f"'base' applies to the SAM family only, not to {info.name!r}")
+        unknown = set(kwargs) - _accepted(info.factory)
+        if unknown:
+            raise ValueError(
+                f"{info.name} does not take {sorted(unknown)}; it takes "
+                f"{sorted(_accepted(info.factory))}"
+            )
+        return info.factory(params, **kwargs)
+    if alias_base is not None and base_name is not None and _normalise(base_name) != alias_base:
+        raise ValueError(f"{name!r} already names base {alias_base!r}; drop base={base_name!r}")
+    base_name = _normalise(base_name or alias_base or info.base or "sgd")
+    if base_name not in BASE_OPTIMIZERS:
+        raise ValueError(f"unknown base {base_name!r}; choose from {sorted(BASE_OPTIMIZERS)}")
+    base_cls = BASE_OPTIMIZERS[base_name]
+    known = _accepted(info.factory) | _accepted(base_cls)
+    known.discard("base_optimizer")
+    unknown = set(kwargs) - known
+    if unknown:
+        raise ValueError(
+            f"{info.name} with base {base_name} does not take {sorted(unknown)}; it takes "
+            f"{sorted(known)}"
+        )
+    return info.factory(params, base_cls, **kwargs)

@@ -1,0 +1,143 @@
+"""GSAM: surrogate-gap guided SAM (Zhuang et al., ICLR 2022).
+
+Per step, with clean gradient ``g`` at ``w`` and ``g_p`` at ``w + e`` (``e`` as in SAM/ASAM
+with radius ``rho_t``):
+
+    cos   = <g, g_p> / (||g|| ||g_p|| + eps)
+    g_perp = g - cos * ||g|| * g_p / (||g_p|| + eps)       (component of g orthogonal to g_p)
+    final = g_p - alpha * g_perp
+
+which is the sign of the official code (descending ``g_p`` while ascending the surrogate gap
+along ``g_perp``). ``alpha = 0`` with constant rho is SAM exactly. ``rho_t`` comes from a
+``rho_schedule`` (see :mod:`samlab.optim.rho_schedule`) consulted with each group's current
+learning rate, or is the constant ``rho``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import kernels
+from samlab.optim.rho_schedule import RhoSchedule
+from samlab.optim.sam import SAM
+
+__all__ = ["GSAM"]
+
+
+class GSAM(SAM):
+    """GSAM wrapping any ``torch.optim`` optimizer (see the module docstring for the rule).
+
+    Args beyond :class:`~samlab.optim.SAM`'s:
+        alpha: weight of the surrogate-gap ascent (paper: 0.005–1.0; 0 gives SAM).
+        rho_schedule: a :class:`~samlab.optim.rho_schedule.RhoSchedule`; constant ``rho`` when
+            None.
+    """
+
+    method = "GSAM"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        *,
+        rho: float = 0.05,
+        alpha: float = 0.4,
+        rho_schedule: RhoSchedule | None = None,
+        adaptive: bool = False,
+        eta: float = 0.01,
+        eps: float = 1e-12,
+        max_grad_norm: float | None = None,
+        impl: str = "auto",
+        **base_kwargs: Any,
+    ) -> None:
+        if rho_schedule is not None and not isinstance(rho_schedule, RhoSchedule):
+            raise TypeError(
+                "rho_schedule must be a samlab.optim RhoSchedule (ProportionalRho, LinearRho, "
+                f"CosineRho, PolynomialRho), got {type(rho_schedule).__name__}"
+            )
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.rho_schedule = rho_schedule
+        super().__init__(
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=adaptive,
+            eta=eta,
+            eps=eps,
+            max_grad_norm=max_grad_norm,
+            impl=impl,
+            **base_kwargs,
+        )
+        for group in self.param_groups:
+            group.setdefault("alpha", alpha)
+        self.defaults["alpha"] = alpha
+        self._clean_grads: dict[Tensor, Tensor] = {}
+
+    def _rho(self, group: dict[str, Any]) -> float:
+        if self.rho_schedule is None:
+            return group["rho"]
+        return self.rho_schedule(group["lr"])
+
+    def _first(self) -> bool:
+        self._ascent()
+        # Keep the clean gradient by taking the tensor itself (no copy); the perturbed
+        # backward then writes fresh .grad tensors.
+        for p in self._all_params_with_grad():
+            self._clean_grads[p] = p.grad
+            p.grad = None
+        return True
+
+    def _finish(self) -> None:
+        clean = self._clean_grads
+        self._clean_grads = {}
+        grouped = [
+            (group, [p for p in group["params"] if p.grad is not None and p in clean])
+            for group in self.param_groups
+        ]
+        params = [p for _, ps in grouped for p in ps]
+        if not params:
+            return
+        impl = self._impl_for(params[0].device)
+        g = [clean[p] for p in params]
+        g_p = [p.grad for p in params]
+        eps = self.param_groups[0]["eps"]
+        norm_g = kernels.global_norm(g, impl=impl)
+        norm_gp = kernels.global_norm(g_p, impl=impl)
+        inner = kernels.dot(g, g_p, impl=impl)
+        cos = inner / (norm_g * norm_gp + eps)
+        coef = cos * norm_g / (norm_gp + eps)  # g_perp = g - coef * g_p
+        self.last_step["gsam_cos"] = cos
+        for group, ps in grouped:
+            alpha = group["alpha"]
+            if alpha == 0 or not ps:
+                continue
+            # final = g_p - alpha * (g - coef * g_p)
+            for p in ps:
+                g_perp = clean[p] - coef.to(p.device) * p.grad
+                p.grad.sub_(g_perp, alpha=alpha)
+
+    def _end_step(self) -> None:
+        super()._end_step()
+        if self.rho_schedule is not None and not self._skip:
+            self.rho_schedule.step()
+
+    def _extra_state(self) -> dict[str, Any]:
+        if self.rho_schedule is None:
+            return {}
+        return {"rho_schedule": self.rho_schedule.state_dict()}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        saved = state.get("rho_schedule")
+        if (saved is None) != (self.rho_schedule is None):
+            raise ValueError(
+                "GSAM.load_state_dict: the saved optimizer "
+                + ("had a rho_schedule and this one has none" if saved else "had no rho_schedule")
+                + "; build GSAM with the same rho_schedule type to resume"
+            )
+        if saved is not None:
+            self.rho_schedule.load_state_dict(saved)

@@ -1,0 +1,129 @@
+"""LookSAM (Liu et al., CVPR 2022): SAM's extra gradient only every ``k`` steps.
+
+On steps ``t % k == 0`` (two passes) with ``g`` at ``w`` and ``g_p`` at ``w + e``:
+
+    g_v = g_p - (<g, g_p> / (||g|| ||g_p|| + eps)) * ||g_p|| * g / (||g|| + eps)
+
+(the component of ``g_p`` orthogonal to ``g``) is kept and the base optimizer follows
+``g_p``. On the other ``k - 1`` steps only the clean pass runs and the base optimizer follows
+
+    g + alpha * (||g|| / (||g_v|| + eps)) * g_v
+
+so the second forward+backward is really skipped (``first_step()`` returns False and
+``step(closure)`` calls the closure once).
+
+.. note::
+   pytorch-optimizer's documented usage (``closure(); step(closure)``) runs the closure on
+   every step and saves nothing; here the skipped steps cost one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import kernels
+from samlab.optim.sam import SAM
+
+__all__ = ["LookSAM"]
+
+
+class LookSAM(SAM):
+    """LookSAM with refresh period ``k`` and reuse weight ``alpha`` (paper: k=5, alpha=0.7)."""
+
+    method = "LookSAM"
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]],
+        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        *,
+        rho: float = 0.05,
+        k: int = 5,
+        alpha: float = 0.7,
+        adaptive: bool = False,
+        eta: float = 0.01,
+        eps: float = 1e-12,
+        max_grad_norm: float | None = None,
+        impl: str = "auto",
+        **base_kwargs: Any,
+    ) -> None:
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k (refresh period) must be an integer >= 1, got {k!r}")
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        self.k = k
+        super().__init__(
+            params,
+            base_optimizer,
+            rho=rho,
+            adaptive=adaptive,
+            eta=eta,
+            eps=eps,
+            max_grad_norm=max_grad_norm,
+            impl=impl,
+            **base_kwargs,
+        )
+        for group in self.param_groups:
+            group.setdefault("alpha", alpha)
+        self.defaults["alpha"] = alpha
+        self._clean_grads: dict[Tensor, Tensor] = {}
+
+    def _begin(self) -> None:
+        super()._begin()
+        # one pass between refreshes (and before the first refresh has stored g_v)
+        self.single_pass = self._step_index % self.k != 0
+
+    def _first(self) -> bool:
+        self._ascent()
+        for p in self._all_params_with_grad():
+            self._clean_grads[p] = p.grad
+            p.grad = None
+        return True
+
+    def _finish(self) -> None:
+        params = self._all_params_with_grad()
+        if not params:
+            return
+        impl = self._impl_for(params[0].device)
+        eps = self.param_groups[0]["eps"]
+        if self.single_pass:
+            self._reuse(params, impl, eps)
+        else:
+            self._refresh(params, impl, eps)
+
+    def _refresh(self, params: list[Tensor], impl: str, eps: float) -> None:
+        clean = self._clean_grads
+        self._clean_grads = {}
+        params = [p for p in params if p in clean]
+        g = [clean[p] for p in params]
+        g_p = [p.grad for p in params]
+        norm_g = kernels.global_norm(g, impl=impl)
+        norm_gp = kernels.global_norm(g_p, impl=impl)
+        cos = kernels.dot(g, g_p, impl=impl) / (norm_g * norm_gp + eps)
+        coef = cos * norm_gp / (norm_g + eps)
+        for p, gi, gpi in zip(params, g, g_p):
+            state = self.state[p]
+            g_v = gpi - coef.to(p.device) * gi
+            if "g_v" in state and state["g_v"].shape == g_v.shape:
+                state["g_v"].copy_(g_v)
+            else:
+                state["g_v"] = g_v
+
+    def _reuse(self, params: list[Tensor], impl: str, eps: float) -> None:
+        params = [p for p in params if "g_v" in self.state[p]]
+        if not params:
+            return
+        g = [p.grad for p in params]
+        g_v = [self.state[p]["g_v"] for p in params]
+        factor = kernels.global_norm(g, impl=impl) / (kernels.global_norm(g_v, impl=impl) + eps)
+        for group in self.param_groups:
+            alpha = group["alpha"]
+            ps = [p for p in group["params"] if p.grad is not None and "g_v" in self.state[p]]
+            if alpha == 0 or not ps:
+                continue
+            for p in ps:
+                p.grad.add_(self.state[p]["g_v"] * factor.to(p.device), alpha=alpha)

@@ -1,0 +1,22 @@
+"""Training helpers: closures with the BatchNorm policy, checkpoints, trainers."""
+
+from samlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from samlab.train.closures import (
+    BN_POLICIES,
+    PERTURBATION_MODES,
+    SAMClosure,
+    bn_update_context,
+    make_closure,
+)
+
+__all__ = [
+    "BN_POLICIES",
+    "PERTURBATION_MODES",
+    "SAMClosure",
+    "bn_update_context",
+    "load_checkpoint",
+    "make_closure",
+    "rng_state",
+    "save_checkpoint",
+    "set_rng_state",
+]
