@@ -12,6 +12,7 @@ The protocol is documented in ``docs/closure-protocol.md``. A subclass implement
 from __future__ import annotations
 
 import contextvars
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor
 
 import kernels
+from kernels import compiled as _compiled
 
 __all__ = ["SAMBase", "current_pass"]
 
@@ -27,6 +29,9 @@ _CURRENT_PASS: contextvars.ContextVar[tuple[str | None, bool]] = contextvars.Con
 )
 _STALE_MARK = "_samlab_stale_version"
 _IMPLS = ("auto", *kernels.IMPLS)
+#: "auto" compiles the CPU path only from this many parameter elements on: below it the
+#: one-time compilation (about 5-20 s) costs more than a short run saves.
+COMPILE_MIN_NUMEL = 2_000_000
 
 
 def current_pass() -> str | None:
@@ -83,8 +88,8 @@ class SAMBase(torch.optim.Optimizer):
         for key in ("rho", "eta", "alpha"):
             if key in defaults:
                 _check_nonnegative(key, defaults[key])
-        if "eps" in defaults and not defaults["eps"] > 0:
-            raise ValueError(f"eps must be positive, got {defaults['eps']!r}")
+        if "perturb_eps" in defaults and not defaults["perturb_eps"] > 0:
+            raise ValueError(f"perturb_eps must be positive, got {defaults['perturb_eps']!r}")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm!r}")
         if impl not in _IMPLS:
@@ -113,10 +118,20 @@ class SAMBase(torch.optim.Optimizer):
         self.track_stats = False
         self._scaler_views: tuple[_ScalerView, _ScalerView] | None = None
         self._in_step = False
+        self._swapped: list[Tensor] = []  # perturbed by swapping storages (compiled path)
+        self._copied: list[list[Tensor]] = []  # perturbed in place, backed up by copy
+        self._auto_cpu_impl: str | None = None
+        self._compiled_base_step = None
 
     # ----------------------------------------------------------------- param groups
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        for key in ("rho", "eta", "gsam_alpha", "looksam_alpha"):
+            if key in param_group:
+                _check_nonnegative(f"{key} (param group)", param_group[key])
+        if "perturb_eps" in param_group and not param_group["perturb_eps"] > 0:
+            raise ValueError(f"perturb_eps must be positive, got {param_group['perturb_eps']!r}")
         super().add_param_group(param_group)
+        self._auto_cpu_impl = None
         base = getattr(self, "base_optimizer", None)
         if base is not None:
             group = self.param_groups.pop()
@@ -126,7 +141,24 @@ class SAMBase(torch.optim.Optimizer):
     def _impl_for(self, device: torch.device) -> str:
         if self.impl != "auto":
             return self.impl
-        return "foreach" if device.type == "cuda" else "loop"
+        if device.type == "cuda":
+            return "foreach"
+        if self._auto_cpu_impl is None:
+            numel = sum(p.numel() for g in self.param_groups for p in g["params"])
+            big = numel >= COMPILE_MIN_NUMEL
+            self._auto_cpu_impl = "compiled" if big and _compiled.compiler_available() else "loop"
+        return self._auto_cpu_impl
+
+    def _compile_failed(self, err: Exception) -> None:
+        warnings.warn(
+            f"{self.method}: torch.compile failed ({type(err).__name__}: {err}); falling back "
+            "to the eager per-tensor loop (impl='loop')",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        self.impl = "loop"
+        self._auto_cpu_impl = "loop"
+        self._compiled_base_step = None
 
     def _grouped(self) -> list[tuple[dict[str, Any], list[Tensor], list[Tensor]]]:
         """(group, params with a gradient, their gradients) for every group."""
@@ -173,6 +205,17 @@ class SAMBase(torch.optim.Optimizer):
                 continue
             vectors = grads if directions is None else directions[i]
             adaptive = group.get("adaptive", False)
+            if self._impl_for(params[0].device) == "compiled":
+                try:
+                    if adaptive:
+                        flat = [t for pair in zip(params, vectors) for t in pair]
+                        sq = _compiled.compiled("norm_sq_into")(flat, group.get("eta", 0.0))
+                    else:
+                        sq = _compiled.compiled("norm_sq_into")(list(vectors), None)
+                    parts.append(sq.sqrt())
+                    continue
+                except Exception as err:  # no compiler, inductor failure
+                    self._compile_failed(err)
             parts.append(
                 kernels.global_norm(
                     vectors,
@@ -194,7 +237,12 @@ class SAMBase(torch.optim.Optimizer):
             if not params:
                 continue
             rho = rho_of(group)
-            scale = rho / (norm + group["eps"])
+            scale = rho / (norm + group["perturb_eps"])
+            if self._impl_for(params[0].device) == "compiled" and self._perturb_swap(
+                group, params, dirs, scale
+            ):
+                continue
+            self._copied.append(params)
             kernels.perturb_(
                 params,
                 dirs,
@@ -211,17 +259,36 @@ class SAMBase(torch.optim.Optimizer):
                 grouped, directions, norm, rho_of
             )
 
+    def _perturb_swap(self, group, params, dirs, scale) -> bool:
+        """Compiled path: write ``w + e`` into spare buffers and swap storages with ``p.data``
+        (restoring is then a swap back, no copy); the original storage is untouched."""
+        spare = self._backups_for(params)
+        eta = group.get("eta", 0.0) if group.get("adaptive", False) else None
+        try:
+            _compiled.compiled("perturb_into")(spare, params, list(dirs), scale, eta)
+        except Exception as err:
+            self._compile_failed(err)
+            return False
+        for p, buf in zip(params, spare):
+            original = p.data
+            p.data = buf
+            self._backups[p] = original
+            self._swapped.append(p)
+        return True
+
     def _restore(self) -> None:
         if not self._perturbed:
             return
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p in self._backups]
-            if params:
-                kernels.copy_(
-                    params,
-                    [self._backups[p] for p in params],
-                    impl=self._impl_for(params[0].device),
-                )
+        for p in self._swapped:
+            perturbed = p.data
+            p.data = self._backups[p]
+            self._backups[p] = perturbed  # the spare buffer of the next step
+        self._swapped = []
+        for params in self._copied:
+            kernels.copy_(
+                params, [self._backups[p] for p in params], impl=self._impl_for(params[0].device)
+            )
+        self._copied = []
         self._perturbed = False
 
     def _perturbation_norm(self, grouped, directions, norm: Tensor, rho_of) -> Tensor:
@@ -231,7 +298,7 @@ class SAMBase(torch.optim.Optimizer):
         for (group, params, _), grads in zip(grouped, directions):
             if not params:
                 continue
-            scale = rho_of(group) / (norm + group["eps"])
+            scale = rho_of(group) / (norm + group["perturb_eps"])
             if group.get("adaptive", False):
                 t = [
                     (self._backups[p].abs() + group["eta"]) ** 2 * g for p, g in zip(params, grads)
@@ -323,7 +390,7 @@ class SAMBase(torch.optim.Optimizer):
             self._finish()
             if self.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(self._all_params_with_grad(), self.max_grad_norm)
-            self.base_optimizer.step()
+            self._base_step()
         self._end_step()
         self._opt_called = True  # lets LR schedulers know the optimizer stepped
         if not self._in_step:
@@ -331,6 +398,24 @@ class SAMBase(torch.optim.Optimizer):
                 hook(self, (), {})
         if zero_grad:
             self.zero_grad(set_to_none=True)
+
+    def _base_step(self) -> None:
+        """The base optimizer's step, compiled on the compiled path (learning rates become
+        0-d tensors there, so LR schedulers do not trigger recompilation)."""
+        params = self._all_params_with_grad()
+        if not params or self._impl_for(params[0].device) != "compiled":
+            self.base_optimizer.step()
+            return
+        if self._compiled_base_step is None:
+            for group in self.param_groups:
+                if not isinstance(group.get("lr"), Tensor):
+                    group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float64)
+            self._compiled_base_step = torch.compile(self.base_optimizer.step, dynamic=False)
+        try:
+            self._compiled_base_step()
+        except Exception as err:
+            self._compile_failed(err)
+            self.base_optimizer.step()
 
     def _end_step(self) -> None:
         self.last_step["skipped"] = self._skip

@@ -137,6 +137,14 @@ def create_optimizer(
     info = get_optimizer_info(name)
     kwargs = {**info.defaults, **kwargs}
     base_name = kwargs.pop("base", None)
+    if base_name is not None and not isinstance(base_name, str):
+        got = base_name.__name__ if isinstance(base_name, type) else type(base_name).__name__
+        raise TypeError(
+            f"base must be a name from {sorted(BASE_OPTIMIZERS)}, got {got} "
+            f"({'a class' if isinstance(base_name, type) else 'an instance'}); to wrap another "
+            "optimizer class call the class directly, e.g. SAM(params, MyOptimizer, lr=...); an "
+            "instance cannot be wrapped (samlab builds it on its own param_groups)"
+        )
     if not info.sam_family:
         if base_name is not None:
             raise ValueError(f"'base' applies to the SAM family only, not to {info.name!r}")

@@ -49,7 +49,7 @@ class GSAM(SAM):
         rho_schedule: RhoSchedule | None = None,
         adaptive: bool = False,
         eta: float = 0.01,
-        eps: float = 1e-12,
+        perturb_eps: float = 1e-12,
         max_grad_norm: float | None = None,
         impl: str = "auto",
         **base_kwargs: Any,
@@ -68,14 +68,14 @@ class GSAM(SAM):
             rho=rho,
             adaptive=adaptive,
             eta=eta,
-            eps=eps,
+            perturb_eps=perturb_eps,
             max_grad_norm=max_grad_norm,
             impl=impl,
             **base_kwargs,
         )
         for group in self.param_groups:
-            group.setdefault("alpha", alpha)
-        self.defaults["alpha"] = alpha
+            group.setdefault("gsam_alpha", alpha)
+        self.defaults["gsam_alpha"] = alpha
         self._clean_grads: dict[Tensor, Tensor] = {}
 
     def _rho(self, group: dict[str, Any]) -> float:
@@ -105,7 +105,7 @@ class GSAM(SAM):
         impl = self._impl_for(params[0].device)
         g = [clean[p] for p in params]
         g_p = [p.grad for p in params]
-        eps = self.param_groups[0]["eps"]
+        eps = self.param_groups[0]["perturb_eps"]
         norm_g = kernels.global_norm(g, impl=impl)
         norm_gp = kernels.global_norm(g_p, impl=impl)
         inner = kernels.dot(g, g_p, impl=impl)
@@ -113,7 +113,7 @@ class GSAM(SAM):
         coef = cos * norm_g / (norm_gp + eps)  # g_perp = g - coef * g_p
         self.last_step["gsam_cos"] = cos
         for group, ps in grouped:
-            alpha = group["alpha"]
+            alpha = group["gsam_alpha"]
             if alpha == 0 or not ps:
                 continue
             # final = g_p - alpha * (g - coef * g_p)

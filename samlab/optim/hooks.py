@@ -15,7 +15,7 @@ def _as_float(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, torch.Tensor):
-        return float(value.detach().float().cpu())
+        return float(value.detach().cpu())  # keeps float64 precision
     return float(value)
 
 

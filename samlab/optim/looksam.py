@@ -46,7 +46,7 @@ class LookSAM(SAM):
         alpha: float = 0.7,
         adaptive: bool = False,
         eta: float = 0.01,
-        eps: float = 1e-12,
+        perturb_eps: float = 1e-12,
         max_grad_norm: float | None = None,
         impl: str = "auto",
         **base_kwargs: Any,
@@ -62,20 +62,20 @@ class LookSAM(SAM):
             rho=rho,
             adaptive=adaptive,
             eta=eta,
-            eps=eps,
+            perturb_eps=perturb_eps,
             max_grad_norm=max_grad_norm,
             impl=impl,
             **base_kwargs,
         )
         for group in self.param_groups:
-            group.setdefault("alpha", alpha)
-        self.defaults["alpha"] = alpha
+            group.setdefault("looksam_alpha", alpha)
+        self.defaults["looksam_alpha"] = alpha
         self._clean_grads: dict[Tensor, Tensor] = {}
 
     def _begin(self) -> None:
         super()._begin()
         # one pass between refreshes (and before the first refresh has stored g_v)
-        self.single_pass = self._step_index % self.k != 0
+        self.single_pass = self.single_pass or self._step_index % self.k != 0
 
     def _first(self) -> bool:
         self._ascent()
@@ -89,7 +89,7 @@ class LookSAM(SAM):
         if not params:
             return
         impl = self._impl_for(params[0].device)
-        eps = self.param_groups[0]["eps"]
+        eps = self.param_groups[0]["perturb_eps"]
         if self.single_pass:
             self._reuse(params, impl, eps)
         else:
@@ -121,7 +121,7 @@ class LookSAM(SAM):
         g_v = [self.state[p]["g_v"] for p in params]
         factor = kernels.global_norm(g, impl=impl) / (kernels.global_norm(g_v, impl=impl) + eps)
         for group in self.param_groups:
-            alpha = group["alpha"]
+            alpha = group["looksam_alpha"]
             ps = [p for p in group["params"] if p.grad is not None and "g_v" in self.state[p]]
             if alpha == 0 or not ps:
                 continue

@@ -29,13 +29,15 @@ class SAM(SAMBase):
 
     Args:
         params: parameters or param-group dicts (each group may set its own ``rho``,
-            ``adaptive``, ``eta``, ``eps`` and base-optimizer options).
+            ``adaptive``, ``eta``, ``perturb_eps`` and base-optimizer options).
         base_optimizer: a ``torch.optim.Optimizer`` class (default ``torch.optim.SGD``),
             built on this optimizer's param_groups with ``**base_kwargs``.
         rho: neighbourhood radius (>= 0; 0 reproduces the base optimizer exactly).
         adaptive: ASAM's scale-invariant perturbation.
         eta: ASAM's offset in ``T = |w| + eta`` (paper: 0.01; davda54/sam: 0).
-        eps: added to every norm, so a zero gradient gives a zero perturbation.
+        perturb_eps: added to every norm, so a zero gradient gives a zero perturbation (named
+            apart from the base optimizer's own ``eps``, e.g. Adam's, which goes through
+            ``**base_kwargs``).
         max_grad_norm: clip the final gradient (after AMP unscaling) to this norm.
         impl: "auto" (foreach on CUDA, per-tensor loop on CPU), "loop", "foreach" or
             "compiled" for the tensor-list kernels.
@@ -61,18 +63,23 @@ class SAM(SAMBase):
         rho: float = 0.05,
         adaptive: bool = False,
         eta: float = 0.01,
-        eps: float = 1e-12,
+        perturb_eps: float = 1e-12,
         max_grad_norm: float | None = None,
         impl: str = "auto",
         **base_kwargs: Any,
     ) -> None:
-        defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, eps=eps)
+        defaults = dict(rho=rho, adaptive=bool(adaptive), eta=eta, perturb_eps=perturb_eps)
         super().__init__(
             params, base_optimizer, defaults, base_kwargs, max_grad_norm=max_grad_norm, impl=impl
         )
 
     def _rho(self, group: dict[str, Any]) -> float:
         return group["rho"]
+
+    def _begin(self) -> None:
+        super()._begin()
+        # rho = 0 everywhere: the step is the base optimizer's, with one pass
+        self.single_pass = all(self._rho(group) == 0 for group in self.param_groups)
 
     def _ascent(self) -> tuple[list, Tensor]:
         """Perturb along the current gradients; returns (grouped, norm)."""
@@ -104,7 +111,7 @@ class ASAM(SAM):
         *,
         rho: float = 0.5,
         eta: float = 0.01,
-        eps: float = 1e-12,
+        perturb_eps: float = 1e-12,
         max_grad_norm: float | None = None,
         impl: str = "auto",
         **base_kwargs: Any,
@@ -115,7 +122,7 @@ class ASAM(SAM):
             rho=rho,
             adaptive=True,
             eta=eta,
-            eps=eps,
+            perturb_eps=perturb_eps,
             max_grad_norm=max_grad_norm,
             impl=impl,
             **base_kwargs,

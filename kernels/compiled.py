@@ -1,0 +1,69 @@
+"""``torch.compile`` fast paths of the SAM tensor-list ops (the CPU fast path).
+
+On CPU, ``torch._foreach_*`` ops measured slower than the per-tensor loop, while compiled
+updates fuse each list operation into a few C++ loops (see ``benchmarks/optim_step.py``). The
+compiled functions here are the reference loops of :mod:`kernels.sam_ops` under
+``torch.compile``; tests check in float64 that they agree with the loops.
+
+Compilation needs a C++ compiler (CPU) or Triton (CUDA). :func:`compiler_available` tells;
+:func:`compiled` returns the compiled function or raises ``RuntimeError`` with the reason, and
+callers fall back to the loop with one warning.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["compiled", "compiler_available", "norm_sq_into", "perturb_into"]
+
+
+@functools.cache
+def compiler_available() -> bool:
+    """True when inductor can build CPU kernels here (a C++ compiler is on PATH)."""
+    if os.environ.get("SAMLAB_NO_COMPILE", "") not in ("", "0"):
+        return False
+    cxx = os.environ.get("CXX", "")
+    return bool((cxx and shutil.which(cxx)) or shutil.which("g++") or shutil.which("clang++"))
+
+
+def norm_sq_into(tensors: Sequence[Tensor], weights_eta: float | None) -> Tensor:
+    """``sum_i ||T_i x_i||^2`` (``T_i = |w_i| + eta`` when ``weights_eta`` is given).
+
+    Written as the loop; compiled it becomes one fused reduction. ``tensors`` is a list of
+    gradients, or of (param, grad) pairs flattened as [p0, g0, p1, g1, ...] when adaptive.
+    """
+    if weights_eta is None:
+        return torch.stack([torch.sum(t * t) for t in tensors]).sum()
+    pairs = zip(tensors[0::2], tensors[1::2])
+    return torch.stack([torch.sum(((p.abs() + weights_eta) * g) ** 2) for p, g in pairs]).sum()
+
+
+def perturb_into(
+    out: Sequence[Tensor],
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    scale: Tensor,
+    eta: float | None,
+) -> None:
+    """``out_i <- w_i + e_i`` with ``e_i = scale * g_i`` or ``scale * (|w_i| + eta)^2 g_i``."""
+    for o, p, g in zip(out, params, grads):
+        if eta is None:
+            o.copy_(p + scale * g)
+        else:
+            t = p.abs() + eta
+            o.copy_(p + scale * (t * t) * g)
+
+
+@functools.cache
+def compiled(name: str) -> Callable:
+    """The compiled version of ``norm_sq_into`` or ``perturb_into``."""
+    if not compiler_available():
+        raise RuntimeError("no C++ compiler found for torch.compile (install g++ or set CXX)")
+    fn = {"norm_sq_into": norm_sq_into, "perturb_into": perturb_into}[name]
+    return torch.compile(fn, dynamic=False)
