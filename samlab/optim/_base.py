@@ -425,7 +425,8 @@ class SAMBase(torch.optim.Optimizer):
         self._mark_grads_stale()
         self.current_pass = None
         self.single_pass = False
-        self._step_index += 1
+        if not self._skip:  # a skipped (AMP overflow) step is not a step: LookSAM retries it
+            self._step_index += 1
 
     # ----------------------------------------------------------------- closure API
     def step(self, closure: Callable[[], Any] | None = None, *, scaler=None) -> Any:

@@ -62,8 +62,12 @@ def save_checkpoint(
     if extra:
         payload["extra"] = extra
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a torn file nor a .tmp
+        raise
     if config is not None:
         path.with_suffix(".json").write_text(json.dumps(payload["config"], indent=2) + "\n")
     return path
