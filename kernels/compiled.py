@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["compiled", "compiler_available", "norm_sq_into", "perturb_into"]
+__all__ = ["compiled", "compiler_available", "dot_into", "norm_sq_into", "perturb_into"]
 
 
 @functools.cache
@@ -60,10 +60,15 @@ def perturb_into(
             o.copy_(p + scale * (t * t) * g)
 
 
+def dot_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """``sum_i <a_i, b_i>`` (GSAM's and LookSAM's inner product), one fused reduction."""
+    return torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum()
+
+
 @functools.cache
 def compiled(name: str) -> Callable:
-    """The compiled version of ``norm_sq_into`` or ``perturb_into``."""
+    """The compiled version of ``norm_sq_into``, ``dot_into`` or ``perturb_into``."""
     if not compiler_available():
         raise RuntimeError("no C++ compiler found for torch.compile (install g++ or set CXX)")
-    fn = {"norm_sq_into": norm_sq_into, "perturb_into": perturb_into}[name]
+    fn = {"norm_sq_into": norm_sq_into, "dot_into": dot_into, "perturb_into": perturb_into}[name]
     return torch.compile(fn, dynamic=False)

@@ -8,7 +8,11 @@ and an ``impl`` switch:
 * ``"foreach"`` — ``torch._foreach_*`` multi-tensor kernels (few launches; the fast path on
   CUDA, as in ``torch/optim/sgd.py``).
 * ``"compiled"`` — the reference loop under ``torch.compile`` (one fused C++/Triton kernel per
-  call after a one-time compilation). See :mod:`kernels.compiled`.
+  call after a one-time compilation) for the reductions (``global_norm``, ``dot``); see
+  :mod:`kernels.compiled`, which also holds the compiled perturbation the optimizers use
+  (``perturb_into``, writing ``w + e`` into spare buffers). ``copy_``, ``scaled_add_`` and
+  ``perturb_`` run their per-tensor loop under ``"compiled"``. Where compilation is
+  unavailable, ``"compiled"`` reductions fall back to the loop.
 
 Scalars that depend on gradients (norms, scales) stay 0-d tensors so that nothing
 synchronises a GPU. Norms are computed in the tensors' own dtype (float64 stays float64).
@@ -41,6 +45,19 @@ def _check_impl(impl: str) -> None:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
+def _try_compiled(name: str, *args):
+    """The compiled reduction, or None where it cannot run (no compiler, several devices)."""
+    from kernels import compiled
+
+    tensors = args[0]
+    if len({t.device for t in tensors}) > 1 or not compiled.compiler_available():
+        return None
+    try:
+        return compiled.compiled(name)(*args)
+    except Exception:  # inductor failure: the loop is always correct
+        return None
+
+
 def _sum_on_first(values: Sequence[Tensor]) -> Tensor:
     device = values[0].device
     return torch.stack([v.to(device) for v in values]).sum()
@@ -66,6 +83,17 @@ def global_norm(
     _check_impl(impl)
     if len(tensors) == 0:
         return torch.zeros(())
+    if impl == "compiled":
+        result = _try_compiled(
+            "norm_sq_into",
+            [t for pair in zip(params, tensors) for t in pair]
+            if params is not None
+            else list(tensors),
+            None if params is None else eta,
+        )
+        if result is not None:
+            return result.sqrt()
+        impl = "loop"
     if params is not None:
         if impl == "foreach":
             weights = torch._foreach_abs(list(params))
@@ -87,6 +115,10 @@ def dot(a: Sequence[Tensor], b: Sequence[Tensor], *, impl: str = "loop") -> Tens
     _check_impl(impl)
     if len(a) == 0:
         return torch.zeros(())
+    if impl == "compiled":
+        result = _try_compiled("dot_into", list(a), list(b))
+        if result is not None:
+            return result
     if impl == "foreach":
         products = torch._foreach_mul(list(a), list(b))
         return _sum_on_first([p.sum() for p in products])
