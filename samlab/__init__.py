@@ -5,5 +5,7 @@ Subpackages: ``samlab.optim`` (SAM, ASAM, GSAM, LookSAM, one-step SAM, registry)
 Loss landscapes live in the separate ``landscape`` package; tensor-list kernels in ``kernels``.
 """
 
+from samlab.utils import seed_everything, smoke_mode
+
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "seed_everything", "smoke_mode"]
