@@ -69,6 +69,7 @@ NON_IDENTITY_PROVENANCE_KEYS = frozenset(
         "command",
         "chunk_size",
         "nproc",
+        "ranks",
     }
 )
 """Provenance entries that may differ when a run resumes (with every ``*version(s)`` key).
@@ -277,6 +278,11 @@ def _open_existing(path: Path, mode: str) -> Any:
     try:
         return h5py.File(path, mode)
     except OSError as err:
+        if "lock" in str(err).lower():
+            raise ValueError(
+                f"{path} is open in another process (HDF5 file lock): wait for that run to "
+                f"finish, or stop it, then retry ({err})"
+            ) from err
         raise ValueError(
             f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}"
         ) from err

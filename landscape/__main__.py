@@ -1,0 +1,8 @@
+"""``python -m landscape {surface,plot,project,vtk} ...`` (see :mod:`landscape.cli`)."""
+
+import sys
+
+from landscape.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m landscape"))

@@ -1,0 +1,1173 @@
+"""Loss surfaces of any ``nn.Module`` along one or two directions (Li et al., NeurIPS 2018).
+
+A grid point ``(a, b)`` is the model with its tensors set to ``theta0 + a * dx + b * dy``,
+**recomputed from the centre** ``theta0`` at every point (never stepped incrementally). The
+evaluation data are materialised once on the device (:func:`as_tensors`); each point is one
+pass over them in eval mode without gradients, with the per-batch sums accumulated on the device
+and copied to the host once per point (once per chunk of points for ``vmap``). Loss and
+accuracy are sample-weighted means over all evaluation samples; their standard errors come from
+the per-batch means.
+
+Grid convention (``docs/landscape-design.md``): 1D arrays are ``(nx,)``; 2D arrays are
+``(ny, nx)`` with element ``[i, j]`` at ``(x[j], y[i])`` and flat index ``k = i * nx + j``
+(what ``np.meshgrid(x, y)`` gives).
+
+Evaluation modes of :class:`SurfaceEvaluator`:
+
+- ``"eager"``: the plain loop, one forward per batch per point (the reference twin).
+- ``"compiled"``: the same loop with the forward under ``torch.compile`` and, BatchNorm being
+  in eval mode, folded into the preceding conv/linear layer (:mod:`landscape._fold`); the
+  folded weights are recomputed from the perturbed weights at every point and written in place,
+  so the compiled graph is built once (a recompile raises). Falls back to eager with one
+  warning when compilation fails.
+- ``"vmap"``: ``torch.func.functional_call`` + ``vmap`` over K stacked sets of the moved
+  tensors (the others, buffers included, stay unbatched), K points per forward; eval mode only.
+- ``"auto"``: eager on CPU, vmap on CUDA (eager with ``bn_mode="recompute"``).
+
+The ``auto`` choice is by measurement (``tests/landscape/test_surface.py`` has none of this:
+performance is not tested). Time per grid point as a ratio to the bare limit (one plain eager
+forward per point over the same samples, batch 128, data in memory), process CPU time on one
+thread of a shared 2-core CPU, 64 points of a 21 x 21 grid, 1,024 digits images, three runs:
+
+- digits CNN (24k parameters, 3 BatchNorms; bare limit 46-54 ms per point): eager 1.04-1.13,
+  compiled (3 BatchNorms folded) 0.62-0.72, vmap with K = 1, 4, 16, 64 points per forward
+  1.37-1.53, 1.12-1.27, 1.29-1.65, 2.43-2.79, with K from the CPU budget (K = 5) 1.19-1.26;
+- digits MLP (2.4k parameters, nothing to fold; bare limit 0.96 ms per point): eager 2.12,
+  compiled 3.49, vmap K = 1, 4, 16, 64: 8.58, 2.85, 1.35, 0.97, K from the budget (64) 0.91.
+
+Compilation took 6-30 s (warm or cold inductor cache), so ``compiled`` pays for itself on this
+CNN only beyond roughly 500-700 points and loses on models too small to fill a batch;
+``vmap`` wins only for tiny models. Hence eager on CPU. The peers' figures in
+``../shared/notes/peer-tools-measured.md`` ("Loss surfaces") agree (vmap on CPU: 1.00-1.30 for
+a 38k-parameter digits CNN, 0.82-1.91 for the MLP). On GPUs a small model at batch 128 is
+launch-bound, which K points per forward amortise, so ``auto`` takes ``vmap`` on CUDA; that
+part is not measured in this repository yet (pass ``mode`` explicitly to compare).
+
+Determinism: a point's value depends only on its coordinates, never on the chunk or process
+that evaluates it (``vmap`` pads every chunk to the same K, and its per-point results were
+checked independent of the point's position in the chunk on CPU; ``compiled`` pads the last
+batch to the compiled batch shape). On CUDA, bitwise reproducibility also needs deterministic
+kernels (``torch.use_deterministic_algorithms(True)``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from landscape.directions import direction_targets
+
+if TYPE_CHECKING:  # pragma: no cover
+    from landscape.directions import Directions
+
+__all__ = [
+    "Surface",
+    "SurfaceEvaluator",
+    "as_tensors",
+    "grid_coordinates",
+    "surface_1d",
+    "surface_2d",
+]
+
+LOSSES = ("crossentropy", "mse")
+MODES = ("auto", "eager", "compiled", "vmap")
+BN_MODES = ("eval", "recompute")
+_SECOND_STAT = {"crossentropy": "acc", "mse": "mae"}
+_MAX_POINTS_PER_CALL = 64
+# vmap on CPU: activations of all K points of one call (measured best: K = 4 for the digits
+# CNN, 6.6 MB of activations per point at batch 128; K = 64 for the digits MLP, 38 kB).
+_CPU_ACTIVATION_BUDGET = 32 << 20
+# (rtol, atol) of check_center per parameter dtype.
+CENTER_TOLERANCE = {
+    torch.float64: (1e-9, 1e-12),
+    torch.float32: (1e-4, 1e-6),
+    torch.float16: (1e-2, 1e-3),
+    torch.bfloat16: (2e-2, 1e-3),
+}
+
+
+# --------------------------------------------------------------------------- Surface value
+
+
+def grid_coordinates(x: np.ndarray, y: np.ndarray | None = None) -> np.ndarray:
+    """Coordinates ``(G, ndim)`` of a grid in flat-index order (``k = i * nx + j`` in 2D)."""
+    x = np.asarray(x, dtype=np.float64)
+    if y is None:
+        return x.reshape(-1, 1).copy()
+    xx, yy = np.meshgrid(x, np.asarray(y, dtype=np.float64))
+    return np.stack([xx.ravel(), yy.ravel()], axis=1)
+
+
+def _axis(name: str, values: Any) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array of coordinates, got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} coordinates must be finite")
+    return array
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A computed (possibly partial) loss surface.
+
+    ``x`` ``(nx,)`` and ``y`` ``(ny,)`` (None in 1D) are float64 coordinates; every metric
+    (``train_loss``, ``train_acc``, ``train_loss_se``, ..., or ``train_mae`` for regression)
+    is a float64 array of the grid shape (``(nx,)`` or ``(ny, nx)``, element ``[i, j]`` at
+    ``(x[j], y[i])``), NaN where not done; accuracy is a fraction in [0, 1]. ``done`` is a
+    bool mask of the grid shape and ``provenance`` a JSON-able dict.
+    """
+
+    x: np.ndarray
+    y: np.ndarray | None
+    metrics: dict[str, np.ndarray]
+    done: np.ndarray
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        x = _axis("x", self.x)
+        y = None if self.y is None else _axis("y", self.y)
+        shape = (x.size,) if y is None else (y.size, x.size)
+        metrics = {}
+        for name, values in self.metrics.items():
+            array = np.asarray(values, dtype=np.float64)
+            if array.shape != shape:
+                raise ValueError(f"metric {name!r} has shape {array.shape}, grid is {shape}")
+            metrics[name] = array
+        done = np.asarray(self.done, dtype=bool)
+        if done.shape != shape:
+            raise ValueError(f"done has shape {done.shape}, grid is {shape}")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "metrics", metrics)
+        object.__setattr__(self, "done", done)
+        object.__setattr__(self, "provenance", dict(self.provenance))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(nx,)`` or ``(ny, nx)``."""
+        return (self.x.size,) if self.y is None else (self.y.size, self.x.size)
+
+    @property
+    def ndim(self) -> int:
+        """1 or 2."""
+        return 1 if self.y is None else 2
+
+    def coordinates(self) -> np.ndarray:
+        """``(G, ndim)`` coordinates in flat-index order."""
+        return grid_coordinates(self.x, self.y)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _is_tensor_like(value: Any) -> bool:
+    return isinstance(value, (Tensor, np.ndarray))
+
+
+def _resolve_indices(size: int, subset: Any, subset_seed: int) -> np.ndarray:
+    if size == 0:
+        raise ValueError("the evaluation data are empty")
+    if subset is None:
+        return np.arange(size, dtype=np.int64)
+    if isinstance(subset, (int, np.integer)) and not isinstance(subset, bool):
+        if not 1 <= subset <= size:
+            raise ValueError(f"subset must be between 1 and the data size {size}, got {subset}")
+        generator = torch.Generator().manual_seed(int(subset_seed))
+        chosen = torch.randperm(size, generator=generator)[: int(subset)]
+        return np.sort(chosen.numpy()).astype(np.int64)
+    indices = np.asarray(subset)
+    if indices.ndim != 1 or indices.size == 0 or not np.issubdtype(indices.dtype, np.integer):
+        raise ValueError("subset must be an int or a non-empty 1-D sequence of integer indices")
+    if indices.min() < 0 or indices.max() >= size:
+        raise ValueError(f"subset indices must lie in [0, {size}), got {indices.min()}..")
+    return indices.astype(np.int64)
+
+
+def _collate_items(dataset: Any, indices: np.ndarray, collate_fn: Callable) -> tuple:
+    inputs, targets = [], []
+    for start in range(0, indices.size, 1024):
+        items = []
+        for index in indices[start : start + 1024]:
+            item = dataset[int(index)]
+            if not isinstance(item, (tuple, list)) or len(item) != 2:
+                raise TypeError("dataset items must be (input, target) pairs")
+            items.append(item)
+        batch_inputs, batch_targets = collate_fn(items)
+        inputs.append(torch.as_tensor(batch_inputs))
+        targets.append(torch.as_tensor(batch_targets))
+    return torch.cat(inputs), torch.cat(targets)
+
+
+def as_tensors(
+    data: Any,
+    *,
+    subset: int | Sequence[int] | np.ndarray | None = None,
+    subset_seed: int = 0,
+    device: torch.device | str | None = None,
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Materialise evaluation data once on ``device``: ``(inputs, targets, indices)``.
+
+    ``data`` is an ``(inputs, targets)`` pair of tensors or arrays, a map-style ``Dataset`` of
+    ``(input, target)`` items (a ``TensorDataset`` is sliced directly), or a ``DataLoader``
+    (its dataset is read item by item with the loader's ``collate_fn``, ignoring its sampler
+    and batch size; an iterable-style loader is iterated once). Whatever the dataset's
+    transforms produce is taken as is: pass data without augmentation.
+
+    ``subset``: None for all samples; an int ``k`` for a random subset of size ``k`` drawn
+    with ``torch.randperm`` on a CPU generator seeded with ``subset_seed`` (returned sorted);
+    or explicit indices. ``indices`` (int64, into ``data``) says which samples were taken, in
+    the order they are evaluated. Empty data raise ``ValueError``. Dtypes are kept.
+    """
+    from torch.utils.data import (
+        DataLoader,
+        Dataset,
+        IterableDataset,
+        TensorDataset,
+        default_collate,
+    )
+
+    device = torch.device("cpu") if device is None else torch.device(device)
+    collate_fn = default_collate
+    if isinstance(data, DataLoader):
+        collate_fn = data.collate_fn or default_collate
+        if isinstance(data.dataset, IterableDataset) or not hasattr(data.dataset, "__len__"):
+            inputs, targets = [], []
+            for batch in data:
+                if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+                    raise TypeError("DataLoader batches must be (inputs, targets) pairs")
+                inputs.append(torch.as_tensor(batch[0]))
+                targets.append(torch.as_tensor(batch[1]))
+            if not inputs:
+                raise ValueError("the evaluation data are empty")
+            data = (torch.cat(inputs), torch.cat(targets))
+        else:
+            data = data.dataset
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(map(_is_tensor_like, data)):
+        inputs, targets = (torch.as_tensor(part) for part in data)
+        if inputs.ndim == 0 or targets.ndim == 0 or len(inputs) != len(targets):
+            raise ValueError(
+                f"inputs and targets need the same first dimension, got {tuple(inputs.shape)} "
+                f"and {tuple(targets.shape)}"
+            )
+        indices = _resolve_indices(len(inputs), subset, subset_seed)
+        take = torch.from_numpy(indices)
+        whole = indices.size == len(inputs) and np.array_equal(indices, np.arange(len(inputs)))
+        if not whole:
+            inputs, targets = inputs[take], targets[take]
+    elif isinstance(data, TensorDataset) and len(data.tensors) == 2:
+        indices = _resolve_indices(len(data), subset, subset_seed)
+        take = torch.from_numpy(indices)
+        inputs, targets = data.tensors[0][take], data.tensors[1][take]
+    elif isinstance(data, Dataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
+        indices = _resolve_indices(len(data), subset, subset_seed)
+        inputs, targets = _collate_items(data, indices, collate_fn)
+    else:
+        raise TypeError(
+            "data must be an (inputs, targets) pair, a Dataset or a DataLoader, "
+            f"got {type(data).__name__}"
+        )
+    return inputs.to(device), targets.to(device), indices
+
+
+@dataclass
+class _EvalSet:
+    """One materialised evaluation set split into contiguous batches."""
+
+    name: str
+    inputs: Tensor
+    targets: Tensor
+    indices: np.ndarray
+    bounds: list[tuple[int, int]]
+    sizes: np.ndarray  # float64 batch sizes
+    batches: list[tuple[Tensor, Tensor]]  # (inputs, targets) views, one per batch
+    padded: list[Tensor] = field(default_factory=list)  # compiled mode: inputs of fixed shape
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def _tensor_bytes(tensor: Tensor) -> bytes:
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
+
+
+def _hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in items:
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+def _hash_indices(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("samlab-toolkit")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "unknown"
+
+
+def standard_error(batch_sums: np.ndarray, batch_sizes: np.ndarray) -> float:
+    """Standard error of a sample-weighted mean from per-batch sums and sizes.
+
+    With batch means ``m_b = s_b / n_b``, weights ``w_b = n_b / N`` and the mean
+    ``M = sum_b s_b / N``: ``SE^2 = B / (B - 1) * sum_b w_b^2 (m_b - M)^2`` over ``B`` batches,
+    which for equal batches is ``std(m, ddof=1) / sqrt(B)``. NaN for a single batch.
+    """
+    sums = np.asarray(batch_sums, dtype=np.float64)
+    sizes = np.asarray(batch_sizes, dtype=np.float64)
+    count = sizes.size
+    if count < 2:
+        return math.nan
+    total = sizes.sum()
+    means = sums / sizes
+    mean = sums.sum() / total
+    weights = sizes / total
+    return float(np.sqrt(count / (count - 1) * np.sum(weights**2 * (means - mean) ** 2)))
+
+
+@dataclass
+class _Group:
+    """The moved tensors of one dtype as flat centre and direction vectors on the device."""
+
+    names: list[str]
+    tensors: list[Tensor]
+    shapes: list[torch.Size]
+    numels: list[int]
+    center: Tensor
+    dx: Tensor
+    dy: Tensor | None
+
+    def views(self, flat: Tensor) -> list[Tensor]:
+        """Per-tensor views of ``flat`` (``(P,)`` or ``(K, P)``)."""
+        lead = flat.shape[:-1]
+        return [
+            part.reshape(lead + shape)
+            for part, shape in zip(flat.split(self.numels, dim=-1), self.shapes)
+        ]
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+class SurfaceEvaluator:
+    """Evaluates a model's loss and metrics at points ``theta0 + a * dx (+ b * dy)``.
+
+    Args:
+        model: any ``nn.Module`` mapping a batch of inputs to outputs. It is never left
+            modified: perturbed weights are written in place during a call and the centre is
+            written back (bitwise) before the call returns. The centre ``theta0`` is read at
+            construction. If ``device`` differs from the model's device, a deep copy moved to
+            ``device`` is evaluated instead.
+        directions: a :class:`landscape.directions.Directions` (``x``, ``y``, ``dir_type``,
+            ``meta``); its tensors are matched to the model by name (``named_parameters()``
+            for ``"weights"``, floating ``state_dict()`` entries for ``"states"``, so BatchNorm
+            running statistics move too). Tensors whose directions are zero are not touched.
+        data: training (evaluation) data, see :func:`as_tensors`.
+        loss: ``"crossentropy"`` (logits ``(N, C, ...)`` and class indices or probabilities;
+            metrics loss and top-1 accuracy), ``"mse"`` (metrics loss = mean squared error and
+            mean absolute error, both averaged over output elements) or a callable
+            ``loss(outputs, targets)`` returning per-sample losses ``(N,)`` or the batch mean
+            (a 0-dim tensor; then only ``loss`` is reported).
+        test_data: optional second data set evaluated at the same points (``test_*`` metrics).
+        bn_mode: ``"eval"`` (frozen running statistics of the centre, loss-landscape's
+            behaviour) or ``"recompute"`` (at each point the BatchNorm running statistics are
+            re-estimated by train-mode passes over ``data`` without gradients, as a cumulative
+            average over its batches, then the point is evaluated in eval mode; the model's
+            buffers are restored after every call).
+        batch_size: evaluation batch size (batches are contiguous slices in index order).
+        subset, subset_seed: a subset of ``data`` (see :func:`as_tensors`).
+        test_subset: a subset of ``test_data`` (same seed), by default all of it.
+        mode: ``"auto"``, ``"eager"``, ``"compiled"`` or ``"vmap"`` (see the module docstring).
+        device: evaluation device, by default the model's.
+        points_per_call: K of ``vmap`` (points per forward), at most 64 by default: on CUDA
+            as many points as fit in half the free GPU memory (activations of one batch, measured
+            with forward hooks, plus two copies of the moved weights per point); on CPU as many
+            as keep one call's activations within 32 MiB (by measurement, cache-sized calls
+            are the fastest).
+
+    Per-point values are deterministic: the same coordinates give the same bits whichever
+    chunk evaluates them.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        directions: Directions,
+        data: Any,
+        *,
+        loss: str | Callable[[Tensor, Tensor], Tensor] = "crossentropy",
+        test_data: Any = None,
+        bn_mode: str = "eval",
+        batch_size: int = 128,
+        subset: int | Sequence[int] | np.ndarray | None = None,
+        subset_seed: int = 0,
+        test_subset: int | Sequence[int] | np.ndarray | None = None,
+        mode: str = "auto",
+        device: torch.device | str | None = None,
+        points_per_call: int | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if isinstance(loss, str):
+            if loss not in LOSSES:
+                raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
+        elif not callable(loss):
+            raise TypeError("loss must be 'crossentropy', 'mse' or a callable")
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if points_per_call is not None and (
+            not isinstance(points_per_call, int) or points_per_call < 1
+        ):
+            raise ValueError(f"points_per_call must be a positive integer, got {points_per_call}")
+        if directions.y is None:
+            self.ndim = 1
+        else:
+            self.ndim = 2
+
+        model_device = _model_device(model)
+        self.device = model_device if device is None else torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        if model_device != self.device:
+            model = copy.deepcopy(model).to(self.device)
+        self.model = model
+        self.dtype = _model_dtype(model)
+        self.directions = directions
+        self.dir_type = directions.dir_type
+        self.bn_mode = bn_mode
+        self.batch_size = batch_size
+        self.loss = loss
+        self.loss_name = (
+            loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
+        )
+        self._second = _SECOND_STAT.get(loss) if isinstance(loss, str) else None
+        self._stat_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._subset = subset
+        self._subset_seed = subset_seed
+        self._test_subset = test_subset
+        self.model_sha256 = _hash_tensors(list(model.state_dict().items()))
+        directions_items = [(f"x.{k}", v) for k, v in directions.x.items()]
+        if self.ndim == 2:
+            directions_items += [(f"y.{k}", v) for k, v in directions.y.items()]
+        self.directions_sha256 = _hash_tensors(directions_items)
+
+        self._sets = [self._materialise("train", data, subset, subset_seed)]
+        if test_data is not None:
+            self._sets.append(self._materialise("test", test_data, test_subset, subset_seed))
+        self._num_batches = sum(len(s.bounds) for s in self._sets)
+        self._groups = self._build_groups(directions)
+        self._batchnorms = [
+            m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
+        ]
+
+        self.mode_requested = mode
+        self._requested_points_per_call = points_per_call
+        self.points_per_call = 1
+        self._notes: dict[str, Any] = {}
+        self._folded = None
+        self._compiled = None
+        if mode == "auto":
+            mode = "vmap" if self.device.type == "cuda" and bn_mode == "eval" else "eager"
+        self.mode = mode
+        if mode == "vmap":
+            self._setup_vmap(strict=self.mode_requested == "vmap")
+        elif mode == "compiled":
+            self._setup_compiled()
+
+    # ----------------------------------------------------------------- construction helpers
+
+    def _materialise(self, name: str, data: Any, subset: Any, seed: int) -> _EvalSet:
+        inputs, targets, indices = as_tensors(
+            data, subset=subset, subset_seed=seed, device=self.device
+        )
+        if inputs.is_floating_point() and inputs.dtype != self.dtype:
+            inputs = inputs.to(self.dtype)
+        if self.loss == "crossentropy":
+            if not targets.is_floating_point():
+                targets = targets.long()
+            elif targets.dtype != self.dtype:
+                targets = targets.to(self.dtype)
+        elif self.loss == "mse" and targets.dtype != self.dtype:
+            targets = targets.to(self.dtype)
+        size = len(inputs)
+        bounds = [(s, min(s + self.batch_size, size)) for s in range(0, size, self.batch_size)]
+        sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
+        batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
+        return _EvalSet(name, inputs, targets, indices, bounds, sizes, batches)
+
+    def _build_groups(self, directions: Any) -> list[_Group]:
+        targets = direction_targets(self.model, self.dir_type)
+        sources = [("x", directions.x)] + ([("y", directions.y)] if self.ndim == 2 else [])
+        for label, mapping in sources:
+            for name, tensor in mapping.items():
+                if name not in targets:
+                    raise ValueError(
+                        f"direction {label} names {name!r}, which is not a "
+                        f"{self.dir_type!r} tensor of the model (directions from another "
+                        "architecture, or the wrong dir_type?)"
+                    )
+                if tuple(tensor.shape) != tuple(targets[name].shape):
+                    raise ValueError(
+                        f"direction {label}[{name!r}] has shape {tuple(tensor.shape)}, the "
+                        f"model's tensor {tuple(targets[name].shape)}"
+                    )
+        by_dtype: dict[torch.dtype, dict[str, list]] = {}
+        for name, target in targets.items():
+            dx = directions.x.get(name)
+            dy = directions.y.get(name) if self.ndim == 2 else None
+            moved = (dx is not None and bool(torch.any(dx != 0))) or (
+                dy is not None and bool(torch.any(dy != 0))
+            )
+            if not moved:
+                continue
+            group = by_dtype.setdefault(
+                target.dtype, {"names": [], "tensors": [], "dx": [], "dy": []}
+            )
+            group["names"].append(name)
+            group["tensors"].append(target)
+            zeros = torch.zeros(target.shape)
+            group["dx"].append(zeros if dx is None else dx)
+            group["dy"].append(zeros if dy is None else dy)
+        if not by_dtype:
+            warnings.warn("every direction is zero: the surface is flat", stacklevel=3)
+        groups = []
+        for dtype, group in by_dtype.items():
+
+            def flat(parts: list[Tensor], dtype: torch.dtype = dtype) -> Tensor:
+                return torch.cat(
+                    [p.detach().reshape(-1).to(device=self.device, dtype=dtype) for p in parts]
+                )
+
+            tensors = group["tensors"]
+            groups.append(
+                _Group(
+                    names=group["names"],
+                    tensors=tensors,
+                    shapes=[t.shape for t in tensors],
+                    numels=[t.numel() for t in tensors],
+                    center=flat(tensors).clone(),
+                    dx=flat(group["dx"]),
+                    dy=flat(group["dy"]) if self.ndim == 2 else None,
+                )
+            )
+        return groups
+
+    def _setup_compiled(self) -> None:
+        from landscape._fold import fold_batchnorm
+
+        first = self._sets[0]
+        compiled_batch = min(self.batch_size, max(len(s.inputs) for s in self._sets))
+        try:
+            if self.device.type == "cpu" and not _cxx_available():
+                raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
+            with self._prepared(), torch.no_grad():
+                folded = fold_batchnorm(self.model, first.inputs[:compiled_batch])
+                compiled = torch.compile(folded.module, dynamic=False)
+                for evalset in self._sets:
+                    evalset.padded = [
+                        _pad_rows(inputs, compiled_batch) for inputs, _ in evalset.batches
+                    ]
+                probe = first.padded[0]
+                expected = self.model(probe)
+                got = compiled(probe)
+                if not _outputs_close(got, expected):
+                    raise RuntimeError("the compiled forward disagrees with the model")
+        except Exception as error:  # noqa: BLE001 - any failure falls back to eager
+            warnings.warn(
+                f"mode='compiled' is not available here ({type(error).__name__}: {error}); "
+                "evaluating in eager mode instead",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            for evalset in self._sets:
+                evalset.padded = []
+            self.mode = "eager"
+            self._notes["compile_error"] = f"{type(error).__name__}: {error}"[:500]
+            return
+        self._folded = folded
+        self._compiled = compiled
+        self._notes["batchnorm_folded"] = folded.num_folded
+        if folded.reason:
+            self._notes["batchnorm_fold_note"] = folded.reason[:500]
+
+    def _setup_vmap(self, strict: bool) -> None:
+        if self.bn_mode != "eval":
+            raise ValueError("mode='vmap' needs bn_mode='eval' (use eager or compiled)")
+        try:
+            self.points_per_call = self._choose_points_per_call()
+            probe = np.zeros((min(2, self.points_per_call), self.ndim))
+            with self._prepared(), torch.no_grad():
+                inputs, targets = self._sets[0].batches[0]
+                stats = self._vmap_batch_stats(self._stacked(probe), inputs, targets)
+                expected = torch.stack(self._batch_stats(self.model(inputs), targets))
+            if not torch.allclose(stats[0], expected, rtol=1e-3, atol=1e-5):
+                raise RuntimeError("vmap evaluation disagrees with the model's own forward")
+        except Exception as error:
+            if strict:
+                raise RuntimeError(
+                    f"mode='vmap' cannot evaluate this model ({type(error).__name__}: {error}); "
+                    "use mode='eager'"
+                ) from error
+            warnings.warn(
+                f"vmap evaluation is not available for this model ({error}); using eager mode",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            self.mode = "eager"
+            self.points_per_call = 1
+            self._notes["vmap_error"] = f"{type(error).__name__}: {error}"[:500]
+
+    def _choose_points_per_call(self) -> int:
+        if self._requested_points_per_call is not None:
+            return self._requested_points_per_call
+        moved_bytes = sum(g.center.numel() * g.center.element_size() for g in self._groups)
+        activation_bytes = self._activation_bytes()
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            budget, per_point = free // 2, activation_bytes + 2 * moved_bytes
+        else:  # by measurement: K points' activations should stay in cache
+            budget, per_point = _CPU_ACTIVATION_BUDGET, activation_bytes
+        self._notes["activation_bytes_per_point"] = int(activation_bytes)
+        return int(max(1, min(_MAX_POINTS_PER_CALL, budget // max(1, per_point))))
+
+    def _activation_bytes(self) -> int:
+        total = 0
+
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            nonlocal total
+            for tensor in _flatten_tensors(output):
+                total += tensor.numel() * tensor.element_size()
+
+        leaves = [m for m in self.model.modules() if next(m.children(), None) is None]
+        handles = [m.register_forward_hook(hook) for m in leaves]
+        try:
+            with self._prepared(), torch.no_grad():
+                self.model(self._sets[0].batches[0][0])
+        finally:
+            for handle in handles:
+                handle.remove()
+        return total
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics this evaluator returns, e.g. ``("train_loss", "train_acc", ...)``."""
+        names = []
+        stats = ["loss"] + ([self._second] if self._second else [])
+        for evalset in self._sets:
+            names += [f"{evalset.name}_{s}" for s in stats]
+            names += [f"{evalset.name}_{s}_se" for s in stats]
+        return tuple(names)
+
+    @property
+    def default_chunk_size(self) -> int:
+        """Points per chunk that keep fast paths busy: K for vmap, otherwise 16."""
+        return self.points_per_call if self.mode == "vmap" else 16
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        """Indices (into the training data) of the evaluated samples, in evaluation order."""
+        return self._sets[0].indices.copy()
+
+    @property
+    def test_indices(self) -> np.ndarray | None:
+        """Indices of the evaluated test samples, or None without test data."""
+        return self._sets[1].indices.copy() if len(self._sets) > 1 else None
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """JSON-able description of what this evaluator computes (stored with the surface)."""
+        execution: dict[str, Any] = {"mode_requested": self.mode_requested}
+        if self.mode == "vmap":
+            execution["points_per_call"] = self.points_per_call
+        if self.device.type == "cuda":
+            execution["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
+            execution["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+        execution.update(self._notes)
+        result: dict[str, Any] = {
+            "directions": _jsonable(dict(self.directions.meta)),
+            "directions_sha256": self.directions_sha256,
+            "dir_type": self.dir_type,
+            "loss_name": self.loss_name,
+            "bn_mode": self.bn_mode,
+            "subset": _describe_subset(self._subset),
+            "subset_seed": self._subset_seed,
+            "train_size": int(self._sets[0].indices.size),
+            "train_indices_sha256": _hash_indices(self._sets[0].indices),
+            "model_sha256": self.model_sha256,
+            "model_class": type(self.model).__qualname__,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "batch_size": self.batch_size,
+            "mode": self.mode,
+            "device": self.device.type,
+            "execution": execution,
+            "torch_version": str(torch.__version__),
+            "numpy_version": str(np.__version__),
+            "landscape_version": _package_version(),
+        }
+        if len(self._sets) > 1:
+            result["test_subset"] = _describe_subset(self._test_subset)
+            result["test_size"] = int(self._sets[1].indices.size)
+            result["test_indices_sha256"] = _hash_indices(self._sets[1].indices)
+        return result
+
+    def evaluate_points(self, coords: np.ndarray) -> dict[str, np.ndarray]:
+        """Metrics at ``coords`` ``(K, ndim)``: each metric as a float64 array ``(K,)``."""
+        coords = np.asarray(coords, dtype=np.float64)
+        if coords.ndim == 1 and self.ndim == 1:
+            coords = coords.reshape(-1, 1)
+        if coords.ndim != 2 or coords.shape[1] != self.ndim:
+            raise ValueError(f"coords must be shaped (K, {self.ndim}), got {coords.shape}")
+        if not np.all(np.isfinite(coords)):
+            raise ValueError("coords must be finite")
+        results = {name: np.full(len(coords), np.nan) for name in self.metric_names}
+        if len(coords) == 0:
+            return results
+        with self._prepared(), torch.no_grad():
+            if self.mode == "vmap":
+                width = self.points_per_call
+                for start in range(0, len(coords), width):
+                    chunk = coords[start : start + width]
+                    padded = np.concatenate([chunk, np.repeat(chunk[-1:], width - len(chunk), 0)])
+                    stats = self._vmap_point_stats(padded)[: len(chunk)]
+                    for offset, point_stats in enumerate(stats):
+                        for name, value in self._metrics(point_stats).items():
+                            results[name][start + offset] = value
+            else:
+                for k, coord in enumerate(coords):
+                    stats = self._point_stats(coord)
+                    for name, value in self._metrics(stats).items():
+                        results[name][k] = value
+        return results
+
+    def center(self) -> dict[str, float]:
+        """Metrics at the unperturbed weights (coordinates 0)."""
+        values = self.evaluate_points(np.zeros((1, self.ndim)))
+        return {name: float(value[0]) for name, value in values.items()}
+
+    def check_center(self, rtol: float | None = None, atol: float | None = None) -> dict:
+        """:meth:`center`, after checking it against the model's own loss.
+
+        The reference runs the model as it is (no weight writes, no fast path) over the same
+        samples, concatenates the outputs and applies the loss once (with ``bn_mode=
+        "recompute"`` the statistics are re-estimated on a deep copy first). Raises
+        ``RuntimeError`` naming the metric when they differ by more than ``rtol``/``atol``
+        (defaults per dtype in ``CENTER_TOLERANCE``).
+        """
+        default_rtol, default_atol = CENTER_TOLERANCE.get(self.dtype, (1e-4, 1e-6))
+        rtol = default_rtol if rtol is None else rtol
+        atol = default_atol if atol is None else atol
+        values = self.center()
+        reference = self._reference_center()
+        for name, expected in reference.items():
+            got = values[name]
+            if not abs(got - expected) <= atol + rtol * abs(expected):
+                raise RuntimeError(
+                    f"centre check failed: {name} is {got!r} on the surface but {expected!r} "
+                    f"from the model itself (mode={self.mode!r}, rtol={rtol}, atol={atol})"
+                )
+        return values
+
+    # ----------------------------------------------------------------- evaluation internals
+
+    def _prepared(self):
+        return _Prepared(self)
+
+    def _set_point(self, coord: np.ndarray) -> None:
+        for group in self._groups:
+            flat = group.center + group.dx * float(coord[0])
+            if group.dy is not None:
+                flat = flat + group.dy * float(coord[1])
+            torch._foreach_copy_(group.tensors, group.views(flat))
+
+    def _restore(self) -> None:
+        for group in self._groups:
+            torch._foreach_copy_(group.tensors, group.views(group.center))
+
+    def _recompute_batchnorm(self) -> None:
+        momenta = [bn.momentum for bn in self._batchnorms]
+        for bn in self._batchnorms:
+            bn.reset_running_stats()
+            bn.momentum = None
+            bn.train()
+        try:
+            for inputs, _ in self._sets[0].batches:
+                self.model(inputs)
+        finally:
+            for bn, momentum in zip(self._batchnorms, momenta):
+                bn.momentum = momentum
+                bn.eval()
+
+    def _point_stats(self, coord: np.ndarray) -> np.ndarray:
+        """Per-batch sums ``(n_batches, n_stats)`` at one point (one host sync)."""
+        self._set_point(coord)
+        if self.bn_mode == "recompute" and self._batchnorms:
+            self._recompute_batchnorm()
+        sums: list[Tensor] = []
+        if self.mode == "compiled":
+            self._folded.refresh()
+            with _fail_on_recompile():
+                for evalset in self._sets:
+                    for (inputs, targets), padded in zip(evalset.batches, evalset.padded):
+                        outputs = self._compiled(padded)[: len(inputs)]
+                        sums += self._batch_stats(outputs, targets)
+        else:
+            for evalset in self._sets:
+                for inputs, targets in evalset.batches:
+                    sums += self._batch_stats(self.model(inputs), targets)
+        stats = torch.stack(sums).reshape(self._num_batches, -1)
+        return stats.cpu().numpy().astype(np.float64, copy=False)
+
+    def _stacked(self, coords: np.ndarray) -> dict[str, Tensor]:
+        stacked: dict[str, Tensor] = {}
+        for group in self._groups:
+            a = torch.as_tensor(coords[:, 0], dtype=group.center.dtype, device=self.device)
+            flat = group.center + group.dx * a[:, None]
+            if group.dy is not None:
+                b = torch.as_tensor(coords[:, 1], dtype=group.center.dtype, device=self.device)
+                flat = flat + group.dy * b[:, None]
+            stacked.update(zip(group.names, group.views(flat)))
+        return stacked
+
+    def _vmap_batch_stats(self, stacked: dict[str, Tensor], inputs: Tensor, targets: Tensor):
+        from torch.func import functional_call, vmap
+
+        def one_point(tensors: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+            return torch.stack(self._batch_stats(functional_call(self.model, tensors, (x,)), y))
+
+        return vmap(one_point, in_dims=(0, None, None))(stacked, inputs, targets)
+
+    def _vmap_point_stats(self, coords: np.ndarray) -> np.ndarray:
+        """Per-batch sums ``(K, n_batches, n_stats)`` at K points (one host sync)."""
+        stacked = self._stacked(coords)
+        sums = [
+            self._vmap_batch_stats(stacked, inputs, targets)
+            for evalset in self._sets
+            for inputs, targets in evalset.batches
+        ]
+        stats = torch.stack(sums, dim=1)
+        return stats.cpu().numpy().astype(np.float64, copy=False)
+
+    def _batch_stats(self, outputs: Any, targets: Tensor) -> list[Tensor]:
+        """``[loss_sum, second_sum]`` (or ``[loss_sum]``) of one batch: 0-dim device tensors."""
+        count = targets.shape[0]
+        if self.loss == "crossentropy" or self.loss == "mse":
+            if not isinstance(outputs, Tensor):
+                raise TypeError(
+                    f"loss={self.loss!r} needs the model to return a tensor, got "
+                    f"{type(outputs).__name__}; pass a callable loss"
+                )
+            if outputs.dtype in (torch.float16, torch.bfloat16):
+                outputs = outputs.float()
+        if self.loss == "crossentropy":
+            losses = F.cross_entropy(outputs, targets, reduction="none")
+            labels = targets.argmax(1) if targets.is_floating_point() else targets
+            correct = outputs.argmax(1) == labels
+            if losses.ndim > 1:
+                losses = losses.flatten(1).mean(1)
+                correct = correct.flatten(1).to(losses.dtype).mean(1)
+            sums = [losses.sum(dtype=self._stat_dtype), correct.sum(dtype=self._stat_dtype)]
+        elif self.loss == "mse":
+            if targets.shape != outputs.shape:
+                if targets.numel() != outputs.numel():
+                    raise ValueError(
+                        f"mse: targets {tuple(targets.shape)} do not match outputs "
+                        f"{tuple(outputs.shape)}"
+                    )
+                targets = targets.reshape(outputs.shape)
+            difference = (outputs - targets.to(outputs.dtype)).reshape(count, -1)
+            squared = difference.square().mean(1)
+            absolute = difference.abs().mean(1)
+            sums = [squared.sum(dtype=self._stat_dtype), absolute.sum(dtype=self._stat_dtype)]
+        else:
+            value = self.loss(outputs, targets)
+            if value.ndim == 0:
+                sums = [value.to(self._stat_dtype) * count]
+            elif value.shape == (count,):
+                sums = [value.sum(dtype=self._stat_dtype)]
+            else:
+                raise ValueError(
+                    f"a loss callable must return per-sample losses ({count},) or a scalar "
+                    f"batch mean, got shape {tuple(value.shape)}"
+                )
+        return sums
+
+    def _metrics(self, stats: np.ndarray) -> dict[str, float]:
+        names = ["loss"] + ([self._second] if self._second else [])
+        result = {}
+        row = 0
+        for evalset in self._sets:
+            part = stats[row : row + len(evalset.bounds)]
+            row += len(evalset.bounds)
+            total = evalset.sizes.sum()
+            for column, name in enumerate(names):
+                result[f"{evalset.name}_{name}"] = float(part[:, column].sum() / total)
+                result[f"{evalset.name}_{name}_se"] = standard_error(part[:, column], evalset.sizes)
+        return result
+
+    def _reference_center(self) -> dict[str, float]:
+        model = self.model
+        if self.bn_mode == "recompute" and self._batchnorms:
+            model = copy.deepcopy(self.model)
+            for module in model.modules():
+                if isinstance(module, _BatchNorm) and module.track_running_stats:
+                    module.reset_running_stats()
+                    module.momentum = None
+        result = {}
+        with _Prepared(self, model), torch.no_grad():
+            if model is not self.model:
+                first = self._sets[0]
+                for module in model.modules():
+                    if isinstance(module, _BatchNorm):
+                        module.train()
+                for start, stop in first.bounds:
+                    model(first.inputs[start:stop])
+                model.eval()
+            for evalset in self._sets:
+                outputs = torch.cat(
+                    [model(evalset.inputs[start:stop]) for start, stop in evalset.bounds]
+                )
+                if outputs.dtype in (torch.float16, torch.bfloat16):
+                    outputs = outputs.float()
+                targets = evalset.targets
+                if self.loss == "crossentropy":
+                    loss = F.cross_entropy(outputs, targets)
+                    labels = targets.argmax(1) if targets.is_floating_point() else targets
+                    result[f"{evalset.name}_acc"] = float(
+                        (outputs.argmax(1) == labels).double().mean()
+                    )
+                elif self.loss == "mse":
+                    targets = targets.reshape(outputs.shape)
+                    loss = F.mse_loss(outputs, targets)
+                    result[f"{evalset.name}_mae"] = float(F.l1_loss(outputs, targets))
+                else:
+                    loss = self.loss(outputs, targets).double().mean()
+                result[f"{evalset.name}_loss"] = float(loss)
+        return result
+
+
+class _Prepared:
+    """Context: model in eval mode; on exit the centre, the BatchNorm buffers (recompute) and
+    every module's training flag are restored, whatever happened."""
+
+    def __init__(self, evaluator: SurfaceEvaluator, model: nn.Module | None = None) -> None:
+        self.evaluator = evaluator
+        self.model = evaluator.model if model is None else model
+
+    def __enter__(self) -> _Prepared:
+        self.flags = [(m, m.training) for m in self.model.modules()]
+        self.buffers = []
+        if self.model is self.evaluator.model and self.evaluator.bn_mode == "recompute":
+            for bn in self.evaluator._batchnorms:
+                for buffer in bn.buffers(recurse=False):
+                    self.buffers.append((buffer, buffer.detach().clone()))
+        self.model.eval()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with torch.no_grad():
+            if self.model is self.evaluator.model:
+                self.evaluator._restore()
+            for buffer, saved in self.buffers:
+                buffer.copy_(saved)
+        for module, flag in self.flags:
+            module.training = flag
+
+
+# --------------------------------------------------------------------------- small utilities
+
+
+def _cxx_available() -> bool:
+    import shutil
+
+    if os.environ.get("SAMLAB_NO_COMPILE", "") not in ("", "0"):
+        return False
+    cxx = os.environ.get("CXX", "")
+    return bool((cxx and shutil.which(cxx)) or shutil.which("g++") or shutil.which("clang++"))
+
+
+def _fail_on_recompile():
+    import contextlib
+
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("fail_on_recompile") if set_stance else contextlib.nullcontext()
+
+
+def _pad_rows(inputs: Tensor, rows: int) -> Tensor:
+    missing = rows - len(inputs)
+    if missing <= 0:
+        return inputs
+    filler = inputs[:1].expand((missing,) + tuple(inputs.shape[1:]))
+    return torch.cat([inputs, filler])
+
+
+def _outputs_close(got: Any, expected: Any) -> bool:
+    if not (isinstance(got, Tensor) and isinstance(expected, Tensor)):
+        return False
+    if got.shape != expected.shape:
+        return False
+    tol = 1e-10 if got.dtype == torch.float64 else 1e-4 if got.dtype == torch.float32 else 1e-2
+    scale = 1.0 + float(expected.abs().max()) if expected.numel() else 1.0
+    return float((got - expected).abs().max()) <= tol * scale
+
+
+def _flatten_tensors(value: Any) -> list[Tensor]:
+    if isinstance(value, Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _flatten_tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _flatten_tensors(item)]
+    return []
+
+
+def _describe_subset(subset: Any) -> int | str | None:
+    """A subset option as provenance: None, its size, or "indices" (their hash is recorded)."""
+    if subset is None:
+        return None
+    return int(subset) if isinstance(subset, (int, np.integer)) else "indices"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Tensor):
+        return _jsonable(value.tolist())
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# --------------------------------------------------------------------------- whole surfaces
+
+
+def _compute(
+    evaluator: SurfaceEvaluator,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    progress: bool,
+    callback: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None,
+    chunk_size: int | None,
+) -> Surface:
+    from tqdm.auto import tqdm
+
+    coords = grid_coordinates(x, y)
+    total = len(coords)
+    chunk = chunk_size or evaluator.default_chunk_size
+    if chunk < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk}")
+    metrics = {name: np.full(total, np.nan) for name in evaluator.metric_names}
+    done = np.zeros(total, dtype=bool)
+    with tqdm(total=total, unit="point", desc="surface", disable=not progress) as bar:
+        for start in range(0, total, chunk):
+            indices = np.arange(start, min(total, start + chunk))
+            values = evaluator.evaluate_points(coords[indices])
+            for name, value in values.items():
+                metrics[name][indices] = value
+            done[indices] = True
+            if callback is not None:
+                callback(indices, values)
+            bar.update(len(indices))
+    shape = (x.size,) if y is None else (y.size, x.size)
+    return Surface(
+        x=x,
+        y=y,
+        metrics={name: value.reshape(shape) for name, value in metrics.items()},
+        done=done.reshape(shape),
+        provenance=evaluator.provenance,
+    )
+
+
+def surface_1d(
+    model: nn.Module,
+    directions: Directions,
+    data: Any,
+    *,
+    x: np.ndarray | Sequence[float] | None = None,
+    progress: bool = True,
+    callback: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+    chunk_size: int | None = None,
+    **evaluator_options: Any,
+) -> Surface:
+    """The loss along one direction at ``x`` (default ``np.linspace(-1, 1, 51)``).
+
+    ``evaluator_options`` go to :class:`SurfaceEvaluator` (``loss``, ``test_data``,
+    ``bn_mode``, ``batch_size``, ``subset``, ``mode``, ...). Points are evaluated in chunks
+    of ``chunk_size`` (default: the evaluator's) with a tqdm bar in points/s;
+    ``callback(indices, metrics)`` is called after each chunk with the flat indices and their
+    values.
+    """
+    x = _axis("x", np.linspace(-1.0, 1.0, 51) if x is None else x)
+    if directions.y is not None:
+        raise ValueError("surface_1d needs 1-D directions (directions.y is set): use surface_2d")
+    evaluator = SurfaceEvaluator(model, directions, data, **evaluator_options)
+    return _compute(evaluator, x, None, progress, callback, chunk_size)
+
+
+def surface_2d(
+    model: nn.Module,
+    directions: Directions,
+    data: Any,
+    *,
+    x: np.ndarray | Sequence[float] | None = None,
+    y: np.ndarray | Sequence[float] | None = None,
+    progress: bool = True,
+    callback: Callable[[np.ndarray, dict[str, np.ndarray]], None] | None = None,
+    chunk_size: int | None = None,
+    **evaluator_options: Any,
+) -> Surface:
+    """The loss on the plane ``theta0 + a * dx + b * dy`` over ``x`` × ``y``.
+
+    Defaults ``np.linspace(-1, 1, 51)`` for both axes. Arrays come back shaped ``(ny, nx)``
+    with element ``[i, j]`` at ``(x[j], y[i])``; see :func:`surface_1d` for the options.
+    """
+    x = _axis("x", np.linspace(-1.0, 1.0, 51) if x is None else x)
+    y = _axis("y", np.linspace(-1.0, 1.0, 51) if y is None else y)
+    if directions.y is None:
+        raise ValueError("surface_2d needs 2-D directions (directions.y is None)")
+    evaluator = SurfaceEvaluator(model, directions, data, **evaluator_options)
+    return _compute(evaluator, x, y, progress, callback, chunk_size)
