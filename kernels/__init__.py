@@ -8,9 +8,12 @@ code lives here and nothing here imports ``samlab`` or ``landscape``.
 from kernels.sam_ops import (
     IMPLS,
     adaptive_weights,
+    axpy_,
     copy_,
     dot,
     global_norm,
+    gsam_combine_,
+    pair_stats,
     perturb_,
     scaled_add_,
 )
@@ -18,9 +21,12 @@ from kernels.sam_ops import (
 __all__ = [
     "IMPLS",
     "adaptive_weights",
+    "axpy_",
     "copy_",
     "dot",
     "global_norm",
+    "gsam_combine_",
+    "pair_stats",
     "perturb_",
     "scaled_add_",
 ]

@@ -20,7 +20,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["compiled", "compiler_available", "dot_into", "norm_sq_into", "perturb_into"]
+__all__ = [
+    "axpy_into",
+    "compiled",
+    "compiler_available",
+    "dot_into",
+    "gsam_combine_into",
+    "norm_sq_into",
+    "pair_stats_into",
+    "perturb_into",
+]
 
 
 @functools.cache
@@ -65,10 +74,45 @@ def dot_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     return torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum()
 
 
+def pair_stats_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
+    """``[||a||^2, ||b||^2, <a, b>]`` in one pass over both lists."""
+    return torch.stack(
+        [
+            torch.stack([torch.sum(x * x) for x in a]).sum(),
+            torch.stack([torch.sum(y * y) for y in b]).sum(),
+            torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum(),
+        ]
+    )
+
+
+def gsam_combine_into(
+    g_p: Sequence[Tensor], g: Sequence[Tensor], coef: Tensor, alpha: Tensor
+) -> None:
+    """``g_p <- g_p - alpha * (g - coef * g_p)`` (GSAM's final gradient), in place."""
+    for gp, gi in zip(g_p, g):
+        gp.copy_(gp - alpha * (gi - coef * gp))
+
+
+def axpy_into(out: Sequence[Tensor], x: Sequence[Tensor], y: Sequence[Tensor], s: Tensor) -> None:
+    """``out <- x + s * y`` (``out`` may be ``x``)."""
+    for o, xi, yi in zip(out, x, y):
+        o.copy_(xi + s * yi)
+
+
+_FUNCTIONS = {
+    "norm_sq_into": norm_sq_into,
+    "dot_into": dot_into,
+    "perturb_into": perturb_into,
+    "pair_stats_into": pair_stats_into,
+    "gsam_combine_into": gsam_combine_into,
+    "axpy_into": axpy_into,
+}
+
+
 @functools.cache
 def compiled(name: str) -> Callable:
-    """The compiled version of ``norm_sq_into``, ``dot_into`` or ``perturb_into``."""
+    """The compiled version of one of the functions of this module (by name)."""
     if not compiler_available():
         raise RuntimeError("no C++ compiler found for torch.compile (install g++ or set CXX)")
-    fn = {"norm_sq_into": norm_sq_into, "dot_into": dot_into, "perturb_into": perturb_into}[name]
+    fn = _FUNCTIONS[name]
     return torch.compile(fn, dynamic=False)

@@ -30,6 +30,9 @@ from torch import Tensor
 __all__ = [
     "IMPLS",
     "adaptive_weights",
+    "axpy_",
+    "gsam_combine_",
+    "pair_stats",
     "copy_",
     "dot",
     "global_norm",
@@ -45,17 +48,21 @@ def _check_impl(impl: str) -> None:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
 
 
+_NOT_RUN = object()
+
+
 def _try_compiled(name: str, *args):
-    """The compiled reduction, or None where it cannot run (no compiler, several devices)."""
+    """Run the compiled kernel ``name``; ``_NOT_RUN`` where it cannot run (no compiler, tensors
+    on several devices, an inductor failure): the caller then runs its loop, always correct."""
     from kernels import compiled
 
     tensors = args[0]
     if len({t.device for t in tensors}) > 1 or not compiled.compiler_available():
-        return None
+        return _NOT_RUN
     try:
         return compiled.compiled(name)(*args)
-    except Exception:  # inductor failure: the loop is always correct
-        return None
+    except Exception:
+        return _NOT_RUN
 
 
 def _sum_on_first(values: Sequence[Tensor]) -> Tensor:
@@ -91,7 +98,7 @@ def global_norm(
             else list(tensors),
             None if params is None else eta,
         )
-        if result is not None:
+        if result is not _NOT_RUN:
             return result.sqrt()
         impl = "loop"
     if params is not None:
@@ -117,7 +124,7 @@ def dot(a: Sequence[Tensor], b: Sequence[Tensor], *, impl: str = "loop") -> Tens
         return torch.zeros(())
     if impl == "compiled":
         result = _try_compiled("dot_into", list(a), list(b))
-        if result is not None:
+        if result is not _NOT_RUN:
             return result
     if impl == "foreach":
         products = torch._foreach_mul(list(a), list(b))
@@ -189,3 +196,68 @@ def perturb_(
             p.add_(t * t * g * s)
         else:
             p.add_(g * s)
+
+
+def pair_stats(
+    a: Sequence[Tensor], b: Sequence[Tensor], *, impl: str = "loop"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(||a||, ||b||, <a, b>)`` of two tensor lists (GSAM's and LookSAM's decomposition).
+
+    The loop computes the three reductions separately; ``"compiled"`` fuses them into one pass.
+    """
+    _check_impl(impl)
+    if impl == "compiled" and len(a) > 0:
+        stats = _try_compiled("pair_stats_into", list(a), list(b))
+        if stats is not _NOT_RUN:
+            return stats[0].sqrt(), stats[1].sqrt(), stats[2]
+        impl = "loop"
+    return global_norm(a, impl=impl), global_norm(b, impl=impl), dot(a, b, impl=impl)
+
+
+def gsam_combine_(
+    g_p: Sequence[Tensor], g: Sequence[Tensor], coef: Tensor, alpha: float, *, impl: str = "loop"
+) -> None:
+    """GSAM's final gradient in place: ``g_p <- g_p - alpha * (g - coef * g_p)``.
+
+    ``g - coef * g_p`` is the component of the clean gradient ``g`` orthogonal to ``g_p``
+    (with ``coef = <g, g_p> / ||g_p||^2`` up to the eps placements of the caller).
+    """
+    _check_impl(impl)
+    if len(g_p) == 0:
+        return
+    if impl == "compiled":
+        alpha_t = torch.tensor(alpha, dtype=coef.dtype, device=coef.device)
+        if _try_compiled("gsam_combine_into", list(g_p), list(g), coef, alpha_t) is not _NOT_RUN:
+            return
+    if impl == "foreach":
+        g_perp = torch._foreach_mul(list(g_p), coef.to(g_p[0].device))
+        torch._foreach_neg_(g_perp)
+        torch._foreach_add_(g_perp, list(g))
+        torch._foreach_add_(list(g_p), g_perp, alpha=-alpha)
+        return
+    for gp, gi in zip(g_p, g):
+        g_perp = gi - coef.to(gp.device) * gp
+        gp.sub_(g_perp, alpha=alpha)
+
+
+def axpy_(
+    out: Sequence[Tensor],
+    x: Sequence[Tensor],
+    y: Sequence[Tensor],
+    s: Tensor,
+    *,
+    impl: str = "loop",
+) -> None:
+    """``out_i <- x_i + s * y_i`` with a 0-d tensor ``s`` (``out`` may be ``x``)."""
+    _check_impl(impl)
+    if len(out) == 0:
+        return
+    if impl == "compiled":
+        if _try_compiled("axpy_into", list(out), list(x), list(y), s) is not _NOT_RUN:
+            return
+    if impl == "foreach":
+        result = torch._foreach_add(list(x), torch._foreach_mul(list(y), s.to(x[0].device)))
+        torch._foreach_copy_(list(out), result)
+        return
+    for o, xi, yi in zip(out, x, y):
+        o.copy_(xi + s.to(xi.device) * yi)

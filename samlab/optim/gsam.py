@@ -106,9 +106,7 @@ class GSAM(SAM):
         g = [clean[p] for p in params]
         g_p = [p.grad for p in params]
         eps = self.param_groups[0]["perturb_eps"]
-        norm_g = kernels.global_norm(g, impl=impl)
-        norm_gp = kernels.global_norm(g_p, impl=impl)
-        inner = kernels.dot(g, g_p, impl=impl)
+        norm_g, norm_gp, inner = kernels.pair_stats(g, g_p, impl=impl)
         cos = inner / (norm_g * norm_gp + eps)
         coef = cos * norm_g / (norm_gp + eps)  # g_perp = g - coef * g_p
         self.last_step["gsam_cos"] = cos
@@ -117,9 +115,9 @@ class GSAM(SAM):
             if alpha == 0 or not ps:
                 continue
             # final = g_p - alpha * (g - coef * g_p)
-            for p in ps:
-                g_perp = clean[p] - coef.to(p.device) * p.grad
-                p.grad.sub_(g_perp, alpha=alpha)
+            kernels.gsam_combine_(
+                [p.grad for p in ps], [clean[p] for p in ps], coef, alpha, impl=impl
+            )
 
     def _end_step(self) -> None:
         super()._end_step()

@@ -101,17 +101,16 @@ class LookSAM(SAM):
         params = [p for p in params if p in clean]
         g = [clean[p] for p in params]
         g_p = [p.grad for p in params]
-        norm_g = kernels.global_norm(g, impl=impl)
-        norm_gp = kernels.global_norm(g_p, impl=impl)
-        cos = kernels.dot(g, g_p, impl=impl) / (norm_g * norm_gp + eps)
+        norm_g, norm_gp, inner = kernels.pair_stats(g, g_p, impl=impl)
+        cos = inner / (norm_g * norm_gp + eps)
         coef = cos * norm_gp / (norm_g + eps)
-        for p, gi, gpi in zip(params, g, g_p):
+        g_v = []
+        for p, gpi in zip(params, g_p):
             state = self.state[p]
-            g_v = gpi - coef.to(p.device) * gi
-            if "g_v" in state and state["g_v"].shape == g_v.shape:
-                state["g_v"].copy_(g_v)
-            else:
-                state["g_v"] = g_v
+            if "g_v" not in state or state["g_v"].shape != gpi.shape:
+                state["g_v"] = torch.empty_like(gpi)
+            g_v.append(state["g_v"])
+        kernels.axpy_(g_v, g_p, g, -coef, impl=impl)  # g_v = g_p - coef * g
 
     def _reuse(self, params: list[Tensor], impl: str, eps: float) -> None:
         params = [p for p in params if "g_v" in self.state[p]]
@@ -119,11 +118,15 @@ class LookSAM(SAM):
             return
         g = [p.grad for p in params]
         g_v = [self.state[p]["g_v"] for p in params]
-        factor = kernels.global_norm(g, impl=impl) / (kernels.global_norm(g_v, impl=impl) + eps)
+        norm_g, norm_gv, _ = kernels.pair_stats(g, g_v, impl=impl)
+        factor = norm_g / (norm_gv + eps)
         for group in self.param_groups:
             alpha = group["looksam_alpha"]
             ps = [p for p in group["params"] if p.grad is not None and "g_v" in self.state[p]]
             if alpha == 0 or not ps:
                 continue
-            for p in ps:
-                p.grad.add_(self.state[p]["g_v"] * factor.to(p.device), alpha=alpha)
+            grads = [p.grad for p in ps]
+            # g <- g + alpha * (||g|| / ||g_v||) * g_v
+            kernels.axpy_(
+                grads, grads, [self.state[p]["g_v"] for p in ps], alpha * factor, impl=impl
+            )
