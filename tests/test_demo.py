@@ -1,4 +1,5 @@
-"""``python -m samlab.demo --smoke``: six optimizers, a summary table, a readable figure."""
+"""``python -m samlab.demo --smoke``: six optimizers, a summary table, a readable figure, and the
+SGD vs SAM loss landscapes (HDF5 surfaces on 2 MPI ranks, a figure, a sharpness table)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,29 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from samlab._demo_landscape import (
+    SHARPNESS_COLUMNS,
+    find_mpiexec,
+    launch_prefix,
+    sharpness_1d,
+    sharpness_2d,
+)
 from samlab.demo import SUMMARY_COLUMNS, main
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
 NO_GAP = {"sgd", "onestep-sam"}  # one pass at one point: no loss(w + e) - loss(w) to record
+LANDSCAPE_MODELS = ["sgd", "sam"]
+SMOKE_GRID, SMOKE_SLICE = (5, 5), (7,)  # the smoke profile's 2D grid and 1D slice
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory) -> tuple[Path, float]:
-    # about 5 s of training plus imports; no time limit is asserted (DESIGN.md §7: timings
-    # belong in benchmarks/, and the CI cores are shared)
+    # about 5 s of training plus imports, and about 40 s for the landscapes (4 MPI launches of
+    # 2 ranks, each importing torch); no time limit is asserted (DESIGN.md §7: timings belong
+    # in benchmarks/, and the CI cores are shared)
     output = tmp_path_factory.mktemp("demo") / "results"  # created by the demo
     start = time.perf_counter()
     assert main(["--output", str(output), "--smoke", "--no-progress"]) == 0
@@ -70,9 +82,115 @@ def test_demo_config_and_runs(smoke_run) -> None:
         assert (run / "checkpoint.pt").is_file() and (run / "metrics.csv").is_file()
 
 
+def test_landscape_surfaces_are_complete(smoke_run) -> None:
+    from landscape.io import load_surface
+
+    folder = smoke_run[0] / "landscape"
+    mpi = find_mpiexec()[0] is not None
+    for name in LANDSCAPE_MODELS:
+        assert (folder / f"{name}_directions.h5").is_file()
+        for kind, shape in (("2d", SMOKE_GRID), ("1d", SMOKE_SLICE)):
+            surface = load_surface(folder / f"{name}_{kind}.h5")
+            assert surface.shape == shape and surface.done.all(), (name, kind)
+            assert np.isfinite(surface.metrics["train_loss"]).all()
+            provenance = surface.provenance
+            assert provenance["directions"]["xnorm"] == "filter"
+            assert provenance["directions"]["xignore"] == "biasbn"
+            assert provenance["dir_type"] == "weights" and provenance["bn_mode"] == "eval"
+            assert provenance["train_size"] == 128
+            assert provenance["nproc"] == (2 if mpi else 1)
+        # the 1D slice runs along the 2D surface's x direction: same values where x coincides
+        surf_1d = load_surface(folder / f"{name}_1d.h5")
+        surf_2d = load_surface(folder / f"{name}_2d.h5")
+        common = np.isin(surf_1d.x, surf_2d.x)
+        assert common.sum() == 3  # -1, 0, 1
+        np.testing.assert_allclose(
+            surf_1d.metrics["train_loss"][common],
+            surf_2d.metrics["train_loss"][2][np.isin(surf_2d.x, surf_1d.x)],
+            rtol=1e-6,
+        )
+
+
+def test_landscape_figure_is_not_blank(smoke_run) -> None:
+    import matplotlib.image
+
+    path = smoke_run[0] / "landscape_sgd_vs_sam.png"
+    assert path.is_file()
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 800 and pixels.shape[1] > 800
+    assert pixels[..., :3].var() > 1e-3
+    third = pixels.shape[0] // 3  # every row of panels (contour, 3D, 1D) has drawn data
+    for band in range(3):
+        assert pixels[band * third : (band + 1) * third, :, :3].var() > 1e-3, band
+
+
+def test_sharpness_rows_are_finite(smoke_run) -> None:
+    with (smoke_run[0] / "sharpness.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == SHARPNESS_COLUMNS
+        rows = list(reader)
+    assert [r["optimizer"] for r in rows] == LANDSCAPE_MODELS
+    for row in rows:  # both models get a 1D curvature (two estimates) and the rises at rho
+        for column in SHARPNESS_COLUMNS[1:]:
+            assert math.isfinite(float(row[column])), (row["optimizer"], column)
+        assert float(row["rho"]) == 0.05 and int(row["samples"]) == 128
+        assert float(row["loss_center"]) > 0 and 0 <= float(row["acc_center"]) <= 1
+        assert float(row["loss_2d_max"]) > float(row["loss_center"])
+        assert float(row["fd_step"]) == pytest.approx(1 / 3)  # 7 points on [-1, 1]
+
+
+def test_sharpness_of_quadratic_bowls() -> None:
+    k, rho, base = 3.0, 0.05, 0.2
+    x = np.linspace(-1, 1, 41)
+    row = sharpness_1d(x, base + 0.5 * k * x**2 + 0.3 * x, rho)
+    assert row["loss_center"] == pytest.approx(base)
+    assert row["fd_step"] == pytest.approx(0.05)
+    assert row["curv_fd"] == pytest.approx(k) and row["curv_fit"] == pytest.approx(k)
+    assert row["rise1d"] == pytest.approx(0.5 * k * rho**2)  # the slope cancels in the mean
+    assert row["rise1d_max"] == pytest.approx(0.5 * k * rho**2 + 0.3 * rho)
+    x, y = np.linspace(-1, 1, 21), np.linspace(-1, 1, 11)  # grid steps 0.1 and 0.2 > rho
+    kx, ky = 2.0, 6.0
+    grid_x, grid_y = np.meshgrid(x, y)
+    surface = base + 0.5 * (kx * grid_x**2 + ky * grid_y**2)
+    row = sharpness_2d(x, y, surface, rho)
+    assert row["rise2d"] == pytest.approx(0.25 * (kx + ky) * rho**2)  # mean of cos^2 = 1/2
+    assert row["rise2d_max"] == pytest.approx(0.5 * ky * rho**2)
+    assert row["loss_2d_max"] == pytest.approx(surface.max())
+    with pytest.raises(ValueError, match="x = 0"):
+        sharpness_1d(np.linspace(0.1, 1, 5), np.ones(5), rho)
+    with pytest.raises(ValueError, match="not computed"):
+        sharpness_2d(x, y, np.where(grid_x > 0.5, np.nan, surface), rho)
+
+
+def test_launch_falls_back_to_one_process_without_mpiexec(monkeypatch, tmp_path) -> None:
+    mpiexec, _ = find_mpiexec()
+    prefix, processes, note = launch_prefix(2)
+    if mpiexec is not None:
+        assert processes == 2 and note == ""
+        assert prefix[:3] == [str(mpiexec), "-n", "2"]
+        assert prefix[-4:] == ["-m", "mpi4py", "-m", "landscape"]
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))  # no mpiexec next to it
+    prefix, processes, note = launch_prefix(2)
+    assert processes == 1 and prefix[1:] == ["-m", "landscape"]
+    assert "no mpiexec" in note and "one process" in note
+
+
 def test_second_run_loads_finished_runs(smoke_run, capsys) -> None:
     output, _ = smoke_run
     before = (output / "summary.csv").read_text()
+    surfaces = sorted((output / "landscape").glob("*.h5"))
+    stamps = [p.stat().st_mtime_ns for p in surfaces]
     assert main(["--output", str(output), "--smoke", "--no-progress"]) == 0
     assert (output / "summary.csv").read_text() == before  # nothing retrained
-    assert "sgd" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in surfaces] == stamps  # no surface recomputed
+    out = capsys.readouterr().out
+    assert "sgd" in out and out.count("already computed") == 4
+
+
+def test_no_landscape_flag(smoke_run, capsys) -> None:
+    output, _ = smoke_run
+    csv_before = (output / "sharpness.csv").stat().st_mtime_ns
+    assert main(["--output", str(output), "--smoke", "--no-progress", "--no-landscape"]) == 0
+    out = capsys.readouterr().out
+    assert "loss landscapes" not in out and "sharpness" not in out
+    assert (output / "sharpness.csv").stat().st_mtime_ns == csv_before
