@@ -1,17 +1,60 @@
-"""Loss landscapes and curvature for any ``torch.nn.Module`` (DESIGN.md §2 and §5).
+"""Loss landscapes for any ``torch.nn.Module`` (DESIGN.md §2 and §5).
 
-This package will hold:
-
-- filter-normalised random directions and 1D/2D loss surfaces (Li et al., 2018), computed on
-  one process or split over MPI ranks, returned as a frozen ``Surface`` value, saved to HDF5
-  with the key names of tomgoldstein/loss-landscape and plotted as contours, heat maps, 3D
-  surfaces and 1D curves;
-- Hessian sharpness: Hessian-vector products, the top eigenvalues (power iteration, Lanczos),
-  the trace (Hutchinson) and the spectral density, plus worst-case and average sharpness.
+- :mod:`landscape.directions`: seeded, filter-normalised random directions (Li et al., NeurIPS
+  2018), directions to other checkpoints, PCA of a trajectory; HDF5 by parameter name.
+- :mod:`landscape.surface`: 1D/2D surfaces (loss and accuracy, or MSE and MAE, with per-point
+  standard errors) evaluated eagerly, compiled with BatchNorm folded, or K points per forward
+  with ``vmap``; returned as a frozen :class:`~landscape.surface.Surface`.
+- :mod:`landscape.distributed`: the same surface over MPI ranks (dynamic chunks, rank 0 writes).
+- :mod:`landscape.io`: HDF5 with tomgoldstein/loss-landscape's keys, resume, VTK export.
+- :mod:`landscape.plot`: contours, heat maps, 3D surfaces, 1D curves, trajectories.
+- ``python -m landscape``: the command line (``surface``, ``plot``, ``project``, ``vtk``).
 
 It depends on torch and numpy only; h5py, matplotlib, mpi4py, scipy and tqdm are imported inside
 the functions that need them, and it never imports ``samlab`` (``tests/test_boundaries.py``).
-Its contents arrive in a later issue; nothing is public yet.
+
+Example::
+
+    import landscape
+    dirs = landscape.create_directions(model, seed=0)            # filter / biasbn / weights
+    surf = landscape.surface_2d(model, dirs, (inputs, targets), x=np.linspace(-1, 1, 21),
+                                y=np.linspace(-1, 1, 21))
+    landscape.plot.plot_contour(surf)
 """
 
-__all__: list[str] = []
+from landscape.directions import (
+    Directions,
+    create_directions,
+    direction_targets,
+    load_directions,
+    load_trajectory,
+    pca_directions,
+    project_trajectory,
+    random_direction,
+    save_directions,
+)
+from landscape.distributed import compute_surface
+from landscape.io import SurfaceWriter, export_vtp, load_surface, save_surface
+from landscape.surface import Surface, SurfaceEvaluator, as_tensors, surface_1d, surface_2d
+
+__all__ = [
+    "Directions",
+    "Surface",
+    "SurfaceEvaluator",
+    "SurfaceWriter",
+    "as_tensors",
+    "compute_surface",
+    "create_directions",
+    "direction_targets",
+    "export_vtp",
+    "load_directions",
+    "load_surface",
+    "load_trajectory",
+    "pca_directions",
+    "project_trajectory",
+    "random_direction",
+    "save_directions",
+    "save_surface",
+    "surface_1d",
+    "surface_2d",
+]
