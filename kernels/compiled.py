@@ -26,6 +26,7 @@ __all__ = [
     "compiler_available",
     "dot_into",
     "gsam_combine_into",
+    "gsam_fused_into",
     "norm_sq_into",
     "pair_stats_into",
     "perturb_into",
@@ -93,6 +94,21 @@ def gsam_combine_into(
         gp.copy_(gp - alpha * (gi - coef * gp))
 
 
+def gsam_fused_into(
+    g_p: Sequence[Tensor], g: Sequence[Tensor], alpha: Tensor, eps: float
+) -> Tensor:
+    """GSAM's whole decomposition in one graph: the statistics of ``g`` and ``g_p``, then
+    ``g_p <- g_p - alpha * (g - coef * g_p)``; returns ``cos``."""
+    norm_g = torch.stack([torch.sum(x * x) for x in g]).sum().sqrt()
+    norm_gp = torch.stack([torch.sum(y * y) for y in g_p]).sum().sqrt()
+    inner = torch.stack([torch.sum(x * y) for x, y in zip(g, g_p)]).sum()
+    cos = inner / (norm_g * norm_gp + eps)
+    coef = cos * norm_g / (norm_gp + eps)
+    for gp, gi in zip(g_p, g):
+        gp.copy_(gp - alpha * (gi - coef * gp))
+    return cos
+
+
 def axpy_into(out: Sequence[Tensor], x: Sequence[Tensor], y: Sequence[Tensor], s: Tensor) -> None:
     """``out <- x + s * y`` (``out`` may be ``x``)."""
     for o, xi, yi in zip(out, x, y):
@@ -105,6 +121,7 @@ _FUNCTIONS = {
     "perturb_into": perturb_into,
     "pair_stats_into": pair_stats_into,
     "gsam_combine_into": gsam_combine_into,
+    "gsam_fused_into": gsam_fused_into,
     "axpy_into": axpy_into,
 }
 

@@ -32,6 +32,7 @@ __all__ = [
     "adaptive_weights",
     "axpy_",
     "gsam_combine_",
+    "gsam_decompose_",
     "pair_stats",
     "copy_",
     "dot",
@@ -261,3 +262,27 @@ def axpy_(
         return
     for o, xi, yi in zip(out, x, y):
         o.copy_(xi + s.to(xi.device) * yi)
+
+
+def gsam_decompose_(
+    g_p: Sequence[Tensor], g: Sequence[Tensor], alpha: float, eps: float, *, impl: str = "loop"
+) -> Tensor:
+    """GSAM's final gradient in place, statistics included; returns ``cos(g, g_p)``.
+
+    ``cos = <g, g_p> / (||g|| ||g_p|| + eps)``, ``coef = cos * ||g|| / (||g_p|| + eps)``,
+    ``g_p <- g_p - alpha * (g - coef * g_p)``. ``"compiled"`` runs it as one graph.
+    """
+    _check_impl(impl)
+    if impl == "compiled" and len(g_p) > 0:
+        ref = g_p[0]
+        alpha_t = torch.tensor(alpha, dtype=ref.dtype, device=ref.device)
+        cos = _try_compiled("gsam_fused_into", list(g_p), list(g), alpha_t, eps)
+        if cos is not _NOT_RUN:
+            return cos
+        impl = "loop"
+    norm_g, norm_gp, inner = pair_stats(g, g_p, impl=impl)
+    cos = inner / (norm_g * norm_gp + eps)
+    coef = cos * norm_g / (norm_gp + eps)
+    if alpha != 0:
+        gsam_combine_(g_p, g, coef, alpha, impl=impl)
+    return cos

@@ -103,9 +103,17 @@ class GSAM(SAM):
         if not params:
             return
         impl = self._impl_for(params[0].device)
+        eps = self.param_groups[0]["perturb_eps"]
+        alphas = {group["gsam_alpha"] for group, ps in grouped if ps}
+        if len(alphas) == 1:  # one alpha for all (the usual case): one fused call
+            alpha = alphas.pop()
+            if alpha != 0:
+                self.last_step["gsam_cos"] = kernels.gsam_decompose_(
+                    [p.grad for p in params], [clean[p] for p in params], alpha, eps, impl=impl
+                )
+            return
         g = [clean[p] for p in params]
         g_p = [p.grad for p in params]
-        eps = self.param_groups[0]["perturb_eps"]
         norm_g, norm_gp, inner = kernels.pair_stats(g, g_p, impl=impl)
         cos = inner / (norm_g * norm_gp + eps)
         coef = cos * norm_g / (norm_gp + eps)  # g_perp = g - coef * g_p
