@@ -60,6 +60,8 @@ class SAMBase(torch.optim.Optimizer):
 
     #: name used in error messages and state_dict checks
     method = "SAMBase"
+    #: True when begin_step() perturbs before the first forward (one-step SAM)
+    perturbs_before_first_pass = False
 
     def __init__(
         self,
@@ -175,13 +177,15 @@ class SAMBase(torch.optim.Optimizer):
         return self.param_groups[0]["params"][0].device
 
     def _grads_are_fresh(self) -> bool:
-        """True when some gradient was computed after the previous step ended."""
-        fresh = False
-        for p in self._all_params_with_grad():
-            if getattr(p.grad, _STALE_MARK, None) != p.grad._version:
-                fresh = True
-                break
-        return fresh
+        """True when some gradient was computed after the previous step ended.
+
+        Gradients that changed only by being zeroed in place (``zero_grad(set_to_none=False)``)
+        are not fresh: all-zero gradients mean no clean pass ran, so samlab runs it.
+        """
+        grads = [p.grad for p in self._all_params_with_grad()]
+        if not any(getattr(g, _STALE_MARK, None) != g._version for g in grads):
+            return False
+        return any(bool(g.any()) for g in grads)  # stops at the first non-zero tensor
 
     def _mark_grads_stale(self) -> None:
         for p in self._all_params_with_grad():
@@ -356,6 +360,12 @@ class SAMBase(torch.optim.Optimizer):
         False when the step has a single pass. Call ``second_step()`` in both cases.
         """
         if self.current_pass is None:  # manual users may skip begin_step() for two-pass methods
+            if self.perturbs_before_first_pass:
+                raise RuntimeError(
+                    f"{self.method}: call begin_step() before the forward pass; it applies the "
+                    "perturbation that this step's only pass must see (without it the step "
+                    "would silently be the base optimizer's)"
+                )
             self.begin_step()
         self.last_step["passes"] = self.last_step.get("passes", 0) + 1
         if self._unscale(scaler, 0):
@@ -403,7 +413,10 @@ class SAMBase(torch.optim.Optimizer):
         """The base optimizer's step, compiled on the compiled path (learning rates become
         0-d tensors there, so LR schedulers do not trigger recompilation)."""
         params = self._all_params_with_grad()
-        if not params or self._impl_for(params[0].device) != "compiled":
+        # Only SGD's compiled step is exact (compiled Adam/AdamW compute their bias correction
+        # from a float32 step count): other bases step eagerly.
+        exact = type(self.base_optimizer) is torch.optim.SGD
+        if not params or not exact or self._impl_for(params[0].device) != "compiled":
             self.base_optimizer.step()
             return
         if self._compiled_base_step is None:
@@ -486,7 +499,12 @@ class SAMBase(torch.optim.Optimizer):
     def state_dict(self) -> dict[str, Any]:
         sd = super().state_dict()
         sd["base_optimizer"] = self.base_optimizer.state_dict()
-        sd["samlab"] = {"method": self.method, "step": self._step_index, **self._extra_state()}
+        sd["samlab"] = {
+            "method": self.method,
+            "base": type(self.base_optimizer).__name__,
+            "step": self._step_index,
+            **self._extra_state(),
+        }
         return sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -502,13 +520,45 @@ class SAMBase(torch.optim.Optimizer):
                 f"{self.method}.load_state_dict: the state_dict was saved from {saved}; build "
                 f"a {saved} optimizer to load it"
             )
+        base = state_dict["samlab"].get("base", type(self.base_optimizer).__name__)
+        if base != type(self.base_optimizer).__name__:
+            raise ValueError(
+                f"{self.method}.load_state_dict: the state_dict was saved with base optimizer "
+                f"{base}, this one wraps {type(self.base_optimizer).__name__}; build "
+                f"{self.method}(params, torch.optim.{base}, ...) to load it"
+            )
+        self._check_shapes(state_dict)
+        self._load_extra_state(state_dict["samlab"])  # validates method knobs before any change
         plain = {k: v for k, v in state_dict.items() if k not in ("base_optimizer", "samlab")}
         super().load_state_dict(plain)
         self.base_optimizer.load_state_dict(state_dict["base_optimizer"])
         self.base_optimizer.param_groups = self.param_groups
         self._step_index = int(state_dict["samlab"]["step"])
-        self._load_extra_state(state_dict["samlab"])
         self._backups.clear()
+
+    def _check_shapes(self, state_dict: dict[str, Any]) -> None:
+        """Every saved per-parameter tensor must have its parameter's shape."""
+        params = [p for group in self.param_groups for p in group["params"]]
+        saved_groups = state_dict.get("param_groups", [])
+        n_saved = sum(len(g["params"]) for g in saved_groups)
+        if n_saved != len(params) or len(saved_groups) != len(self.param_groups):
+            raise ValueError(
+                f"{self.method}.load_state_dict: the state_dict holds {n_saved} parameters in "
+                f"{len(saved_groups)} groups, this optimizer {len(params)} in "
+                f"{len(self.param_groups)}; build the optimizer on the same model and groups"
+            )
+        index = {i: p for i, p in enumerate(params)}
+        states = [state_dict.get("state", {}), state_dict["base_optimizer"].get("state", {})]
+        for state in states:
+            for i, entry in state.items():
+                p = index.get(i)
+                for key, value in entry.items():
+                    if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
+                        raise ValueError(
+                            f"{self.method}.load_state_dict: saved state {key!r} of parameter "
+                            f"{i} has shape {tuple(value.shape)}, the parameter "
+                            f"{tuple(p.shape)}; the state_dict comes from another model"
+                        )
 
     def __repr__(self) -> str:
         return f"{self.method}(base_optimizer={self.base_optimizer!r})"

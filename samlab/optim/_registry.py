@@ -123,6 +123,23 @@ def _accepted(cls: type) -> set[str]:
     }
 
 
+#: shared keywords that ``create_optimizer`` accepts for every name and drops where they have no
+#: meaning, so one command line can switch optimizers: ``rho`` for one-pass optimizers, and
+#: ``momentum`` for (base) optimizers without momentum (Adam, AdamW), as timm does.
+COMMON_KEYWORDS = ("lr", "momentum", "weight_decay", "rho")
+
+
+def _drop_meaningless(kwargs: dict[str, Any], cls: type, *, sam_family: bool) -> dict[str, Any]:
+    out = dict(kwargs)
+    if not sam_family:
+        rho = out.pop("rho", None)
+        if rho is not None and not (isinstance(rho, (int, float)) and rho >= 0):
+            raise ValueError(f"rho must be a non-negative number, got {rho!r}")
+    if "momentum" in out and "momentum" not in _accepted(cls):
+        out.pop("momentum")
+    return out
+
+
 def create_optimizer(
     name: str, params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], **kwargs: Any
 ) -> torch.optim.Optimizer:
@@ -130,7 +147,10 @@ def create_optimizer(
 
     SAM-family names wrap SGD unless ``base="adam"``/``"adamw"`` (or an alias such as
     ``sam-adam``) says otherwise; every other keyword goes to the wrapper or the base
-    optimizer. A keyword that neither takes raises ``ValueError`` naming it.
+    optimizer. A keyword that neither takes raises ``ValueError`` naming it. The shared
+    keywords ``lr``, ``momentum``, ``weight_decay`` and ``rho`` are accepted for every name:
+    ``rho`` is ignored by the one-pass optimizers (sgd, adam, adamw) and ``momentum`` by
+    optimizers without momentum (Adam, AdamW).
     """
     key = _normalise(name)
     alias_base = _ALIASES.get(key, (key, None))[1]
@@ -148,6 +168,7 @@ def create_optimizer(
     if not info.sam_family:
         if base_name is not None:
             raise ValueError(f"'base' applies to the SAM family only, not to {info.name!r}")
+        kwargs = _drop_meaningless(kwargs, info.factory, sam_family=False)
         unknown = set(kwargs) - _accepted(info.factory)
         if unknown:
             raise ValueError(
@@ -161,6 +182,7 @@ def create_optimizer(
     if base_name not in BASE_OPTIMIZERS:
         raise ValueError(f"unknown base {base_name!r}; choose from {sorted(BASE_OPTIMIZERS)}")
     base_cls = BASE_OPTIMIZERS[base_name]
+    kwargs = _drop_meaningless(kwargs, base_cls, sam_family=True)
     known = _accepted(info.factory) | _accepted(base_cls)
     known.discard("base_optimizer")
     unknown = set(kwargs) - known

@@ -81,7 +81,8 @@ class GSAM(SAM):
     def _rho(self, group: dict[str, Any]) -> float:
         if self.rho_schedule is None:
             return group["rho"]
-        return self.rho_schedule(group["lr"])
+        lr, initial = group["lr"], group.get("initial_lr")
+        return self.rho_schedule(float(lr), None if initial is None else float(initial))
 
     def _first(self) -> bool:
         self._ascent()

@@ -72,6 +72,16 @@ class LookSAM(SAM):
         self.defaults["looksam_alpha"] = alpha
         self._clean_grads: dict[Tensor, Tensor] = {}
 
+    def _extra_state(self) -> dict[str, Any]:
+        return {"k": self.k}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        if state.get("k", self.k) != self.k:
+            raise ValueError(
+                f"LookSAM.load_state_dict: the state_dict was saved with k={state['k']}, this "
+                f"optimizer has k={self.k}; build LookSAM(..., k={state['k']}) to resume"
+            )
+
     def _begin(self) -> None:
         super()._begin()
         # one pass between refreshes (and before the first refresh has stored g_v)

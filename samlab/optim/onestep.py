@@ -37,6 +37,7 @@ class OneStepSAM(SAM):
     """One-step SAM: SAM's perturbation from the previous step's gradient, one pass per step."""
 
     method = "OneStepSAM"
+    perturbs_before_first_pass = True
 
     def __init__(
         self,

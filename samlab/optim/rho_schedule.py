@@ -37,7 +37,7 @@ class RhoSchedule:
     def __init__(self) -> None:
         self.step_count = 0
 
-    def __call__(self, lr: float) -> float:  # pragma: no cover - abstract
+    def __call__(self, lr: float, initial_lr: float | None = None) -> float:  # pragma: no cover
         raise NotImplementedError
 
     def step(self) -> None:
@@ -59,7 +59,8 @@ class RhoSchedule:
 class ProportionalRho(RhoSchedule):
     """``rho_t = rho_min + (rho_max - rho_min) * (lr_t - lr_min) / (lr_max - lr_min)``.
 
-    ``lr_max`` defaults to the first learning rate seen (the peak of a decaying schedule).
+    ``lr_max`` defaults to the param group's ``initial_lr`` (set by every torch LR scheduler:
+    the peak of a warm-up + decay schedule), else to the largest learning rate seen so far.
     """
 
     def __init__(
@@ -69,11 +70,15 @@ class ProportionalRho(RhoSchedule):
         _check(rho_max, rho_min)
         self.rho_max, self.rho_min = float(rho_max), float(rho_min)
         self.lr_max = None if lr_max is None else float(lr_max)
+        self._given_lr_max = self.lr_max
         self.lr_min = float(lr_min)
 
-    def __call__(self, lr: float) -> float:
-        if self.lr_max is None:
-            self.lr_max = float(lr)
+    def __call__(self, lr: float, initial_lr: float | None = None) -> float:
+        lr = float(lr)
+        if initial_lr is not None and self._given_lr_max is None:
+            self.lr_max = float(initial_lr)
+        elif self.lr_max is None or (self._given_lr_max is None and lr > self.lr_max):
+            self.lr_max = lr
         span = self.lr_max - self.lr_min
         if span <= 0:
             return self.rho_max
@@ -103,7 +108,7 @@ class _StepSchedule(RhoSchedule):
     def _shape(self, progress: float) -> float:  # 1 at progress 0, 0 at progress 1
         raise NotImplementedError  # pragma: no cover
 
-    def __call__(self, lr: float) -> float:
+    def __call__(self, lr: float, initial_lr: float | None = None) -> float:
         t = self.step_count
         if t < self.warmup_steps:
             return self.rho_init + (self.rho_max - self.rho_init) * t / self.warmup_steps
