@@ -39,8 +39,9 @@ class SAM(SAMBase):
             apart from the base optimizer's own ``eps``, e.g. Adam's, which goes through
             ``**base_kwargs``).
         max_grad_norm: clip the final gradient (after AMP unscaling) to this norm.
-        impl: "auto" (foreach on CUDA, per-tensor loop on CPU), "loop", "foreach" or
-            "compiled" for the tensor-list kernels.
+        impl: "auto" (foreach on CUDA; on CPU the per-tensor loop below 2M parameters and the
+            torch.compile path from 2M on where a C++ compiler exists), "loop", "foreach" or
+            "compiled" for the tensor-list kernels (docs/closure-protocol.md, "Fast paths").
 
     Example::
 
