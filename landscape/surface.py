@@ -1,12 +1,12 @@
 """Loss surfaces of any ``nn.Module`` along one or two directions (Li et al., NeurIPS 2018).
 
 A grid point ``(a, b)`` is the model with its tensors set to ``theta0 + a * dx + b * dy``,
-**recomputed from the centre** ``theta0`` at every point (never stepped incrementally). The
-evaluation data are materialised once on the device (:func:`as_tensors`); each point is one
-pass over them in eval mode without gradients, with the per-batch sums accumulated on the device
-and copied to the host once per point (once per chunk of points for ``vmap``). Loss and
-accuracy are sample-weighted means over all evaluation samples; their standard errors come from
-the per-batch means.
+**recomputed from the centre** ``theta0`` at every point (never stepped incrementally): one
+fused ``axpy`` into a preallocated flat buffer and one ``foreach`` copy into the model's
+tensors. The evaluation data are materialised once on the device (:func:`as_tensors`); each
+point is one pass over them in eval mode without gradients. Loss and accuracy are
+sample-weighted means over all evaluation samples; their standard errors come from the means of
+the nominal batches of ``batch_size``.
 
 Grid convention (``docs/landscape-design.md``): 1D arrays are ``(nx,)``; 2D arrays are
 ``(ny, nx)`` with element ``[i, j]`` at ``(x[j], y[i])`` and flat index ``k = i * nx + j``
@@ -14,40 +14,56 @@ Grid convention (``docs/landscape-design.md``): 1D arrays are ``(nx,)``; 2D arra
 
 Evaluation modes of :class:`SurfaceEvaluator`:
 
-- ``"eager"``: the plain loop, one forward per batch per point (the reference twin).
-- ``"compiled"``: the same loop with the forward under ``torch.compile`` and, BatchNorm being
-  in eval mode, folded into the preceding conv/linear layer (:mod:`landscape._fold`); the
-  folded weights are recomputed from the perturbed weights at every point and written in place,
-  so the compiled graph is built once (a recompile raises). Falls back to eager with one
-  warning when compilation fails.
+- ``"eager"``: the plain loop (the reference twin). The forward runs in chunks of
+  ``forward_chunk`` rows (see below); the outputs of a group of points (up to 64 MiB) are kept
+  and their metrics computed together: per-sample losses and correctness of all their rows in
+  one call, per-batch sums by reshaping, one host copy and numpy over the whole group, so the
+  metric bookkeeping costs O(1) tensor ops per group of points instead of a few per batch.
+- ``"compiled"``: the same loop with the forward under ``torch.compile`` (at the chunk shape;
+  the last chunk is padded) and, BatchNorm being in eval mode, folded into the preceding
+  conv/linear layer (:mod:`landscape._fold`); the folded weights are recomputed from the
+  perturbed weights at every point and written in place, so the compiled graph is built once
+  (a recompile raises). Falls back to eager with one warning when compilation fails, and
+  without a warning (noted in ``provenance["execution"]["compiled_fallback"]``) when, on a model
+  cheap enough to time whole passes, the compiled pass does not measure faster than the eager
+  one (a compiled call costs ~0.1 ms of guards and wrapper here: more than it saves on the
+  digits MLP).
 - ``"vmap"``: ``torch.func.functional_call`` + ``vmap`` over K stacked sets of the moved
   tensors (the others, buffers included, stay unbatched), K points per forward; eval mode only.
 - ``"auto"``: eager on CPU, vmap on CUDA (eager with ``bn_mode="recompute"``).
 
-The ``auto`` choice is by measurement (``tests/landscape/test_surface.py`` has none of this:
-performance is not tested). Time per grid point as a ratio to the bare limit (one plain eager
-forward per point over the same samples, batch 128, data in memory), process CPU time on one
-thread of a shared 2-core CPU, 64 points of a 21 x 21 grid, 1,024 digits images, three runs:
+Forward chunk (eager and compiled): ``forward_chunk`` rows per forward call, by default chosen
+at construction by a timing probe at the centre (hill climbing from ``batch_size``: halving
+while smaller activations stay in cache and save >= 10%, else doubling up to the whole set
+while fewer calls do), on whole passes for cheap models (a pass <= 0.25 s) and per sample on a
+prefix otherwise; no probe for one of several MPI ranks (they would time each other's load, and
+cannot agree without a collective: pass ``forward_chunk``). The chosen chunk is kept only if its
+outputs equal, bit for bit, those of the batch-by-batch forward, so values never depend on it.
+Measured here (one thread, shared 2-core AMD EPYC, AVX2): the digits MLP runs 1,024 rows per
+call (0.29 ms per pass against 0.55 ms in batches of 128), the CIFAR ResNet-20 64 or 32 rows
+(1.6-2.4 ms per sample against 2.0-3.3 ms at 128: 8 MB activations per tensor at 128), the
+digits CNN stays at 128.
 
-- digits CNN (24k parameters, 3 BatchNorms; bare limit 46-54 ms per point): eager 1.04-1.13,
-  compiled (3 BatchNorms folded) 0.62-0.72, vmap with K = 1, 4, 16, 64 points per forward
-  1.37-1.53, 1.12-1.27, 1.29-1.65, 2.43-2.79, with K from the CPU budget (K = 5) 1.19-1.26;
-- digits MLP (2.4k parameters, nothing to fold; bare limit 0.96 ms per point): eager 2.12,
-  compiled 3.49, vmap K = 1, 4, 16, 64: 8.58, 2.85, 1.35, 0.97, K from the budget (64) 0.91.
+Measured by ``benchmarks/landscape_surface.py`` (ratio to the bare limit: one plain eager
+forward per point at batch 128 over the same 1,024 samples, weights set by a plain axpy;
+medians of paired per-round ratios, arms interleaved, process CPU time, one thread on a shared
+2-core CPU; ``results/benchmarks/landscape_surface.md``): eager (with accuracy and standard
+errors) 0.7-0.8 on the MLP and ResNet-20 and about 1.0 on the CNN; compiled 0.55-0.6 on the CNN
+and ResNet-20 (the MLP falls back to eager); vmap 0.9-1.7 (K = 64, 5, 1): slower than eager on
+all three, hence eager on CPU. ``loss-landscapes`` (mean loss only, all samples in one forward)
+0.65 on the MLP, where the per-sample cross-entropy and argmax of 1,024 ten-class rows (~80 us
+per point, torch's per-row kernels) keep eager about 15% behind it; 0.8-1.2 on the CNN and 2.2
+on ResNet-20. On GPUs a small model at batch 128 is launch-bound, which K points per forward
+amortise, so ``auto`` takes ``vmap`` on CUDA; that part is not measured in this repository yet
+(pass ``mode`` explicitly to compare).
 
-Compilation took 6-30 s (warm or cold inductor cache), so ``compiled`` pays for itself on this
-CNN only beyond roughly 500-700 points and loses on models too small to fill a batch;
-``vmap`` wins only for tiny models. Hence eager on CPU. The peers' figures in
-``../shared/notes/peer-tools-measured.md`` ("Loss surfaces") agree (vmap on CPU: 1.00-1.30 for
-a 38k-parameter digits CNN, 0.82-1.91 for the MLP). On GPUs a small model at batch 128 is
-launch-bound, which K points per forward amortise, so ``auto`` takes ``vmap`` on CUDA; that
-part is not measured in this repository yet (pass ``mode`` explicitly to compare).
-
-Determinism: a point's value depends only on its coordinates, never on the chunk or process
-that evaluates it (``vmap`` pads every chunk to the same K, and its per-point results were
-checked independent of the point's position in the chunk on CPU; ``compiled`` pads the last
-batch to the compiled batch shape). On CUDA, bitwise reproducibility also needs deterministic
-kernels (``torch.use_deterministic_algorithms(True)``).
+Determinism: a point's value depends only on its coordinates, never on the chunk of points, the
+group whose metrics are computed together, the forward chunk or the process that evaluates it
+(per-sample values are row-independent and every per-batch sum reduces one contiguous row;
+``vmap`` pads every chunk to the same K, and its per-point results were checked independent of
+the point's position in the chunk on CPU; ``compiled`` pads the last chunk to the compiled
+shape). On CUDA, bitwise reproducibility also needs deterministic kernels
+(``torch.use_deterministic_algorithms(True)``).
 """
 
 from __future__ import annotations
@@ -57,6 +73,8 @@ import hashlib
 import itertools
 import math
 import os
+import sys
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +105,19 @@ MODES = ("auto", "eager", "compiled", "vmap")
 BN_MODES = ("eval", "recompute")
 _SECOND_STAT = {"crossentropy": "acc", "mse": "mae"}
 _MAX_POINTS_PER_CALL = 64
+# Forward chunks (eager and compiled): the probe times whole passes over the training samples
+# when one takes at most this (seconds), otherwise a prefix; the compiled-vs-eager probe runs
+# only on such cheap models.
+_PROBE_MAX_PASS_SECONDS = 0.25
+_PROBE_MAX_BATCH_SECONDS = 5.0  # no probe at all beyond this (one batch forward, seconds)
+_MIN_FORWARD_CHUNK = 16
+_PROBE_ROUNDS = 5  # best of 5, interleaved (2 for models timed on a prefix)
+# A probed chunk (or the compiled pass) must take <= 90% of the time of the best so far: on a
+# shared machine smaller differences are within the noise of the probe.
+_PROBE_MIN_GAIN = 0.9
+# Model outputs of this many bytes are kept before the metrics of those points are computed
+# (in one go: O(1) tensor ops per group of points, not per batch).
+_OUTPUT_BUDGET = 64 << 20
 # vmap on CPU: activations of all K points of one call (measured best: K = 4 for the digits
 # CNN, 6.6 MB of activations per point at batch 128; K = 64 for the digits MLP, 38 kB).
 _CPU_ACTIVATION_BUDGET = 32 << 20
@@ -294,7 +325,32 @@ class _EvalSet:
     bounds: list[tuple[int, int]]
     sizes: np.ndarray  # float64 batch sizes
     batches: list[tuple[Tensor, Tensor]]  # (inputs, targets) views, one per batch
-    padded: list[Tensor] = field(default_factory=list)  # compiled mode: inputs of fixed shape
+    # Forward chunks: contiguous (start, stop) rows per forward call (the nominal batches by
+    # default; smaller or larger when the timing probe measured it faster). Statistics are
+    # always per nominal batch (``bounds``).
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    chunk_inputs: list[Tensor] = field(default_factory=list)  # input views, one per chunk
+    padded: list[Tensor] = field(default_factory=list)  # compiled mode: chunks of fixed shape
+    repeated_targets: dict[int, Tensor] = field(default_factory=dict)  # K -> targets K times
+
+    def set_chunk(self, chunk: int) -> None:
+        """Forward ``chunk`` rows per call."""
+        size = len(self.inputs)
+        self.chunks = [(start, min(start + chunk, size)) for start in range(0, size, chunk)]
+        self.chunk_inputs = [self.inputs[start:stop] for start, stop in self.chunks]
+        self.padded = []
+
+    def targets_times(self, count: int) -> Tensor:
+        """The targets repeated ``count`` times along dim 0 (for ``count`` points at once)."""
+        if count == 1:
+            return self.targets
+        cached = self.repeated_targets.get(count)
+        if cached is None:
+            if len(self.repeated_targets) >= 8:
+                self.repeated_targets.clear()
+            repeats = (count,) + (1,) * (self.targets.ndim - 1)
+            cached = self.repeated_targets[count] = self.targets.repeat(repeats)
+        return cached
 
 
 # --------------------------------------------------------------------------- helpers
@@ -347,15 +403,22 @@ def standard_error(batch_sums: np.ndarray, batch_sizes: np.ndarray) -> float:
     which for equal batches is ``std(m, ddof=1) / sqrt(B)``. NaN for a single batch.
     """
     sums = np.asarray(batch_sums, dtype=np.float64)
+    return float(_standard_errors(sums.reshape(1, -1), batch_sizes)[0])
+
+
+def _standard_errors(batch_sums: np.ndarray, batch_sizes: np.ndarray) -> np.ndarray:
+    """:func:`standard_error` of every row of ``batch_sums`` ``(..., B)`` (one reduction per
+    row over the contiguous last axis, so a row's value does not depend on the other rows)."""
+    sums = np.ascontiguousarray(batch_sums, dtype=np.float64)
     sizes = np.asarray(batch_sizes, dtype=np.float64)
     count = sizes.size
     if count < 2:
-        return math.nan
+        return np.full(sums.shape[:-1], math.nan)
     total = sizes.sum()
     means = sums / sizes
-    mean = sums.sum() / total
+    mean = sums.sum(axis=-1, keepdims=True) / total
     weights = sizes / total
-    return float(np.sqrt(count / (count - 1) * np.sum(weights**2 * (means - mean) ** 2)))
+    return np.sqrt(count / (count - 1) * np.sum(weights**2 * (means - mean) ** 2, axis=-1))
 
 
 @dataclass
@@ -369,6 +432,9 @@ class _Group:
     center: Tensor
     dx: Tensor
     dy: Tensor | None
+    buffer: Tensor | None = None  # the flat weights of the current point
+    buffer_views: list[Tensor] = field(default_factory=list)  # per-tensor views of buffer
+    center_views: list[Tensor] = field(default_factory=list)  # per-tensor views of center
 
     def views(self, flat: Tensor) -> list[Tensor]:
         """Per-tensor views of ``flat`` (``(P,)`` or ``(K, P)``)."""
@@ -417,6 +483,16 @@ class SurfaceEvaluator:
             with forward hooks, plus two copies of the moved weights per point); on CPU as many
             as keep one call's activations within 32 MiB (by measurement, cache-sized calls
             are the fastest).
+        forward_chunk: samples per forward call of ``eager`` and ``compiled`` (any positive
+            number, at most the largest data set; the outputs of the chunks are concatenated).
+            ``None`` (default): chosen at construction by a timing probe at the centre
+            (``batch_size`` halved or doubled while it measures at least 10% faster; see the
+            module docstring), kept only where the outputs are bitwise those of the
+            batch-by-batch forward, so the values never depend on the probe; ``batch_size``
+            without a probe for one of several MPI ranks. Metrics and standard errors are
+            always per nominal batch of ``batch_size``. The choice and the probe's timings are
+            in ``provenance["execution"]`` (``forward_chunk``, ``forward_chunk_choice``,
+            ``forward_chunk_probe``).
 
     Per-point values are deterministic: the same coordinates give the same bits whichever
     chunk evaluates them.
@@ -438,6 +514,7 @@ class SurfaceEvaluator:
         mode: str = "auto",
         device: torch.device | str | None = None,
         points_per_call: int | None = None,
+        forward_chunk: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -456,6 +533,12 @@ class SurfaceEvaluator:
             not isinstance(points_per_call, int) or points_per_call < 1
         ):
             raise ValueError(f"points_per_call must be a positive integer, got {points_per_call}")
+        if forward_chunk is not None and (
+            isinstance(forward_chunk, bool)
+            or not isinstance(forward_chunk, int)
+            or forward_chunk < 1
+        ):
+            raise ValueError(f"forward_chunk must be a positive integer, got {forward_chunk!r}")
         if directions.y is None:
             self.ndim = 1
         else:
@@ -496,6 +579,10 @@ class SurfaceEvaluator:
         self._batchnorms = [
             m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
         ]
+        self._storages = {
+            t.untyped_storage().data_ptr()
+            for t in itertools.chain(model.parameters(), model.buffers())
+        }
 
         self.mode_requested = mode
         self._requested_points_per_call = points_per_call
@@ -506,10 +593,14 @@ class SurfaceEvaluator:
         if mode == "auto":
             mode = "vmap" if self.device.type == "cuda" and bn_mode == "eval" else "eager"
         self.mode = mode
+        self._probe_batch_seconds: float | None = None  # one nominal batch forward (probe)
+        self._probe_cheap = False  # the probe timed whole passes (then compiled is probed too)
         if mode == "vmap":
             self._setup_vmap(strict=self.mode_requested == "vmap")
-        elif mode == "compiled":
-            self._setup_compiled()
+        else:
+            self._setup_forward_chunks(forward_chunk)
+            if mode == "compiled":
+                self._setup_compiled()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -530,7 +621,9 @@ class SurfaceEvaluator:
         bounds = [(s, min(s + self.batch_size, size)) for s in range(0, size, self.batch_size)]
         sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
         batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
-        return _EvalSet(name, inputs, targets, indices, bounds, sizes, batches)
+        evalset = _EvalSet(name, inputs, targets, indices, bounds, sizes, batches)
+        evalset.set_chunk(self.batch_size)
+        return evalset
 
     def _build_groups(self, directions: Any) -> list[_Group]:
         targets = direction_targets(self.model, self.dir_type)
@@ -576,24 +669,166 @@ class SurfaceEvaluator:
                 )
 
             tensors = group["tensors"]
-            groups.append(
-                _Group(
-                    names=group["names"],
-                    tensors=tensors,
-                    shapes=[t.shape for t in tensors],
-                    numels=[t.numel() for t in tensors],
-                    center=flat(tensors).clone(),
-                    dx=flat(group["dx"]),
-                    dy=flat(group["dy"]) if self.ndim == 2 else None,
-                )
+            new = _Group(
+                names=group["names"],
+                tensors=tensors,
+                shapes=[t.shape for t in tensors],
+                numels=[t.numel() for t in tensors],
+                center=flat(tensors).clone(),
+                dx=flat(group["dx"]),
+                dy=flat(group["dy"]) if self.ndim == 2 else None,
             )
+            new.buffer = torch.empty_like(new.center)
+            new.buffer_views = new.views(new.buffer)
+            new.center_views = new.views(new.center)
+            groups.append(new)
         return groups
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _pass_seconds(
+        self, passes: dict[Any, Callable[[], Any]], rounds: int = _PROBE_ROUNDS
+    ) -> dict[Any, float]:
+        """Best-of-rounds seconds of each callable (rounds interleaved and rotated): the
+        calling thread's CPU time when it does all the work (CPU, one intra-op thread; not
+        disturbed by other processes holding the core), else wall time."""
+        one_thread = self.device.type == "cpu" and torch.get_num_threads() == 1
+        clock = time.thread_time if one_thread else time.perf_counter
+        keys = list(passes)
+        best = dict.fromkeys(keys, math.inf)
+        for round_index in range(rounds):
+            shift = round_index % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                self._sync()
+                tic = clock()
+                passes[key]()
+                self._sync()
+                best[key] = min(best[key], clock() - tic)
+        return best
+
+    def _setup_forward_chunks(self, requested: int | None) -> None:
+        """Samples per forward call: ``requested``, or the timing probe's choice."""
+        largest = max(len(s.inputs) for s in self._sets)
+        ranks = _launched_ranks()
+        if requested is not None:
+            chunk, choice = min(requested, largest), "requested"
+        elif ranks > 1:
+            # Each rank would time its forward while the others load the same machine, and
+            # the ranks cannot agree without a collective: no probe (forward_chunk chooses).
+            chunk = self.batch_size
+            choice = f"batch by batch, no probe: one of {ranks} MPI ranks"
+        else:
+            chunk, choice = self._probe_forward_chunk(largest)
+        for evalset in self._sets:
+            evalset.set_chunk(chunk)
+        self._notes["forward_chunk"] = chunk
+        self._notes["forward_chunk_choice"] = choice
+
+    def _probe_forward_chunk(self, largest: int) -> tuple[int, str]:
+        """The forward chunk that measures fastest at the centre, by hill climbing from the
+        batch size: halving it (smaller activations stay in cache), or else doubling it up to
+        the whole set (fewer calls), each step taken only while the candidate saves at least
+        ``1 - _PROBE_MIN_GAIN`` of the time of the best so far, timed against it in
+        interleaved rounds (cheap models on whole passes over the training samples, others
+        per sample on a prefix). The winner is kept only if its outputs equal,
+        bit for bit, those of the batch-by-batch forward (every row of every evaluation set
+        for cheap models; otherwise the first two chunks and the last one of each set), so
+        the values never depend on the choice."""
+        batch = self.batch_size
+        model = self.model
+        train = self._sets[0]
+        size = len(train.inputs)
+        try:
+            with self._prepared(), torch.no_grad():
+                first = train.batches[0][0]
+                out = model(first)
+                if not isinstance(out, Tensor) or out.shape[:1] != first.shape[:1]:
+                    return batch, "batch by batch: the outputs are not one tensor row per sample"
+                seconds = self._pass_seconds({0: lambda: model(first)}, rounds=2)[0]
+                self._probe_batch_seconds = seconds
+                if seconds > _PROBE_MAX_BATCH_SECONDS:
+                    return batch, f"batch by batch, no probe: one batch takes {seconds:.1f} s"
+                cheap = seconds * len(train.bounds) <= _PROBE_MAX_PASS_SECONDS
+                self._probe_cheap = cheap
+                rounds = _PROBE_ROUNDS if cheap else 2
+
+                def per_sample(chunks: dict[int, None]) -> dict[int, float]:
+                    """Seconds per sample of forwards in each chunk size (interleaved)."""
+                    rows = {
+                        c: train.inputs if cheap else train.inputs[: max(c, batch)] for c in chunks
+                    }
+                    timed = self._pass_seconds(
+                        {
+                            c: lambda c=c: [model(x) for x in torch.split(rows[c], c)]
+                            for c in chunks
+                        },
+                        rounds,
+                    )
+                    return {c: timed[c] / len(rows[c]) for c in chunks}
+
+                timings: dict[int, float] = {}
+                best = batch
+                for step in (0.5, 2.0):
+                    if best != batch:  # smaller chunks won (cache): larger ones will not
+                        break
+                    chunk = batch
+                    while True:
+                        chunk = min(int(chunk * step), largest)
+                        if chunk < _MIN_FORWARD_CHUNK or chunk in timings or chunk == best:
+                            break
+                        # the candidate against the best so far, in interleaved rounds
+                        pair = per_sample({best: None, chunk: None})
+                        for key, value in pair.items():
+                            timings[key] = min(timings.get(key, math.inf), value)
+                        if pair[chunk] > _PROBE_MIN_GAIN * pair[best]:
+                            break
+                        best = chunk
+                choice = "probe"
+                if best != batch and not self._same_outputs(best, full=cheap):
+                    self._notes["forward_chunk_not_bitwise"] = best
+                    best, choice = batch, "probe; the faster chunk changed the outputs' bits"
+        except Exception as error:  # noqa: BLE001 - the probe is an optimisation only
+            message = f"batch by batch: the probe failed ({type(error).__name__}: {error})"
+            return batch, message[:300]
+        scale = size if cheap else 1
+        unit = "ms per pass" if cheap else "ms per sample"
+        self._notes["forward_chunk_probe"] = {
+            "unit": unit,
+            **{str(c): round(t * scale * 1e3, 4) for c, t in sorted(timings.items())},
+        }
+        return best, choice
+
+    def _same_outputs(self, chunk: int, full: bool) -> bool:
+        """Whether forward chunks of ``chunk`` rows give the batch-by-batch outputs bitwise:
+        on every row (``full``), or on the first two chunks and the last one of each set."""
+        model, batch = self.model, self.batch_size
+        for evalset in self._sets:
+            size = len(evalset.inputs)
+            starts = list(range(0, size, chunk))
+            if not full:
+                starts = sorted({*starts[:2], starts[-1]})
+            for start in starts:
+                stop = min(start + chunk, size)
+                got = model(evalset.inputs[start:stop])
+                first = start // batch * batch
+                nominal = torch.cat(
+                    [
+                        model(evalset.inputs[b : min(b + batch, size)])
+                        for b in range(first, stop, batch)
+                    ]
+                )
+                if not torch.equal(got, nominal[start - first : stop - first]):
+                    return False
+        return True
 
     def _setup_compiled(self) -> None:
         from landscape._fold import fold_batchnorm
 
         first = self._sets[0]
-        compiled_batch = min(self.batch_size, max(len(s.inputs) for s in self._sets))
+        chunk = first.chunks[0][1] - first.chunks[0][0]
+        compiled_batch = min(chunk, max(len(s.inputs) for s in self._sets))
         try:
             if self.device.type == "cpu" and not _cxx_available():
                 raise RuntimeError("no C++ compiler found (install g++ or set CXX)")
@@ -602,7 +837,7 @@ class SurfaceEvaluator:
                 compiled = torch.compile(folded.module, dynamic=False)
                 for evalset in self._sets:
                     evalset.padded = [
-                        _pad_rows(inputs, compiled_batch) for inputs, _ in evalset.batches
+                        _pad_rows(inputs, compiled_batch) for inputs in evalset.chunk_inputs
                     ]
                 probe = first.padded[0]
                 expected = self.model(probe)
@@ -626,6 +861,39 @@ class SurfaceEvaluator:
         self._notes["batchnorm_folded"] = folded.num_folded
         if folded.reason:
             self._notes["batchnorm_fold_note"] = folded.reason[:500]
+        self._probe_compiled()
+
+    def _probe_compiled(self) -> None:
+        """On a model cheap enough for the chunk probe, keep ``compiled`` only where one pass
+        over the training samples measures faster than the eager one (tiny models lose to
+        the compiled call's own overhead); otherwise fall back to eager, noted in provenance."""
+        if not self._probe_cheap:
+            return
+        first = self._sets[0]
+        model, compiled, folded = self.model, self._compiled, self._folded
+
+        def eager_pass() -> None:
+            for inputs in first.chunk_inputs:
+                model(inputs)
+
+        def compiled_pass() -> None:
+            folded.refresh()
+            with _fail_on_recompile():
+                for padded in first.padded:
+                    compiled(padded)
+
+        with self._prepared(), torch.no_grad():
+            timings = self._pass_seconds({"eager": eager_pass, "compiled": compiled_pass})
+        self._notes["compiled_probe_ms"] = {k: round(v * 1e3, 3) for k, v in timings.items()}
+        if timings["compiled"] > _PROBE_MIN_GAIN * timings["eager"]:
+            self._notes["compiled_fallback"] = (
+                f"eager: the compiled pass measured {timings['compiled'] * 1e3:.3g} ms, the "
+                f"eager pass {timings['eager'] * 1e3:.3g} ms"
+            )
+            self.mode = "eager"
+            self._compiled = self._folded = None
+            for evalset in self._sets:
+                evalset.padded = []
 
     def _setup_vmap(self, strict: bool) -> None:
         if self.bn_mode != "eval":
@@ -636,7 +904,7 @@ class SurfaceEvaluator:
             with self._prepared(), torch.no_grad():
                 inputs, targets = self._sets[0].batches[0]
                 stats = self._vmap_batch_stats(self._stacked(probe), inputs, targets)
-                expected = torch.stack(self._batch_stats(self.model(inputs), targets))
+                expected = self._batch_stats(self.model(inputs), targets)
             if not torch.allclose(stats[0], expected, rtol=1e-3, atol=1e-5):
                 raise RuntimeError("vmap evaluation disagrees with the model's own forward")
         except Exception as error:
@@ -768,14 +1036,21 @@ class SurfaceEvaluator:
                     chunk = coords[start : start + width]
                     padded = np.concatenate([chunk, np.repeat(chunk[-1:], width - len(chunk), 0)])
                     stats = self._vmap_point_stats(padded)[: len(chunk)]
-                    for offset, point_stats in enumerate(stats):
-                        for name, value in self._metrics(point_stats).items():
-                            results[name][start + offset] = value
+                    self._store(results, start, stats)
             else:
+                # The outputs of several points are kept and their metrics computed together:
+                # per-sample losses of every kept row in one call, per-batch sums by reshaping,
+                # one host copy (O(1) tensor ops per group of points).
+                pending: list[list[list[Any]]] = []
+                held = 0
+                first = 0
                 for k, coord in enumerate(coords):
-                    stats = self._point_stats(coord)
-                    for name, value in self._metrics(stats).items():
-                        results[name][k] = value
+                    outputs = self._point_outputs(coord)
+                    pending.append(outputs)
+                    held += sum(_nbytes(out) for per_set in outputs for out in per_set)
+                    if held >= _OUTPUT_BUDGET or k == len(coords) - 1:
+                        self._store(results, first, self._outputs_stats(pending))
+                        pending, held, first = [], 0, k + 1
         return results
 
     def center(self) -> dict[str, float]:
@@ -812,15 +1087,19 @@ class SurfaceEvaluator:
         return _Prepared(self)
 
     def _set_point(self, coord: np.ndarray) -> None:
+        # theta = theta0 + a dx (+ b dy) into a preallocated flat buffer, then one foreach
+        # copy into the model's tensors: three tensor calls per dtype group, no allocation.
+        a = float(coord[0])
+        b = float(coord[1]) if self.ndim == 2 else 0.0
         for group in self._groups:
-            flat = group.center + group.dx * float(coord[0])
+            torch.add(group.center, group.dx, alpha=a, out=group.buffer)
             if group.dy is not None:
-                flat = flat + group.dy * float(coord[1])
-            torch._foreach_copy_(group.tensors, group.views(flat))
+                group.buffer.add_(group.dy, alpha=b)
+            torch._foreach_copy_(group.tensors, group.buffer_views)
 
     def _restore(self) -> None:
         for group in self._groups:
-            torch._foreach_copy_(group.tensors, group.views(group.center))
+            torch._foreach_copy_(group.tensors, group.center_views)
 
     def _recompute_batchnorm(self) -> None:
         momenta = [bn.momentum for bn in self._batchnorms]
@@ -836,25 +1115,69 @@ class SurfaceEvaluator:
                 bn.momentum = momentum
                 bn.eval()
 
-    def _point_stats(self, coord: np.ndarray) -> np.ndarray:
-        """Per-batch sums ``(n_batches, n_stats)`` at one point (one host sync)."""
+    def _point_outputs(self, coord: np.ndarray) -> list[list[Any]]:
+        """The model's outputs at one point: per evaluation set, one entry per forward chunk."""
         self._set_point(coord)
         if self.bn_mode == "recompute" and self._batchnorms:
             self._recompute_batchnorm()
-        sums: list[Tensor] = []
         if self.mode == "compiled":
             self._folded.refresh()
+            compiled = self._compiled
             with _fail_on_recompile():
-                for evalset in self._sets:
-                    for (inputs, targets), padded in zip(evalset.batches, evalset.padded):
-                        outputs = self._compiled(padded)[: len(inputs)]
-                        sums += self._batch_stats(outputs, targets)
-        else:
-            for evalset in self._sets:
-                for inputs, targets in evalset.batches:
-                    sums += self._batch_stats(self.model(inputs), targets)
-        stats = torch.stack(sums).reshape(self._num_batches, -1)
-        return stats.cpu().numpy().astype(np.float64, copy=False)
+                return [
+                    [
+                        out if len(out) == stop - start else out[: stop - start]
+                        for out, (start, stop) in zip(
+                            (compiled(padded) for padded in evalset.padded), evalset.chunks
+                        )
+                    ]
+                    for evalset in self._sets
+                ]
+        model, owned = self.model, self._storages
+        # Outputs are kept until the metrics of several points are computed: one that is a
+        # view of the model's own tensors (which the next point overwrites) is copied.
+        return [
+            [_unaliased(model(inputs), owned) for inputs in evalset.chunk_inputs]
+            for evalset in self._sets
+        ]
+
+    def _outputs_stats(self, pending: list[list[list[Any]]]) -> np.ndarray:
+        """Per-batch sums ``(K, n_batches, n_stats)`` from the outputs of K points."""
+        count = len(pending)
+        parts = []
+        for index, evalset in enumerate(self._sets):
+            if isinstance(self.loss, str):
+                chunks = [out for point in pending for out in point[index]]
+                outputs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
+                per_sample = self._per_sample(outputs, evalset.targets_times(count))
+                parts.append(self._batch_sums(per_sample, evalset, count))
+                continue
+            sums = []
+            for point in pending:  # a callable loss: applied to each nominal batch
+                outputs = point[index]
+                if len(evalset.chunks) != len(evalset.bounds):
+                    whole = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+                    outputs = [whole[start:stop] for start, stop in evalset.bounds]
+                for out, (_, targets) in zip(outputs, evalset.batches):
+                    sums.append(self._callable_sum(out, targets))
+            parts.append(torch.stack(sums).reshape(1, count, len(evalset.bounds)))
+        stats = parts[0] if len(parts) == 1 else torch.cat(parts, dim=2)
+        return stats.permute(1, 2, 0).cpu().numpy().astype(np.float64, copy=False)
+
+    def _batch_sums(self, values: Tensor, evalset: _EvalSet, count: int) -> Tensor:
+        """``values`` ``(S, count * N)`` (per-sample statistics of ``count`` points) summed
+        per nominal batch: ``(S, count, n_batches)``. Each sum runs over a contiguous row, so a
+        point's sums do not depend on ``count`` or on its position."""
+        stats, size = values.shape[0], len(evalset.inputs)
+        values = values.reshape(stats, count, size)
+        full = size // self.batch_size
+        dtype = self._stat_dtype
+        head = values[:, :, : full * self.batch_size].reshape(stats, count, full, self.batch_size)
+        head = head.sum(-1, dtype=dtype)
+        if full * self.batch_size == size:
+            return head
+        tail = values[:, :, full * self.batch_size :].sum(-1, dtype=dtype, keepdim=True)
+        return torch.cat([head, tail], dim=2) if full else tail
 
     def _stacked(self, coords: np.ndarray) -> dict[str, Tensor]:
         stacked: dict[str, Tensor] = {}
@@ -871,7 +1194,7 @@ class SurfaceEvaluator:
         from torch.func import functional_call, vmap
 
         def one_point(tensors: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            return torch.stack(self._batch_stats(functional_call(self.model, tensors, (x,)), y))
+            return self._batch_stats(functional_call(self.model, tensors, (x,)), y)
 
         return vmap(one_point, in_dims=(0, None, None))(stacked, inputs, targets)
 
@@ -886,62 +1209,69 @@ class SurfaceEvaluator:
         stats = torch.stack(sums, dim=1)
         return stats.cpu().numpy().astype(np.float64, copy=False)
 
-    def _batch_stats(self, outputs: Any, targets: Tensor) -> list[Tensor]:
-        """``[loss_sum, second_sum]`` (or ``[loss_sum]``) of one batch: 0-dim device tensors."""
-        count = targets.shape[0]
-        if self.loss == "crossentropy" or self.loss == "mse":
-            if not isinstance(outputs, Tensor):
-                raise TypeError(
-                    f"loss={self.loss!r} needs the model to return a tensor, got "
-                    f"{type(outputs).__name__}; pass a callable loss"
-                )
-            if outputs.dtype in (torch.float16, torch.bfloat16):
-                outputs = outputs.float()
+    def _batch_stats(self, outputs: Any, targets: Tensor) -> Tensor:
+        """Sums ``(n_stats,)`` of one batch: ``[loss_sum, second_sum]`` or ``[loss_sum]``."""
+        if isinstance(self.loss, str):
+            return self._per_sample(outputs, targets).sum(-1, dtype=self._stat_dtype)
+        return self._callable_sum(outputs, targets).reshape(1)
+
+    def _per_sample(self, outputs: Any, targets: Tensor) -> Tensor:
+        """Per-sample ``[loss, second]`` ``(2, N)`` of a built-in loss (crossentropy: top-1
+        correctness; mse: mean absolute error), averaged over any further output dims."""
+        if not isinstance(outputs, Tensor):
+            raise TypeError(
+                f"loss={self.loss!r} needs the model to return a tensor, got "
+                f"{type(outputs).__name__}; pass a callable loss"
+            )
+        if outputs.dtype in (torch.float16, torch.bfloat16):
+            outputs = outputs.float()
         if self.loss == "crossentropy":
             losses = F.cross_entropy(outputs, targets, reduction="none")
             labels = targets.argmax(1) if targets.is_floating_point() else targets
-            correct = outputs.argmax(1) == labels
+            correct = (outputs.argmax(1) == labels).to(losses.dtype)
             if losses.ndim > 1:
                 losses = losses.flatten(1).mean(1)
-                correct = correct.flatten(1).to(losses.dtype).mean(1)
-            sums = [losses.sum(dtype=self._stat_dtype), correct.sum(dtype=self._stat_dtype)]
-        elif self.loss == "mse":
-            if targets.shape != outputs.shape:
-                if targets.numel() != outputs.numel():
-                    raise ValueError(
-                        f"mse: targets {tuple(targets.shape)} do not match outputs "
-                        f"{tuple(outputs.shape)}"
-                    )
-                targets = targets.reshape(outputs.shape)
-            difference = (outputs - targets.to(outputs.dtype)).reshape(count, -1)
-            squared = difference.square().mean(1)
-            absolute = difference.abs().mean(1)
-            sums = [squared.sum(dtype=self._stat_dtype), absolute.sum(dtype=self._stat_dtype)]
-        else:
-            value = self.loss(outputs, targets)
-            if value.ndim == 0:
-                sums = [value.to(self._stat_dtype) * count]
-            elif value.shape == (count,):
-                sums = [value.sum(dtype=self._stat_dtype)]
-            else:
+                correct = correct.flatten(1).mean(1)
+            return torch.stack([losses, correct])
+        count = targets.shape[0]
+        if targets.shape != outputs.shape:
+            if targets.numel() != outputs.numel():
                 raise ValueError(
-                    f"a loss callable must return per-sample losses ({count},) or a scalar "
-                    f"batch mean, got shape {tuple(value.shape)}"
+                    f"mse: targets {tuple(targets.shape)} do not match outputs "
+                    f"{tuple(outputs.shape)}"
                 )
-        return sums
+            targets = targets.reshape(outputs.shape)
+        difference = (outputs - targets.to(outputs.dtype)).reshape(count, -1)
+        return torch.stack([difference.square().mean(1), difference.abs().mean(1)])
 
-    def _metrics(self, stats: np.ndarray) -> dict[str, float]:
+    def _callable_sum(self, outputs: Any, targets: Tensor) -> Tensor:
+        """The loss sum of one batch from a loss callable (0-dim)."""
+        count = targets.shape[0]
+        value = self.loss(outputs, targets)
+        if value.ndim == 0:
+            return value.to(self._stat_dtype) * count
+        if value.shape == (count,):
+            return value.sum(dtype=self._stat_dtype)
+        raise ValueError(
+            f"a loss callable must return per-sample losses ({count},) or a scalar "
+            f"batch mean, got shape {tuple(value.shape)}"
+        )
+
+    def _store(self, results: dict[str, np.ndarray], first: int, stats: np.ndarray) -> None:
+        """Write the metrics of K points (per-batch sums ``(K, n_batches, n_stats)``) into
+        ``results[name][first : first + K]``, with numpy ops over all K points at once."""
         names = ["loss"] + ([self._second] if self._second else [])
-        result = {}
+        stop = first + len(stats)
         row = 0
         for evalset in self._sets:
-            part = stats[row : row + len(evalset.bounds)]
-            row += len(evalset.bounds)
-            total = evalset.sizes.sum()
+            count = len(evalset.bounds)
+            part = np.ascontiguousarray(stats[:, row : row + count].transpose(0, 2, 1))
+            row += count
+            means = part.sum(axis=-1) / evalset.sizes.sum()
+            errors = _standard_errors(part, evalset.sizes)
             for column, name in enumerate(names):
-                result[f"{evalset.name}_{name}"] = float(part[:, column].sum() / total)
-                result[f"{evalset.name}_{name}_se"] = standard_error(part[:, column], evalset.sizes)
-        return result
+                results[f"{evalset.name}_{name}"][first:stop] = means[:, column]
+                results[f"{evalset.name}_{name}_se"][first:stop] = errors[:, column]
 
     def _reference_center(self) -> dict[str, float]:
         model = self.model
@@ -1029,6 +1359,38 @@ def _fail_on_recompile():
 
     set_stance = getattr(torch.compiler, "set_stance", None)
     return set_stance("fail_on_recompile") if set_stance else contextlib.nullcontext()
+
+
+def _unaliased(value: Any, storages: set[int]) -> Any:
+    """``value`` with every tensor that shares one of ``storages`` replaced by a copy."""
+    if isinstance(value, Tensor):
+        return value.clone() if value.untyped_storage().data_ptr() in storages else value
+    if isinstance(value, (tuple, list)):
+        return type(value)(_unaliased(item, storages) for item in value)
+    if isinstance(value, dict):
+        return {key: _unaliased(item, storages) for key, item in value.items()}
+    return value
+
+
+def _launched_ranks() -> int:
+    """The size of the MPI job this process belongs to (1 outside MPI): mpi4py's world when
+    it is initialised, else the launcher's environment (Open MPI, MPICH/Hydra, MVAPICH)."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None:
+        try:
+            if mpi.Is_initialized() and not mpi.Is_finalized():
+                return int(mpi.COMM_WORLD.Get_size())
+        except Exception:  # noqa: BLE001 - fall back to the environment
+            pass
+    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE"):
+        value = os.environ.get(key, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def _nbytes(value: Any) -> int:
+    return sum(t.numel() * t.element_size() for t in _flatten_tensors(value))
 
 
 def _pad_rows(inputs: Tensor, rows: int) -> Tensor:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 
 import numpy as np
 import pytest
@@ -364,12 +365,113 @@ def test_vmap_matches_eager_on_a_cnn_with_batchnorm(dtype, dir_type):
     assert_bitwise_equal(model, before)
 
 
+def test_eager_values_do_not_depend_on_the_forward_chunk_or_the_group_of_points(monkeypatch):
+    # Forward chunks of parts of a batch, 1, 2 and 3 batches and the whole set (train 80 =
+    # 32 + 32 + 16, test 24: remainders) and
+    # metrics computed for groups of points at once (or one point at a time when the output
+    # budget is tiny) give the same bits as the batch-by-batch forward of each point alone.
+    model = make_cnn(torch.float32)
+    before = state_of(model)
+    data = image_data(n=80, dtype=torch.float32)
+    directions = create_directions(model, seed=1)
+    options = dict(test_data=image_data(n=24, seed=5, dtype=torch.float32), batch_size=32)
+    reference = SurfaceEvaluator(model, directions, data, forward_chunk=32, **options)
+    assert reference.provenance["execution"]["forward_chunk"] == 32
+    alone = [reference.evaluate_points(POINTS[k : k + 1]) for k in range(len(POINTS))]
+    for chunk in (8, 20, 32, 64, 96, 1000):
+        evaluator = SurfaceEvaluator(model, directions, data, forward_chunk=chunk, **options)
+        assert evaluator.provenance["execution"]["forward_chunk"] == min(80, chunk)
+        together = evaluator.evaluate_points(POINTS)
+        for k, single in enumerate(alone):
+            for name, value in single.items():
+                assert np.array_equal(value[0], together[name][k], equal_nan=True), (chunk, name)
+    monkeypatch.setattr(surface_module, "_OUTPUT_BUDGET", 1)  # metrics point by point
+    one_by_one = SurfaceEvaluator(model, directions, data, forward_chunk=96, **options)
+    for name, value in one_by_one.evaluate_points(POINTS[::-1]).items():
+        assert np.array_equal(value[::-1], together[name], equal_nan=True), name
+    assert_bitwise_equal(model, before)
+
+
+@pytest.mark.parametrize("loss", ["mse", "per_sample", "batch_mean"])
+def test_forward_chunks_give_the_same_bits_for_regression_and_loss_callables(loss):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2))
+    inputs, targets = torch.randn(70, 3), torch.randn(70, 2)
+    losses = {
+        "mse": "mse",
+        "per_sample": lambda out, y: (out - y).abs().sum(1),
+        "batch_mean": lambda out, y: (out - y).square().mean(),  # needs nominal batches
+    }
+    directions = create_directions(model, seed=0, xignore="none", yignore="none")
+    values = [
+        SurfaceEvaluator(
+            model, directions, (inputs, targets), loss=losses[loss], batch_size=16,
+            forward_chunk=chunk,
+        ).evaluate_points(POINTS)
+        for chunk in (16, 5, 48, 80)
+    ]  # fmt: skip
+    for other in values[1:]:
+        for name in values[0]:
+            assert np.array_equal(other[name], values[0][name], equal_nan=True), name
+    assert np.all(np.isfinite(values[0]["train_loss_se"]))
+
+
+def test_the_forward_chunk_probe_records_its_choice_and_never_changes_values(monkeypatch):
+    model, inputs, targets = logistic_setup(n=300)
+    directions = create_directions(model, seed=0)
+    nominal = SurfaceEvaluator(
+        model, directions, (inputs, targets), forward_chunk=64, batch_size=64
+    )
+    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
+    probed = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    execution = probed.provenance["execution"]
+    assert execution["forward_chunk_choice"] == "probe"
+    probed_chunks = set(execution["forward_chunk_probe"]) - {"unit"}
+    assert {"64", "32"} <= probed_chunks <= {"16", "32", "64", "128", "256", "300"}
+    assert str(execution["forward_chunk"]) in probed_chunks
+    json.dumps(probed.provenance)
+    got, expected = probed.evaluate_points(POINTS), nominal.evaluate_points(POINTS)
+    for name in expected:
+        assert np.array_equal(got[name], expected[name], equal_nan=True), name
+    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", 0.0)  # timed on a prefix
+    prefix = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    assert prefix.provenance["execution"]["forward_chunk_probe"]["unit"] == "ms per sample"
+    for name, value in prefix.evaluate_points(POINTS).items():
+        assert np.array_equal(value, expected[name], equal_nan=True), name
+    monkeypatch.setattr(surface_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)  # a "slow" model
+    slow = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    assert slow.provenance["execution"]["forward_chunk"] == 64
+    assert "no probe" in slow.provenance["execution"]["forward_chunk_choice"]
+    with pytest.raises(ValueError, match="forward_chunk"):
+        SurfaceEvaluator(model, directions, (inputs, targets), forward_chunk=0)
+    monkeypatch.setenv("PMI_SIZE", "3")  # one of 3 ranks launched by mpiexec: no probe
+    ranked = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    assert ranked.provenance["execution"]["forward_chunk"] == 64
+    assert "3 MPI ranks" in ranked.provenance["execution"]["forward_chunk_choice"]
+
+
+def test_outputs_that_are_views_of_the_weights_are_copied_before_the_next_point():
+    # Quadratic returns a view of its parameter: the outputs of several points are held
+    # together, so each must be copied before the next point overwrites the weights.
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64)
+    directions = Directions(x={"theta": torch.tensor([1.0, 0.0])}, y=None, dir_type="weights")
+    centres = torch.zeros(10, 2, dtype=torch.float64)
+    values = SurfaceEvaluator(
+        Quadratic(theta), directions, (centres, centres), batch_size=4,
+        loss=lambda out, y: (out - y).square().sum(1),
+    ).evaluate_points(np.array([[0.0], [1.0], [3.0]]))  # fmt: skip
+    np.testing.assert_allclose(values["train_loss"], [5.0, 8.0, 20.0], rtol=1e-15)
+
+
 @pytest.mark.slow  # one torch.compile: 8-30 s depending on the inductor cache and the load
-def test_compiled_with_folded_batchnorm_matches_eager():
+def test_compiled_with_folded_batchnorm_matches_eager(monkeypatch):
     if not surface_module._cxx_available():
         pytest.skip(
             "torch.compile on CPU needs a C++ compiler (g++ or clang++; or SAMLAB_NO_COMPILE)"
         )
+    # No timing probes: this small model might measure faster eager (then 'compiled' falls
+    # back to eager, see the next test), and the equality is what is tested here.
+    monkeypatch.setattr(surface_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)
     model = make_cnn(torch.float64)
     model.train()  # the evaluator must use eval mode and give the flag back
     before = state_of(model)
@@ -391,6 +493,27 @@ def test_compiled_with_folded_batchnorm_matches_eager():
         compiled.evaluate_points(POINTS[1:2])
     model[11].weight.requires_grad_(True)
     assert_bitwise_equal(model, before)
+
+
+@pytest.mark.slow  # one torch.compile of a small MLP: a few seconds
+def test_compiled_falls_back_to_eager_when_the_probe_measures_it_slower(monkeypatch, recwarn):
+    if not surface_module._cxx_available():
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
+    monkeypatch.setattr(surface_module, "_PROBE_MIN_GAIN", 0.0)  # compiled never "faster"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    data = (torch.randn(50, 4), torch.randint(0, 3, (50,)))
+    directions = create_directions(model, seed=0)
+    evaluator = SurfaceEvaluator(model, directions, data, mode="compiled", batch_size=16)
+    execution = evaluator.provenance["execution"]
+    assert evaluator.mode == "eager" and "eager" in execution["compiled_fallback"]
+    assert set(execution["compiled_probe_ms"]) == {"eager", "compiled"}
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    eager = SurfaceEvaluator(model, directions, data, mode="eager", batch_size=16)
+    got, expected = evaluator.evaluate_points(POINTS), eager.evaluate_points(POINTS)
+    for name in expected:
+        assert np.array_equal(got[name], expected[name], equal_nan=True), name
 
 
 def test_compiled_falls_back_to_eager_with_one_warning(monkeypatch):
