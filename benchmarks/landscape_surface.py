@@ -627,9 +627,14 @@ def full_resnet20(emit: Callable[[str], None], log: Callable, rows: int = 21) ->
         )  # fmt: skip
     )
     emit()
+    chunks = {
+        name: evaluator.provenance["execution"].get("forward_chunk")
+        for name, evaluator in arms.items()
+    }
     emit(
-        f"Compiled mode used: {compiled.mode}; max relative train-loss difference to eager over "
-        f"the grid: {worst:.1e}."
+        f"Compiled mode used: {compiled.mode}; forward chunks (probe): eager {chunks['eager']}, "
+        f"compiled {chunks['compiled']}; max relative train-loss difference to eager over the "
+        f"grid: {worst:.1e}."
     )
     emit()
     return [] if cpu_ratio <= FULL_RESNET20_TARGET else [f"full ResNet-20 {cpu_ratio:.3f} > 0.75"]
