@@ -235,8 +235,9 @@ def full_step_arms(base_model: nn.Module, batch: Batch) -> list[Arm]:
 def optimizer_only_arms(base_model: nn.Module, batch: Batch, with_asam: bool = True) -> list[Arm]:
     """Measure B's arms: each on its own copy of the model holding a copy of one real
     gradient; the timed region is the optimizer's own work only. Samlab arms warm up with
-    two calls: the first compiles the kernels and SGD.step, the second recompiles SGD.step
-    once its momentum buffers exist."""
+    two calls: the first compiles the ascent (SGD's first step, which creates the momentum
+    buffers, runs eagerly), the second compiles the fused base step. Optimizers of the same
+    model share the compiled graphs, so only the first arm of each method compiles."""
     import pytorch_optimizer as po
     from pytorch_optimizer.optimizer.utils.model import (
         disable_running_stats,
@@ -463,13 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
-    # samlab compiles SGD.step once per optimizer instance (two cache entries each: without and
-    # with momentum buffers); dynamo's default limit of 8 entries per code object would make
-    # the 5th instance of this process silently run eager. One optimizer per process (what a
-    # user runs) never hits it; a benchmark with ~14 instances would, so lift the limit.
-    import torch._dynamo.config as dynamo_config
-
-    dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 128)
+    # No recompile-limit override: samlab's compiled functions take plain tensor lists, so
+    # every optimizer instance on the same model shares one graph per function.
 
     models = _parse_list(args.models) if args.models else (["resnet18"] if args.quick else None)
     models = models or ["resnet18", "vit"]

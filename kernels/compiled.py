@@ -1,9 +1,25 @@
 """``torch.compile`` fast paths of the SAM tensor-list ops (the CPU fast path).
 
-On CPU, ``torch._foreach_*`` ops measured slower than the per-tensor loop, while compiled
-updates fuse each list operation into a few C++ loops (see ``benchmarks/optim_step.py``). The
-compiled functions here are the reference loops of :mod:`kernels.sam_ops` under
-``torch.compile``; tests check in float64 that they agree with the loops.
+On CPU, compiled updates fuse each list operation into a few C++ loops, several times faster
+than ``torch._foreach_*`` or the per-tensor loop (see ``benchmarks/optim_step.py``). The
+compiled functions here are the reference loops of :mod:`kernels.sam_ops` (and, for the fused
+base steps, ``torch.optim.SGD``'s own update) under ``torch.compile``; tests check in float64
+that they agree with the loops, and that the SGD update is bit-exact with ``torch.optim.SGD``.
+
+Three things keep them fast on models with many small tensors (a ViT's ~80 tensors):
+
+* **One call per phase.** Every compiled call pays a fixed cost (dynamo's guards over each
+  tensor argument, the AOT/inductor wrappers, one buffer per reduction), so the optimizers use
+  whole-phase graphs: :func:`ascent_into` (norm and perturbation), :func:`sgd_step_` (the
+  base step, also keeping one-step SAM's gradient) and :func:`gsam_sgd_step_` (GSAM's
+  decomposition and the base step in one pass over the gradients).
+* **No cascade summation.** Inductor sums float32 reductions longer than 4096 elements with a
+  cascade helper that is several times slower than the memory stream; :func:`_sum_sq` and
+  :func:`_sum_prod` reduce rows of 4096 first, then the row sums.
+* **One graph per shape set, shared.** The functions take plain tensor lists, so optimizer
+  instances on models of equal shapes share a compiled graph; ``fullgraph=True`` with a
+  per-function ``recompile_limit`` makes an exhausted cache raise (callers warn once and fall
+  back to the loop) instead of dynamo's silent switch to eager.
 
 Compilation needs a C++ compiler (CPU) or Triton (CUDA). :func:`compiler_available` tells;
 :func:`compiled` returns the compiled function or raises ``RuntimeError`` with the reason, and
@@ -21,16 +37,26 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "RECOMPILE_LIMIT",
+    "ascent_into",
     "axpy_into",
     "compiled",
     "compiler_available",
     "dot_into",
     "gsam_combine_into",
     "gsam_fused_into",
+    "gsam_sgd_step_",
     "norm_sq_into",
     "pair_stats_into",
     "perturb_into",
+    "sgd_step_",
 ]
+
+#: graphs kept per function (one per set of tensor shapes/dtypes and per option set); beyond
+#: it the call raises and the optimizer warns and falls back to the loop
+RECOMPILE_LIMIT = 64
+#: row length of the two-level reductions (inductor's cascade summation starts above it)
+_ROW = 4096
 
 
 @functools.cache
@@ -42,16 +68,50 @@ def compiler_available() -> bool:
     return bool((cxx and shutil.which(cxx)) or shutil.which("g++") or shutil.which("clang++"))
 
 
+# ------------------------------------------------------------------------------- helpers
+def _total(values: Sequence[Tensor]) -> Tensor:
+    """Sum of 0-d tensors as a chain of adds (cheaper per call than ``stack().sum()``)."""
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total
+
+
+def _sum_prod(x: Tensor, y: Tensor) -> Tensor:
+    """``sum(x * y)`` over all elements: rows of ``_ROW`` first, then the row sums."""
+    fx, fy = x.reshape(-1), y.reshape(-1)
+    n = fx.numel()
+    rows = n // _ROW
+    if rows == 0:
+        return torch.sum(fx * fy)
+    head = rows * _ROW
+    s = torch.sum(torch.sum(fx[:head].view(rows, _ROW) * fy[:head].view(rows, _ROW), 1))
+    if head < n:
+        s = s + torch.sum(fx[head:] * fy[head:])
+    return s
+
+
+def _sum_sq(x: Tensor) -> Tensor:
+    """``sum(x * x)`` (see :func:`_sum_prod`)."""
+    return _sum_prod(x, x)
+
+
+def _fma(a: Tensor, b: Tensor | float, c: Tensor) -> Tensor:
+    """``a * b + c`` rounded once, as eager CPU computes ``c.add(a, alpha=b)``."""
+    return torch.ops.prims.fma(a, b, c)
+
+
+# ------------------------------------------------------------------------------- kernels
 def norm_sq_into(tensors: Sequence[Tensor], weights_eta: float | None) -> Tensor:
     """``sum_i ||T_i x_i||^2`` (``T_i = |w_i| + eta`` when ``weights_eta`` is given).
 
-    Written as the loop; compiled it becomes one fused reduction. ``tensors`` is a list of
-    gradients, or of (param, grad) pairs flattened as [p0, g0, p1, g1, ...] when adaptive.
+    ``tensors`` is a list of gradients, or of (param, grad) pairs flattened as
+    [p0, g0, p1, g1, ...] when adaptive.
     """
     if weights_eta is None:
-        return torch.stack([torch.sum(t * t) for t in tensors]).sum()
+        return _total([_sum_sq(t) for t in tensors])
     pairs = zip(tensors[0::2], tensors[1::2])
-    return torch.stack([torch.sum(((p.abs() + weights_eta) * g) ** 2) for p, g in pairs]).sum()
+    return _total([_sum_sq((p.abs() + weights_eta) * g) for p, g in pairs])
 
 
 def perturb_into(
@@ -64,24 +124,59 @@ def perturb_into(
     """``out_i <- w_i + e_i`` with ``e_i = scale * g_i`` or ``scale * (|w_i| + eta)^2 g_i``."""
     for o, p, g in zip(out, params, grads):
         if eta is None:
-            o.copy_(p + scale * g)
+            o.copy_(p + g * scale)
         else:
             t = p.abs() + eta
-            o.copy_(p + scale * (t * t) * g)
+            o.copy_(p + t * t * g * scale)
+
+
+def ascent_into(
+    out: Sequence[Tensor],
+    params: Sequence[Tensor],
+    dirs: Sequence[Tensor],
+    rhos: Sequence[Tensor],
+    spec: tuple[tuple[int, float, float | None], ...],
+) -> Tensor:
+    """SAM's / ASAM's whole ascent in one graph; returns the global norm ``||g||``.
+
+    The lists are the concatenation of segments (param groups); ``spec[k] = (count, eps,
+    eta)`` describes segment ``k`` (``eta`` None: SAM, else ASAM's ``T = |w| + eta``) and
+    ``rhos[k]`` is its radius (a 0-d tensor, so a rho schedule does not recompile). The norm
+    is global over all segments; segment ``k`` writes
+    ``out_i <- w_i + rho_k / (||g|| + eps_k) * g_i`` (times ``T_i^2`` for ASAM).
+    """
+    squares = []
+    start = 0
+    for count, _, eta in spec:
+        for i in range(start, start + count):
+            if eta is None:
+                squares.append(_sum_sq(dirs[i]))
+            else:
+                squares.append(_sum_sq((params[i].abs() + eta) * dirs[i]))
+        start += count
+    norm = _total(squares).sqrt()
+    per_tensor = []  # (scale, eta) of each tensor
+    for (count, eps, eta), rho in zip(spec, rhos):
+        per_tensor += [(rho / (norm + eps), eta)] * count
+    # last tensor first: the gradients reduced last are the ones still in cache
+    for i in reversed(range(len(out))):
+        scale, eta = per_tensor[i]
+        perturb_into([out[i]], [params[i]], [dirs[i]], scale, eta)
+    return norm
 
 
 def dot_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """``sum_i <a_i, b_i>`` (GSAM's and LookSAM's inner product), one fused reduction."""
-    return torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum()
+    return _total([_sum_prod(x, y) for x, y in zip(a, b)])
 
 
 def pair_stats_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:
     """``[||a||^2, ||b||^2, <a, b>]`` in one pass over both lists."""
     return torch.stack(
         [
-            torch.stack([torch.sum(x * x) for x in a]).sum(),
-            torch.stack([torch.sum(y * y) for y in b]).sum(),
-            torch.stack([torch.sum(x * y) for x, y in zip(a, b)]).sum(),
+            _total([_sum_sq(x) for x in a]),
+            _total([_sum_sq(y) for y in b]),
+            _total([_sum_prod(x, y) for x, y in zip(a, b)]),
         ]
     )
 
@@ -94,18 +189,23 @@ def gsam_combine_into(
         gp.copy_(gp - alpha * (gi - coef * gp))
 
 
+def _gsam_coef(g_p: Sequence[Tensor], g: Sequence[Tensor], eps: float) -> tuple[Tensor, Tensor]:
+    """GSAM's ``(cos, coef)``: ``cos = <g, g_p> / (||g|| ||g_p|| + eps)``,
+    ``coef = cos * ||g|| / (||g_p|| + eps)``."""
+    norm_g = _total([_sum_sq(x) for x in g]).sqrt()
+    norm_gp = _total([_sum_sq(y) for y in g_p]).sqrt()
+    inner = _total([_sum_prod(x, y) for x, y in zip(g, g_p)])
+    cos = inner / (norm_g * norm_gp + eps)
+    return cos, cos * norm_g / (norm_gp + eps)
+
+
 def gsam_fused_into(
     g_p: Sequence[Tensor], g: Sequence[Tensor], alpha: Tensor, eps: float
 ) -> Tensor:
     """GSAM's whole decomposition in one graph: the statistics of ``g`` and ``g_p``, then
     ``g_p <- g_p - alpha * (g - coef * g_p)``; returns ``cos``."""
-    norm_g = torch.stack([torch.sum(x * x) for x in g]).sum().sqrt()
-    norm_gp = torch.stack([torch.sum(y * y) for y in g_p]).sum().sqrt()
-    inner = torch.stack([torch.sum(x * y) for x, y in zip(g, g_p)]).sum()
-    cos = inner / (norm_g * norm_gp + eps)
-    coef = cos * norm_g / (norm_gp + eps)
-    for gp, gi in zip(g_p, g):
-        gp.copy_(gp - alpha * (gi - coef * gp))
+    cos, coef = _gsam_coef(g_p, g, eps)
+    gsam_combine_into(g_p, g, coef, alpha)
     return cos
 
 
@@ -115,21 +215,104 @@ def axpy_into(out: Sequence[Tensor], x: Sequence[Tensor], y: Sequence[Tensor], s
         o.copy_(xi + s * yi)
 
 
+# ------------------------------------------------------------------------------- base steps
+#: one segment (param group) of :func:`sgd_step_`:
+#: (count, weight_decay, momentum, dampening, nesterov, maximize)
+SGDSpec = tuple[tuple[int, float, float, float, bool, bool], ...]
+
+
+def _sgd_update(p: Tensor, d: Tensor, buf: Tensor | None, lr: Tensor, seg) -> None:
+    """``torch.optim.SGD``'s single-tensor update of ``p`` with gradient ``d``, op for op
+    (each ``x.add(y, alpha=a)`` as the single-rounding fma eager CPU computes), so that the
+    compiled step is bit-exact with the eager one. ``buf`` exists when momentum != 0."""
+    _, weight_decay, momentum, dampening, nesterov, maximize = seg
+    if maximize:
+        d = -d
+    if weight_decay != 0:
+        d = _fma(p, weight_decay, d)  # d.add(p, alpha=weight_decay)
+    if momentum != 0:
+        new_buf = _fma(d, 1 - dampening, buf * momentum)  # buf.mul_(m).add_(d, alpha=1-damp)
+        buf.copy_(new_buf)
+        d = _fma(new_buf, momentum, d) if nesterov else new_buf
+    # -lr rounded to the parameter's dtype first, as eager's alpha (a float64 0-d lr would
+    # otherwise promote a 0-d parameter's update to float64)
+    p.copy_(_fma(d, (-lr).to(d.dtype), p))  # p.add_(d, alpha=-lr)
+
+
+def sgd_step_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    bufs: Sequence[Tensor | None],
+    lrs: Sequence[Tensor],
+    spec: SGDSpec,
+    keep: Sequence[Tensor] | None = None,
+) -> None:
+    """``torch.optim.SGD.step()`` over segments (param groups) whose momentum buffers exist.
+
+    ``lrs[k]`` is segment ``k``'s learning rate as a 0-d float64 tensor (a scheduler does not
+    recompile). ``keep`` (one-step SAM) receives a copy of each gradient in the same pass.
+    """
+    start = 0
+    for seg, lr in zip(spec, lrs):
+        for i in range(start, start + seg[0]):
+            if keep is not None:
+                keep[i].copy_(grads[i])
+            _sgd_update(params[i], grads[i], bufs[i], lr, seg)
+        start += seg[0]
+
+
+def gsam_sgd_step_(
+    params: Sequence[Tensor],
+    g_p: Sequence[Tensor],
+    g: Sequence[Tensor],
+    bufs: Sequence[Tensor | None],
+    lrs: Sequence[Tensor],
+    spec: SGDSpec,
+    alpha: float,
+    eps: float,
+) -> Tensor:
+    """GSAM's decomposition and SGD's step in one graph (two passes over the gradients):
+    ``g_p <- g_p - alpha * (g - coef * g_p)`` as :func:`gsam_fused_into`, then
+    :func:`sgd_step_` with ``g_p``; returns ``cos``."""
+    cos, coef = _gsam_coef(g_p, g, eps)
+    per_tensor = []  # (segment, lr) of each tensor
+    for seg, lr in zip(spec, lrs):
+        per_tensor += [(seg, lr)] * seg[0]
+    # last tensor first: the gradients reduced last are the ones still in cache
+    for i in reversed(range(len(params))):
+        seg, lr = per_tensor[i]
+        gp = g_p[i]
+        final = gp - alpha * (g[i] - coef * gp)
+        gp.copy_(final)
+        _sgd_update(params[i], final, bufs[i], lr, seg)
+    return cos
+
+
 _FUNCTIONS = {
     "norm_sq_into": norm_sq_into,
     "dot_into": dot_into,
     "perturb_into": perturb_into,
+    "ascent_into": ascent_into,
     "pair_stats_into": pair_stats_into,
     "gsam_combine_into": gsam_combine_into,
     "gsam_fused_into": gsam_fused_into,
     "axpy_into": axpy_into,
+    "sgd_step_": sgd_step_,
+    "gsam_sgd_step_": gsam_sgd_step_,
 }
 
 
 @functools.cache
 def compiled(name: str) -> Callable:
-    """The compiled version of one of the functions of this module (by name)."""
+    """The compiled version of one of the functions of this module (by name).
+
+    One compiled function per name for the whole process: optimizer instances with equal
+    tensor shapes share its graphs. Past ``RECOMPILE_LIMIT`` graphs a call raises
+    (``fullgraph=True``), so callers can warn and fall back rather than run eager silently.
+    """
     if not compiler_available():
         raise RuntimeError("no C++ compiler found for torch.compile (install g++ or set CXX)")
+    import torch._inductor.inductor_prims  # noqa: F401  (registers torch.ops.prims.fma)
+
     fn = _FUNCTIONS[name]
-    return torch.compile(fn, dynamic=False)
+    return torch.compile(fn, dynamic=False, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)

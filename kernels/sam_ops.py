@@ -4,9 +4,10 @@ Every function takes Python lists of tensors (one entry per parameter that has a
 and an ``impl`` switch:
 
 * ``"loop"`` — the readable per-tensor reference: one small op per tensor, exactly the maths
-  of the docstring. This is the default on CPU, where ``torch._foreach_*`` measured slower.
+  of the docstring.
 * ``"foreach"`` — ``torch._foreach_*`` multi-tensor kernels (few launches; the fast path on
-  CUDA, as in ``torch/optim/sgd.py``).
+  CUDA, as in ``torch/optim/sgd.py``, and the optimizers' CPU default below 2M parameters,
+  where it measured 3-9% faster than the loop).
 * ``"compiled"`` — the reference loop under ``torch.compile`` (one fused C++/Triton kernel per
   call after a one-time compilation) for the reductions (``global_norm``, ``dot``); see
   :mod:`kernels.compiled`, which also holds the compiled perturbation the optimizers use

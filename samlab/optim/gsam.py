@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 import kernels
+import kernels.compiled
 from samlab.optim.rho_schedule import RhoSchedule
 from samlab.optim.sam import SAM
 
@@ -93,7 +94,57 @@ class GSAM(SAM):
             p.grad = None
         return True
 
-    def _finish(self) -> None:
+    def _update(self) -> None:
+        self._sgd_first_step = False
+        if self._update_fused():
+            return
+        if self._sgd_first_step and self.max_grad_norm is None:
+            # SGD's first step creates its momentum buffers eagerly; the fused call takes
+            # over from the next step, so this one step's decomposition runs the loop rather
+            # than compiling a second graph used once
+            self._finish(impl="loop")
+            self._base_step()
+            return
+        super()._update()
+
+    def _update_fused(self) -> bool:
+        """The compiled path with SGD: decomposition and base step in one call
+        (:func:`kernels.compiled.gsam_sgd_step_`). False where it does not apply (then
+        ``_finish`` and the base step run apart): another impl or base, clipping, groups with
+        different ``gsam_alpha``, parameters with a gradient in one pass only."""
+        clean = self._clean_grads
+        if self.max_grad_norm is not None or not clean:
+            return False
+        alphas = {
+            group["gsam_alpha"]
+            for group in self.param_groups
+            if any(p.grad is not None for p in group["params"])
+        }
+        if len(alphas) != 1 or 0 in alphas:
+            return False
+        plan = self._sgd_plan()
+        if plan is None:
+            return False
+        params, grads, bufs, lrs, spec = plan
+        if len(params) != len(clean) or any(p not in clean for p in params):
+            return False
+        g = [clean[p] for p in params]
+        if self._uniform(params + g) is None:
+            return False
+        eps = float(self.param_groups[0]["perturb_eps"])
+        try:
+            cos = kernels.compiled.compiled("gsam_sgd_step_")(
+                params, grads, g, bufs, lrs, spec, float(alphas.pop()), eps
+            )
+        except Exception as err:
+            self._compile_failed(err)
+            return False
+        self._clean_grads = {}
+        self.last_step["gsam_cos"] = cos
+        self._base_stepped()
+        return True
+
+    def _finish(self, impl: str | None = None) -> None:
         clean = self._clean_grads
         self._clean_grads = {}
         grouped = [
@@ -103,7 +154,7 @@ class GSAM(SAM):
         params = [p for _, ps in grouped for p in ps]
         if not params:
             return
-        impl = self._impl_for(params[0].device)
+        impl = impl or self._impl_for(params[0].device)
         eps = self.param_groups[0]["perturb_eps"]
         alphas = {group["gsam_alpha"] for group, ps in grouped if ps}
         if len(alphas) == 1:  # one alpha for all (the usual case): one fused call

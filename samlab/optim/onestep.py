@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+import kernels.compiled
 from samlab.optim.sam import SAM
 
 __all__ = ["OneStepSAM"]
@@ -73,11 +74,37 @@ class OneStepSAM(SAM):
             grouped.append((group, params, None))
             directions.append([self.state[p]["kept_grad"] for p in params])
         if any(params for _, params, _ in grouped):
-            norm = self._global_norm(grouped, directions)
-            self.last_step["grad_norm"] = norm
             self.last_step["rho"] = [group["rho"] for group in self.param_groups]
-            self._perturb(grouped, directions, norm, self._rho)
+            self.last_step["grad_norm"] = self._ascend(grouped, directions, self._rho)
         self.current_pass = "perturbed"
+
+    def _update(self) -> None:
+        """On the compiled path with SGD, keeping ``g_t`` and the base step are one call
+        (:func:`kernels.compiled.sgd_step_` with ``keep``); otherwise ``_finish`` copies."""
+        if self.max_grad_norm is None and self._update_fused():
+            return
+        super()._update()
+
+    def _update_fused(self) -> bool:
+        plan = self._sgd_plan()
+        if plan is None:
+            return False
+        params, grads, bufs, lrs, spec = plan
+        keep = []
+        for p, grad in zip(params, grads):
+            kept = self.state[p].get("kept_grad")
+            if kept is None or kept.shape != grad.shape or kept.dtype != grad.dtype:
+                return False
+            keep.append(kept)
+        if self._uniform(params + keep) is None:
+            return False
+        try:
+            kernels.compiled.compiled("sgd_step_")(params, grads, bufs, lrs, spec, keep)
+        except Exception as err:
+            self._compile_failed(err)
+            return False
+        self._base_stepped()
+        return True
 
     def _finish(self) -> None:
         for p in self._all_params_with_grad():

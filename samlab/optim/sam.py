@@ -39,9 +39,10 @@ class SAM(SAMBase):
             apart from the base optimizer's own ``eps``, e.g. Adam's, which goes through
             ``**base_kwargs``).
         max_grad_norm: clip the final gradient (after AMP unscaling) to this norm.
-        impl: "auto" (foreach on CUDA; on CPU the per-tensor loop below 2M parameters and the
-            torch.compile path from 2M on where a C++ compiler exists), "loop", "foreach" or
-            "compiled" for the tensor-list kernels (docs/closure-protocol.md, "Fast paths").
+        impl: "auto" (foreach on CUDA; on CPU foreach below 2M parameters and the
+            torch.compile path from 2M on where a C++ compiler exists), "loop" (the readable
+            reference), "foreach" or "compiled" for the tensor-list kernels
+            (docs/closure-protocol.md, "Fast paths").
 
     Example::
 
@@ -85,10 +86,9 @@ class SAM(SAMBase):
     def _ascent(self) -> tuple[list, Tensor]:
         """Perturb along the current gradients; returns (grouped, norm)."""
         grouped = self._grouped()
-        norm = self._global_norm(grouped)
-        self.last_step["grad_norm"] = norm
         self.last_step["rho"] = [self._rho(group) for group in self.param_groups]
-        self._perturb(grouped, [grads for _, _, grads in grouped], norm, self._rho)
+        norm = self._ascend(grouped, [grads for _, _, grads in grouped], self._rho)
+        self.last_step["grad_norm"] = norm
         return grouped, norm
 
     def _first(self) -> bool:
