@@ -18,7 +18,9 @@ training images for the digits MLP and CNN; synthetic CIFAR-shaped tensors for R
 - **samlab eager**: ``SurfaceEvaluator`` in its default mode (``auto``: eager on CPU), points
   in chunks of its ``default_chunk_size`` like ``surface_2d``; it also computes the loss,
   accuracy and their standard errors from per-batch values.
-- **samlab compiled**: ``mode="compiled"`` (``torch.compile``, BatchNorm folded); its one-time
+- **samlab compiled**: ``mode="compiled"`` (``torch.compile``, BatchNorm folded; on models
+  cheap enough for its probe also K points per compiled call, ``vmap`` inside the graph with
+  the loss, accuracy and per-batch sums fused, kept where it measures faster); its one-time
   construction (compilation, probes) is reported separately, not in the ratio. If its probe
   measured eager faster it runs eager (the note says so).
 - **samlab vmap**: ``mode="vmap"`` (K points per forward, K from its CPU budget).
@@ -297,10 +299,18 @@ def build_arms(key: str, plan: Plan, log: Callable[[str], Any]) -> Built:
             )
         if evaluator.mode == "vmap":
             note.append(f"K = {evaluator.points_per_call} points per forward")
+        elif evaluator.points_per_call > 1:
+            note.append(f"K = {evaluator.points_per_call} points per compiled call")
         if "batchnorm_folded" in execution:
             note.append(f"{execution['batchnorm_folded']} BN folded")
         if "compiled_fallback" in execution:
             note.append("probe: " + execution["compiled_fallback"])
+        if "compiled_points_probe_ms_per_point" in execution:
+            probe = execution["compiled_points_probe_ms_per_point"]
+            note.append(
+                "K-point probe (ms/point): "
+                + ", ".join(f"{key} {value:.3g}" for key, value in probe.items())
+            )
         if "compile_error" in execution:
             note.append("compile failed: " + execution["compile_error"][:80])
         built.notes[arm_name] = "; ".join(note)

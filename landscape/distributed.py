@@ -166,10 +166,9 @@ def _max_chunk(evaluator: Any, chunk_size: int | None) -> int:
 
 
 def _step(evaluator: Any) -> int:
-    """Points per evaluation call: K for vmap (a whole call), else 1."""
-    if getattr(evaluator, "mode", None) == "vmap":
-        return max(1, int(getattr(evaluator, "points_per_call", 1)))
-    return 1
+    """Points per evaluation call: K for vmap or compiled K-point calls (a whole call), else
+    1."""
+    return max(1, int(getattr(evaluator, "points_per_call", 1)))
 
 
 class _Store:

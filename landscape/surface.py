@@ -27,7 +27,12 @@ Evaluation modes of :class:`SurfaceEvaluator`:
   without a warning (noted in ``provenance["execution"]["compiled_fallback"]``) when, on a model
   cheap enough to time whole passes, the compiled pass does not measure faster than the eager
   one (a compiled call costs ~0.1 ms of guards and wrapper here: more than it saves on the
-  digits MLP).
+  digits MLP). On such cheap models it also tries **K points per compiled call** (``vmap``
+  over K stacked weight sets inside one compiled graph per evaluation set, the weights built
+  from the coordinates in the graph, loss, accuracy and per-batch sums fused; K from a 32 MiB
+  activation budget, at most 64, tried from 4), kept only when it is position-independent
+  bitwise, agrees with the eager loop and measures >= 10% faster per point than the path
+  chosen so far; then ``points_per_call`` and ``default_chunk_size`` are K.
 - ``"vmap"``: ``torch.func.functional_call`` + ``vmap`` over K stacked sets of the moved
   tensors (the others, buffers included, stay unbatched), K points per forward; eval mode only.
 - ``"auto"``: eager on CPU, vmap on CUDA (eager with ``bn_mode="recompute"``).
@@ -35,8 +40,9 @@ Evaluation modes of :class:`SurfaceEvaluator`:
 Forward chunk (eager and compiled): ``forward_chunk`` rows per forward call, by default chosen
 at construction by a timing probe at the centre (hill climbing from ``batch_size``: halving
 while smaller activations stay in cache and save >= 10%, else doubling up to the whole set
-while fewer calls do), on whole passes for cheap models (a pass <= 0.25 s) and per sample on a
-prefix otherwise; no probe for one of several MPI ranks (they would time each other's load, and
+while fewer calls do; a winner other than ``batch_size`` is confirmed against it in fresh
+rounds), on whole passes for cheap models (a pass <= 0.25 s) and per sample on a prefix
+otherwise; no probe for one of several MPI ranks (they would time each other's load, and
 cannot agree without a collective: pass ``forward_chunk``). The chosen chunk is kept only if its
 outputs equal, bit for bit, those of the batch-by-batch forward, so values never depend on it.
 Measured here (one thread, shared 2-core AMD EPYC, AVX2): the digits MLP runs 1,024 rows per
@@ -47,23 +53,25 @@ digits CNN stays at 128.
 Measured by ``benchmarks/landscape_surface.py`` (ratio to the bare limit: one plain eager
 forward per point at batch 128 over the same 1,024 samples, weights set by a plain axpy;
 medians of paired per-round ratios, arms interleaved, process CPU time, one thread on a shared
-2-core CPU; ``results/benchmarks/landscape_surface.md``): eager (with accuracy and standard
-errors) 0.7-0.8 on the MLP and ResNet-20 and about 1.0 on the CNN; compiled 0.55-0.6 on the CNN
-and ResNet-20 (the MLP falls back to eager); vmap 0.9-1.7 (K = 64, 5, 1): slower than eager on
-all three, hence eager on CPU. ``loss-landscapes`` (mean loss only, all samples in one forward)
-0.65 on the MLP, where the per-sample cross-entropy and argmax of 1,024 ten-class rows (~80 us
-per point, torch's per-row kernels) keep eager about 15% behind it; 0.8-1.2 on the CNN and 2.2
-on ResNet-20. On GPUs a small model at batch 128 is launch-bound, which K points per forward
-amortise, so ``auto`` takes ``vmap`` on CUDA; that part is not measured in this repository yet
-(pass ``mode`` explicitly to compare).
+2-core CPU; table in the README's "Landscape performance"): eager (with accuracy and standard
+errors) 0.73 on the MLP, 0.94 on the CNN, 0.97 on ResNet-20; compiled 0.59 on the MLP (K = 64
+points per compiled call), 0.61 on the CNN and 0.67 on ResNet-20; vmap 0.84-1.38 (K = 64, 5,
+1): slower than eager on all three, hence eager on CPU. ``loss-landscapes`` (mean loss only,
+all samples in one forward): 0.59 on the MLP (compiled / loss-landscapes 0.91 paired; eager
+alone stays ~25% behind it there: the per-point cross-entropy and argmax kernels of 1,024
+ten-class rows cost ~0.09 ms next to a 0.3 ms forward), 1.06 on the CNN and 2.2 on ResNet-20.
+On GPUs a small model at batch 128 is launch-bound, which K points per forward amortise, so
+``auto`` takes ``vmap`` on CUDA; that part is not measured in this repository yet (pass
+``mode`` explicitly to compare).
 
 Determinism: a point's value depends only on its coordinates, never on the chunk of points, the
 group whose metrics are computed together, the forward chunk or the process that evaluates it
 (per-sample values are row-independent and every per-batch sum reduces one contiguous row;
 ``vmap`` pads every chunk to the same K, and its per-point results were checked independent of
 the point's position in the chunk on CPU; ``compiled`` pads the last chunk to the compiled
-shape). On CUDA, bitwise reproducibility also needs deterministic kernels
-(``torch.use_deterministic_algorithms(True)``).
+shape, and its K-point calls are padded to K and kept only where a check at construction finds
+the same bits for the same points in another order). On CUDA, bitwise reproducibility also
+needs deterministic kernels (``torch.use_deterministic_algorithms(True)``).
 """
 
 from __future__ import annotations
@@ -105,6 +113,8 @@ MODES = ("auto", "eager", "compiled", "vmap")
 BN_MODES = ("eval", "recompute")
 _SECOND_STAT = {"crossentropy": "acc", "mse": "mae"}
 _MAX_POINTS_PER_CALL = 64
+# compiled mode: K points per compiled call only where at least this many fit the budget
+_MIN_COMPILED_POINTS = 4
 # Forward chunks (eager and compiled): the probe times whole passes over the training samples
 # when one takes at most this (seconds), otherwise a prefix; the compiled-vs-eager probe runs
 # only on such cheap models.
@@ -590,6 +600,8 @@ class SurfaceEvaluator:
         self._notes: dict[str, Any] = {}
         self._folded = None
         self._compiled = None
+        # compiled mode, K points per call: one compiled function per evaluation set
+        self._points_compiled: list[Callable[..., Tensor]] | None = None
         if mode == "auto":
             mode = "vmap" if self.device.type == "cuda" and bn_mode == "eval" else "eager"
         self.mode = mode
@@ -601,6 +613,7 @@ class SurfaceEvaluator:
             self._setup_forward_chunks(forward_chunk)
             if mode == "compiled":
                 self._setup_compiled()
+                self._setup_compiled_points()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -786,6 +799,21 @@ class SurfaceEvaluator:
                             break
                         best = chunk
                 choice = "probe"
+                if best != batch:
+                    # confirm against the batch size in fresh interleaved rounds: on a loaded
+                    # machine one lucky round can make a slower chunk look faster
+                    pair = per_sample({batch: None, best: None})
+                    confirmed = pair[best] <= _PROBE_MIN_GAIN * pair[batch]
+                    self._notes["forward_chunk_confirm"] = {
+                        "unit": "ms per pass" if cheap else "ms per sample",
+                        **{
+                            str(c): round(t * (size if cheap else 1) * 1e3, 4)
+                            for c, t in pair.items()
+                        },
+                        "kept": confirmed,
+                    }
+                    if not confirmed:
+                        best = batch
                 if best != batch and not self._same_outputs(best, full=cheap):
                     self._notes["forward_chunk_not_bitwise"] = best
                     best, choice = batch, "probe; the faster chunk changed the outputs' bits"
@@ -895,6 +923,166 @@ class SurfaceEvaluator:
             for evalset in self._sets:
                 evalset.padded = []
 
+    def _setup_compiled_points(self) -> None:
+        """Compiled mode on a cheap model: also try K grid points per compiled call (``vmap``
+        over K stacked sets of the moved tensors inside ``torch.compile``, loss, accuracy and
+        per-batch sums in the same graph), and keep it where it measures faster per point
+        than the path chosen so far (eager or the compiled forward). Small models are
+        overhead- and launch-bound on CPU: one call for K points amortises the per-call cost,
+        and the statistics are fused instead of a few kernels per point."""
+        if not self._probe_cheap or self.bn_mode != "eval" or not isinstance(self.loss, str):
+            return
+        if self.device.type == "cpu" and not _cxx_available():
+            return
+        rows = sum(len(s.inputs) for s in self._sets)
+        per_point = self._activation_bytes() * rows / max(1, self.batch_size)
+        budget = _CPU_ACTIVATION_BUDGET if self.device.type == "cpu" else _CPU_ACTIVATION_BUDGET * 8
+        width = int(min(_MAX_POINTS_PER_CALL, budget // max(1.0, per_point)))
+        if width < _MIN_COMPILED_POINTS:
+            self._notes["compiled_points"] = f"not tried: {width} point(s) per call fit"
+            return
+        try:
+            functions = [
+                torch.compile(self._points_function(evalset), dynamic=False)
+                for evalset in self._sets
+            ]
+            coords = np.zeros((width, self.ndim))
+            coords[:, 0] = np.linspace(-0.5, 0.5, width)
+            if self.ndim == 2:
+                coords[:, 1] = np.linspace(0.25, -0.25, width)
+            with self._prepared(), torch.no_grad():
+                got = self._compiled_point_stats(coords, functions, first=True)
+                # position independence: the same points in another order, same bits
+                order = np.roll(np.arange(width), width // 2)
+                rolled = self._compiled_point_stats(coords[order], functions)
+            if not np.array_equal(rolled, got[order], equal_nan=True):
+                self._notes["compiled_points"] = (
+                    "not used: a point's values depended on its position in the call"
+                )
+                return
+            expected = self._eager_point_stats(coords[:2])
+            scale = 1.0 + np.abs(expected)
+            tol = 1e-9 if self.dtype == torch.float64 else 1e-4
+            if not np.all(np.abs(got[:2] - expected) <= tol * scale):
+                raise RuntimeError("the compiled K-point evaluation disagrees with the model")
+        except Exception as error:  # noqa: BLE001 - an optimisation only
+            self._notes["compiled_points"] = f"not used: {type(error).__name__}: {error}"[:500]
+            return
+        current = self.mode
+        one = coords[:1]
+
+        def per_point_current() -> None:
+            self.evaluate_points(np.repeat(one, width, axis=0))
+
+        def per_call_points() -> None:
+            self._compiled_point_stats(coords, functions)
+
+        with self._prepared(), torch.no_grad():
+            timings = self._pass_seconds(
+                {current: per_point_current, "points": per_call_points}, rounds=3
+            )
+        self._notes["compiled_points_probe_ms_per_point"] = {
+            key: round(value * 1e3 / width, 4) for key, value in timings.items()
+        }
+        if timings["points"] > _PROBE_MIN_GAIN * timings[current]:
+            self._notes["compiled_points"] = f"not used: {current} measured faster"
+            return
+        self._points_compiled = functions
+        self.points_per_call = width
+        self.mode = "compiled"
+        self._notes["compiled_points"] = f"{width} points per compiled call"
+        self._notes.pop("compiled_fallback", None)
+        self._compiled = self._folded = None
+        for evalset in self._sets:
+            evalset.padded = []
+
+    def _points_function(self, evalset: _EvalSet) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
+        """``f(points, inputs, targets)`` -> per-batch sums ``(K, n_batches, n_stats)`` at
+        the K points ``theta0 + a[k] dx (+ b[k] dy)`` (``points`` float64 ``(K, ndim)``)."""
+        from torch.func import functional_call, vmap
+
+        model, groups = self.model, self._groups
+        batch, size = self.batch_size, len(evalset.inputs)
+        full = size // batch
+        stat_dtype = self._stat_dtype
+        fast_ce = (
+            self.loss == "crossentropy"
+            and not evalset.targets.is_floating_point()
+            and evalset.targets.ndim == 1
+        )
+        if fast_ce:
+            with self._prepared(), torch.no_grad():
+                classes = self.model(evalset.inputs[:1]).shape
+            targets = evalset.targets
+            fast_ce = (
+                len(classes) == 2
+                and bool((targets >= 0).all())
+                and bool((targets < classes[1]).all())
+            )
+        per_sample = _fast_cross_entropy_stats if fast_ce else self._per_sample
+
+        def sums(values: Tensor) -> Tensor:  # (S, N) -> (n_batches, S)
+            head = values[:, : full * batch].reshape(values.shape[0], full, batch)
+            head = head.sum(-1, dtype=stat_dtype)
+            if full * batch != size:
+                tail = values[:, full * batch :].sum(-1, dtype=stat_dtype, keepdim=True)
+                head = torch.cat([head, tail], dim=1) if full else tail
+            return head.t()
+
+        def function(points: Tensor, inputs: Tensor, targets: Tensor) -> Tensor:
+            tensors: dict[str, Tensor] = {}
+            for group in groups:
+                coords = points.to(group.center.dtype)
+                flat = group.center + coords[:, :1] * group.dx
+                if group.dy is not None:
+                    flat = flat + coords[:, 1:2] * group.dy
+                tensors.update(zip(group.names, group.views(flat)))
+
+            def one(moved: dict[str, Tensor]) -> Tensor:
+                outputs = functional_call(model, moved, (inputs,))
+                return sums(per_sample(outputs, targets))
+
+            return vmap(one)(tensors)
+
+        return function
+
+    def _compiled_point_stats(
+        self,
+        coords: np.ndarray,
+        functions: list[Callable[..., Tensor]] | None = None,
+        first: bool = False,
+    ) -> np.ndarray:
+        """Per-batch sums ``(K, n_batches, n_stats)`` of K points in one compiled call per
+        evaluation set (K = the compiled width; one host sync). A recompile raises, except on
+        the ``first`` call (which compiles)."""
+        import contextlib
+
+        functions = self._points_compiled if functions is None else functions
+        # one fresh (K, ndim) tensor: views of one array as separate inputs would alias
+        points = torch.tensor(coords, dtype=torch.float64, device=self.device)
+        with contextlib.nullcontext() if first else _fail_on_recompile():
+            parts = [
+                function(points, evalset.inputs, evalset.targets)
+                for function, evalset in zip(functions, self._sets)
+            ]
+        stats = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        return stats.cpu().numpy().astype(np.float64, copy=False)
+
+    def _eager_point_stats(self, coords: np.ndarray) -> np.ndarray:
+        """Per-batch sums ``(K, n_batches, n_stats)`` by the eager loop (the reference)."""
+        with self._prepared(), torch.no_grad():
+            rows = []
+            for coord in coords:
+                self._set_point(coord)
+                pending = [
+                    [
+                        [_unaliased(self.model(x), self._storages) for x in s.chunk_inputs]
+                        for s in self._sets
+                    ]
+                ]
+                rows.append(self._outputs_stats(pending)[0])
+        return np.stack(rows)
+
     def _setup_vmap(self, strict: bool) -> None:
         if self.bn_mode != "eval":
             raise ValueError("mode='vmap' needs bn_mode='eval' (use eager or compiled)")
@@ -968,7 +1156,7 @@ class SurfaceEvaluator:
     @property
     def default_chunk_size(self) -> int:
         """Points per chunk that keep fast paths busy: K for vmap, otherwise 16."""
-        return self.points_per_call if self.mode == "vmap" else 16
+        return self.points_per_call if self.points_per_call > 1 else 16
 
     @property
     def train_indices(self) -> np.ndarray:
@@ -984,7 +1172,7 @@ class SurfaceEvaluator:
     def provenance(self) -> dict[str, Any]:
         """JSON-able description of what this evaluator computes (stored with the surface)."""
         execution: dict[str, Any] = {"mode_requested": self.mode_requested}
-        if self.mode == "vmap":
+        if self.points_per_call > 1:
             execution["points_per_call"] = self.points_per_call
         if self.device.type == "cuda":
             execution["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
@@ -1030,12 +1218,16 @@ class SurfaceEvaluator:
         if len(coords) == 0:
             return results
         with self._prepared(), torch.no_grad():
-            if self.mode == "vmap":
+            if self.mode == "vmap" or self._points_compiled is not None:
+                # K points per call, every call padded to K (same shapes, same bits)
                 width = self.points_per_call
+                point_stats = (
+                    self._vmap_point_stats if self.mode == "vmap" else self._compiled_point_stats
+                )
                 for start in range(0, len(coords), width):
                     chunk = coords[start : start + width]
                     padded = np.concatenate([chunk, np.repeat(chunk[-1:], width - len(chunk), 0)])
-                    stats = self._vmap_point_stats(padded)[: len(chunk)]
+                    stats = point_stats(padded)[: len(chunk)]
                     self._store(results, start, stats)
             else:
                 # The outputs of several points are kept and their metrics computed together:
@@ -1391,6 +1583,24 @@ def _launched_ranks() -> int:
 
 def _nbytes(value: Any) -> int:
     return sum(t.numel() * t.element_size() for t in _flatten_tensors(value))
+
+
+def _fast_cross_entropy_stats(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-sample ``[cross-entropy, top-1 correct]`` ``(2, N)`` of logits ``(N, C)`` and class
+    indices in ``[0, C)``, written for a compiler: the log-sum-exp and the first index of the
+    row maximum from row maxima and comparisons (vectorised reductions; an ``argmax`` is a
+    scalar loop in inductor's CPU code). Correct means what ``argmax`` gives: the target is
+    the first index holding the row's maximum (NaN counting as the maximum)."""
+    if outputs.dtype in (torch.float16, torch.bfloat16):
+        outputs = outputs.float()
+    classes = outputs.shape[1]
+    top = outputs.amax(1, keepdim=True)
+    lse = (outputs - top).exp().sum(1).log() + top.squeeze(1)
+    picked = outputs.gather(1, targets[:, None]).squeeze(1)
+    hit = (outputs == top) | (outputs != outputs)
+    index = torch.arange(classes, device=outputs.device)
+    first = torch.where(hit, index, classes).amin(1)
+    return torch.stack([lse - picked, (first == targets).to(outputs.dtype)])
 
 
 def _pad_rows(inputs: Tensor, rows: int) -> Tensor:
