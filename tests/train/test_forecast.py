@@ -1,0 +1,256 @@
+"""The forecasting trainer: protocol pieces, learning, resume, CLI, sharpness."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from samlab.train import _forecast_cli as cli
+from samlab.train import forecast
+from samlab.train.forecast import ForecastConfig, cosine_restart_lr, train_forecaster
+from samlab.train.sharpness import hessian_top_eigenvalue
+
+ROWS, CHANNELS = 400, 8
+
+
+def _write_series(path, rows=ROWS, channels=CHANNELS, seed=0):
+    """A learnable multichannel series in Autoformer CSV format (date + channels, last OT)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    cols = [
+        np.sin(2 * np.pi * t / (12 + 5 * c)) + 0.1 * rng.standard_normal(rows)
+        for c in range(channels)
+    ]
+    names = [str(c) for c in range(channels - 1)] + ["OT"]
+    lines = ["date," + ",".join(names)]
+    for i in range(rows):
+        day = f"2000-01-01 {i % 24:02d}:00:00"
+        lines.append(day + "," + ",".join(f"{col[i]:.6f}" for col in cols))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _write_series(folder / "exchange_rate.csv")
+    return folder
+
+
+def _config(data_dir, **kw):
+    base = dict(
+        dataset="exchange_rate", horizon=8, seq_len=32, batch_size=16, max_epochs=3,
+        patience=5, data_dir=str(data_dir), progress=False, model="samformer", threads=1,
+    )  # fmt: skip
+    base.update(kw)
+    return ForecastConfig(**base)
+
+
+def test_cosine_restart_schedule_matches_the_official_cycle():
+    base = 1e-3
+    assert cosine_restart_lr(0, base) == pytest.approx(base)
+    # epoch 4 of a cycle ends at about 0.095 x base (notes/samformer.md §2)
+    assert cosine_restart_lr(4, base) / base == pytest.approx(0.0955, abs=1e-3)
+    assert cosine_restart_lr(5, base) == pytest.approx(base)
+    lrs = [cosine_restart_lr(e, base) for e in range(5)]
+    assert lrs == sorted(lrs, reverse=True)
+
+
+def test_config_defaults_follow_the_paper():
+    c = ForecastConfig()
+    assert (c.resolved_rho, c.optimizer_name, c.resolved_lr) == (0.7, "sam", 1e-3)
+    assert ForecastConfig(model="transformer").optimizer_name == "adam"
+    assert ForecastConfig(model="transformer", rho=0.5).optimizer_name == "sam"
+    assert ForecastConfig(rho=0.0).optimizer_name == "adam"
+    assert ForecastConfig(dataset="weather").resolved_lr == 1e-4
+    assert ForecastConfig().init == "keras"  # the TensorFlow reference code's init
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"dataset": "nope"}, "nope"), ({"model": "lstm"}, "unknown model"),
+     ({"rho": -1.0}, "rho"), ({"horizon": 0}, "horizon"), ({"lr": 0.0}, "lr"),
+     ({"init": "xavier"}, "init must be one of")],
+)  # fmt: skip
+def test_bad_config_is_a_clear_error(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ForecastConfig(**kw)
+
+
+@pytest.mark.parametrize("model, rho", [("samformer", 0.7), ("transformer", 0.0), ("tsmixer", 0.0)])
+def test_training_lowers_the_validation_loss(data_dir, tmp_path, model, rho):
+    result = train_forecaster(_config(data_dir, model=model, rho=rho), tmp_path / "run")
+    history = result["history"]
+    assert len(history) == 3 and result["epochs_run"] == 3
+    first_val = history[0]["val_mse"]
+    assert min(h["val_mse"] for h in history) < first_val or history[0]["train_loss"] > min(
+        h["train_loss"] for h in history
+    )
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert math.isfinite(result["test_mse"]) and math.isfinite(result["test_mae"])
+    assert result["optimizer"] == ("sam" if rho else "adam")
+    assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "result.json").is_file()
+
+
+def test_sam_runs_two_passes_and_adam_one(data_dir, tmp_path, monkeypatch):
+    calls = []
+    real = forecast.make_closure
+
+    def counting(*args, **kw):
+        closure = real(*args, **kw)
+        calls.append(closure)
+        return closure
+
+    monkeypatch.setattr(forecast, "make_closure", counting)
+    for rho, passes in ((0.5, 2), (0.0, 1)):
+        calls.clear()
+        train_forecaster(
+            _config(data_dir, rho=rho, max_epochs=1, max_train_batches=3), tmp_path / f"r{rho}"
+        )
+        assert [c.calls for c in calls] == [passes] * 3
+
+
+def test_early_stopping_keeps_the_best_validation_epoch(data_dir, tmp_path):
+    result = train_forecaster(
+        _config(data_dir, max_epochs=40, patience=2, lr=3e-2), tmp_path / "run"
+    )
+    vals = [h["val_mse"] for h in result["history"]]
+    best = int(np.argmin(vals))
+    assert result["best_epoch"] == best + 1
+    if result["epochs_run"] < 40:
+        assert result["epochs_run"] == best + 1 + 2  # stopped after `patience` worse epochs
+    assert result["val_mse"] == pytest.approx(vals[best], rel=1e-6)
+
+
+def test_killed_run_resumes_bit_exact(data_dir, tmp_path, monkeypatch):
+    config = _config(data_dir, model="tsmixer", rho=0.3, max_epochs=4)  # dropout + BN + SAM
+    whole = train_forecaster(config, tmp_path / "whole")
+
+    real = forecast._train_epoch
+
+    def dies_in_epoch_3(model, fwd, optimizer, data, cfg, epoch, device):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(model, fwd, optimizer, data, cfg, epoch, device)
+
+    monkeypatch.setattr(forecast, "_train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train_forecaster(config, tmp_path / "split")
+    assert not (tmp_path / "split" / "result.json").exists()
+    monkeypatch.setattr(forecast, "_train_epoch", real)
+    resumed = train_forecaster(config, tmp_path / "split")
+    for key in ("test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run"):
+        assert resumed[key] == whole[key], key
+    assert [h["train_loss"] for h in resumed["history"]] == [
+        h["train_loss"] for h in whole["history"]
+    ]
+    a = torch.load(tmp_path / "whole" / "best.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "split" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_finished_run_is_skipped_and_a_different_run_refused(data_dir, tmp_path):
+    config = _config(data_dir, max_epochs=1)
+    first = train_forecaster(config, tmp_path / "run")
+    stamp = (tmp_path / "run" / "result.json").stat().st_mtime_ns
+    again = train_forecaster(config, tmp_path / "run")
+    assert again["test_mse"] == first["test_mse"]
+    assert (tmp_path / "run" / "result.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="different"):
+        train_forecaster(_config(data_dir, max_epochs=1, rho=0.2), tmp_path / "run")
+
+
+def test_nan_loss_is_a_clear_error_and_keeps_finished_epochs(data_dir, tmp_path):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        train_forecaster(_config(data_dir, lr=1e30, rho=0.0, max_epochs=3), tmp_path / "run")
+
+
+def test_compile_unavailable_falls_back_with_one_warning(data_dir, tmp_path, monkeypatch):
+    import kernels.compiled
+
+    monkeypatch.setattr(kernels.compiled, "compiler_available", lambda: False)
+    with pytest.warns(RuntimeWarning, match="eager"):
+        result = train_forecaster(
+            _config(data_dir, compile=True, max_epochs=1, max_train_batches=2), tmp_path / "r"
+        )
+    assert math.isfinite(result["test_mse"])
+
+
+def test_cli_writes_metrics_over_seeds_and_eval_only_agrees(data_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["--dataset", "exchange_rate", "--horizon", "8", "--seq-len", "32", "--data-dir",
+            str(data_dir), "--output", str(out), "--seeds", "2", "--epochs", "2", "--quiet",
+            "--batch-size", "16", "--no_sam"]  # fmt: skip
+    assert cli.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["optimizer"] == "adam" and metrics["seeds"] == [0, 1]
+    per_seed = metrics["per_seed"]
+    assert [p["seed"] for p in per_seed] == [0, 1]
+    for key in ("test_mse", "test_mae", "best_epoch", "epochs_run"):
+        assert all(key in p for p in per_seed)
+    mses = [p["test_mse"] for p in per_seed]
+    assert metrics["test_mse"] == pytest.approx(np.mean(mses))
+    assert metrics["test_mse_std"] == pytest.approx(np.std(mses, ddof=1))
+    assert "test_mae_std" in metrics
+    assert (out / "results.csv").read_text().count("\n") == 3
+    capsys.readouterr()
+    ckpt = out / "seed_1" / "best.pt"
+    argv = ["--eval-only", "--checkpoint", str(ckpt), "--data-dir", str(data_dir)]
+    assert cli.main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["test_mse"] == pytest.approx(per_seed[1]["test_mse"], rel=1e-9)
+
+
+def test_cli_no_sam_and_rho_zero_are_the_same_run(data_dir, tmp_path):
+    common = ["--dataset", "exchange_rate", "--horizon", "8", "--seq-len", "32", "--data-dir",
+              str(data_dir), "--epochs", "1", "--quiet", "--batch-size", "16"]  # fmt: skip
+    assert cli.main([*common, "--output", str(tmp_path / "a"), "--no-sam"]) == 0
+    assert cli.main([*common, "--output", str(tmp_path / "b"), "--rho", "0"]) == 0
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["test_mse"] == b["test_mse"] and a["optimizer"] == b["optimizer"] == "adam"
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["--dataset", "ETTm1", "--data-dir", str(tmp_path), "--output",
+                     str(tmp_path / "o"), "--quiet"]) == 2  # fmt: skip
+    assert "ETTm1" in capsys.readouterr().err
+    assert cli.main(["--eval-only"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["--no_sam", "--rho", "0.5", "--output", str(tmp_path)])
+
+
+def test_embedded_etth1_smoke_run(tmp_path):
+    out = tmp_path / "etth1"
+    assert cli.main(["--smoke", "--quiet", "--output", str(out), "--sharpness"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == "ETTh1" and metrics["optimizer"] == "sam"
+    assert metrics["rho"] == 0.7 and metrics["lambda_max"] > 0
+
+
+def test_hessian_top_eigenvalue_matches_a_quadratic():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, dtype=torch.float64) * torch.tensor([3.0, 1, 1, 0.5, 0.2]).double()
+    y = torch.randn(64, 1, dtype=torch.float64)
+    model = nn.Linear(5, 1, bias=False).double()
+    eig = hessian_top_eigenvalue(model, [(x[:40], y[:40]), (x[40:], y[40:])], iters=200, tol=1e-12)
+    exact = np.linalg.eigvalsh((2 / 64 * x.T @ x).numpy()).max()
+    assert eig.converged
+    assert eig.eigenvalue == pytest.approx(exact, rel=1e-8)
+
+
+def test_hessian_through_samformer_is_finite_and_restores_mode():
+    from samlab.models import create_model
+
+    model = create_model("samformer", n_channels=3, seq_len=16, horizon=4).double()
+    model.train()
+    x, y = torch.randn(8, 16, 3, dtype=torch.float64), torch.randn(8, 4, 3, dtype=torch.float64)
+    eig = hessian_top_eigenvalue(model, [(x, y)], iters=5)
+    assert math.isfinite(eig.eigenvalue) and model.training
