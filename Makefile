@@ -44,6 +44,7 @@ lab: $(STAMP)
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/optim_step.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/landscape_surface.py --mpi-check
+	OMP_NUM_THREADS=1 $(PY) benchmarks/forecast_epoch.py
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

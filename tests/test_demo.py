@@ -194,3 +194,34 @@ def test_no_landscape_flag(smoke_run, capsys) -> None:
     out = capsys.readouterr().out
     assert "loss landscapes" not in out and "sharpness" not in out
     assert (output / "sharpness.csv").stat().st_mtime_ns == csv_before
+
+
+def test_forecast_rows_and_figure(smoke_run) -> None:
+    import matplotlib.image
+
+    from samlab._demo_forecast import FORECAST_COLUMNS
+
+    output, _ = smoke_run
+    with (output / "forecast_summary.csv").open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == FORECAST_COLUMNS
+        rows = list(reader)
+    assert [(r["model"], r["optimizer"]) for r in rows] == [
+        ("samformer+sam", "sam"),
+        ("samformer (no SAM)", "adam"),
+    ]
+    for row in rows:
+        for column in ("test_mse", "test_mae", "val_mse", "lambda_max", "seconds"):
+            assert math.isfinite(float(row[column])), (row["model"], column)
+        assert float(row["test_mse"]) > 0
+    pixels = matplotlib.image.imread(output / "forecast_etth1.png")
+    assert pixels.shape[1] > 800 and pixels[..., :3].var() > 1e-3
+
+
+def test_no_forecast_flag(smoke_run, capsys) -> None:
+    output, _ = smoke_run
+    stamp = (output / "forecast_summary.csv").stat().st_mtime_ns
+    argv = ["--output", str(output), "--smoke", "--no-progress", "--no-landscape", "--no-forecast"]
+    assert main(argv) == 0
+    assert "SAMformer" not in capsys.readouterr().out
+    assert (output / "forecast_summary.csv").stat().st_mtime_ns == stamp
