@@ -13,6 +13,9 @@ Stages, in order:
    SAMformer + SAM (selected rho), SAMformer without SAM (= the paper's "Transformer": the same
    architecture, plain Adam, one pass per step), TSMixer without SAM and TSMixer + SAM (rho 0.7,
    the official script's value).
+3. **sharpness**: the top Hessian eigenvalue (``samlab.train.sharpness.run_top_eigenvalue``,
+   power iteration on the first 1,024 training windows) of every finished SAMformer run with
+   and without SAM, so the paper's claim "SAM lowers sharpness" is checked beside the MSE.
 
 Every run is a ``samlab.train.forecast`` run directory under ``--out``; a finished run
 (``result.json``) is skipped and an interrupted one resumes from its ``last.pt``, so the table
@@ -38,6 +41,8 @@ PAPER_ETTH1 = {96: 0.381, 192: 0.409, 336: 0.423, 720: 0.427}
 """SAMformer + SAM test MSE on ETTh1 from the paper (notes/samformer.md §6.2)."""
 
 TSMIXER_RHO = 0.7
+CSV_KEYS = ("horizon", "model", "optimizer", "rho", "seed", "test_mse", "test_mae", "val_mse",
+            "best_epoch", "epochs_run", "seconds", "seconds_per_epoch")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,9 @@ def write_table(args) -> str:
         f"Seeds: {args.seeds}. rho selected on the validation set from {args.rhos}.",
         "",
         "| H | paper SAMformer | SAMformer+SAM (rho) | SAMformer w/o SAM (Transformer) | "
-        "TSMixer | TSMixer+SAM | epochs run (SAMformer+SAM) | s/epoch | s/run |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "TSMixer | TSMixer+SAM | λmax SAM / w/o SAM | epochs run (SAMformer+SAM) | s/epoch | "
+        "s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = []
     for h in args.horizons:
@@ -144,15 +150,20 @@ def write_table(args) -> str:
             res = [_result(Job("table", h, model, r, s), out) for s in range(args.seeds)]
             cells[(model, r)] = [x for x in res if x is not None]
             for x in cells[(model, r)]:
-                rows.append({k: x[k] for k in ("horizon", "model", "optimizer", "rho", "seed",
-                             "test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run",
-                             "seconds", "seconds_per_epoch")})  # fmt: skip
+                rows.append({**{k: x[k] for k in CSV_KEYS}, "lambda_max": x.get("lambda_max")})
 
         def fmt(key, cells=cells):
             res = cells[key]
             return "—" if not res else f"{_cell(res)} (n={len(res)})"
 
         sam = cells[("samformer", rho)]
+
+        def lam(res):
+            values = [x["lambda_max"] for x in res if "lambda_max" in x]
+            if not values:
+                return "—"
+            return f"{statistics.fmean(values):.2f} (n={len(values)})"
+
         epochs = ", ".join(str(x["epochs_run"]) for x in sam) or "—"
         spe = f"{statistics.fmean(x['seconds_per_epoch'] for x in sam):.1f}" if sam else "—"
         spr = f"{statistics.fmean(x['seconds'] for x in sam):.0f}" if sam else "—"
@@ -160,7 +171,8 @@ def write_table(args) -> str:
         lines.append(
             f"| {h} | {PAPER_ETTH1.get(h, float('nan')):.3f} | {fmt(('samformer', rho))} "
             f"({rho_txt}) | {fmt(('samformer', 0.0))} | {fmt(('tsmixer', 0.0))} | "
-            f"{fmt(('tsmixer', TSMIXER_RHO))} | {epochs} | {spe} | {spr} |"
+            f"{fmt(('tsmixer', TSMIXER_RHO))} | {lam(sam)} / {lam(cells[('samformer', 0.0)])} | "
+            f"{epochs} | {spe} | {spr} |"
         )
     lines += ["", "rho search (validation MSE, mean over search seeds):", ""]
     lines.append("| H | " + " | ".join(f"rho={r:g}" for r in args.rhos) + " |")
@@ -210,6 +222,25 @@ def run_stage(jobs: list[Job], args, budget: list[int]) -> None:
             write_table(args)
 
 
+def sharpness_stage(args) -> None:
+    """λmax of every finished SAMformer run with and without SAM (each measured once)."""
+    from samlab.train.sharpness import run_top_eigenvalue
+
+    out = Path(args.out)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    jobs = [j for j in table_jobs(args) if j.model == "samformer" and _result(j, out)]
+    todo = [j for j in jobs if "lambda_max" not in _result(j, out)]
+    for k, job in enumerate(todo, 1):
+        value = run_top_eigenvalue(job.run_dir(out), windows=1024, iters=30)
+        print(f"[sharpness {k}/{len(todo)}] H={job.horizon} {job.label} seed {job.seed}: "
+              f"lambda_max {value:.3f}", flush=True)  # fmt: skip
+    if todo:
+        write_table(args)
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x]
 
@@ -228,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="results/samformer_repro")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--stage", choices=("all", "search", "table"), default="all")
+    p.add_argument("--stage", choices=("all", "search", "table", "sharpness"), default="all")
     p.add_argument("--dry-run", action="store_true", help="list pending runs and the table")
     args = p.parse_args(argv)
     args.horizons = [int(h) for h in args.horizons.split(",") if h]
@@ -245,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         run_stage(search_jobs(args), args, budget)
     if args.stage in ("all", "table"):
         run_stage(table_jobs(args), args, budget)
+    if args.stage in ("all", "sharpness"):
+        sharpness_stage(args)
     print(write_table(args))
     return 0
 

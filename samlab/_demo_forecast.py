@@ -23,10 +23,9 @@ from samlab.train.checkpoint import load_checkpoint
 from samlab.train.forecast import (
     ForecastConfig,
     build_forecaster,
-    forecast_batches,
     train_forecaster,
 )
-from samlab.train.sharpness import hessian_top_eigenvalue
+from samlab.train.sharpness import run_top_eigenvalue
 
 __all__ = ["FORECAST_COLUMNS", "ForecastDemo", "run_demo_forecast"]
 
@@ -56,14 +55,6 @@ def _configs(smoke: bool, seed: int, progress: bool) -> dict[str, ForecastConfig
         )  # fmt: skip
         for name, rho in RUNS.items()
     }
-
-
-def _sharpness(config: ForecastConfig, run_dir: Path, data, windows: int) -> float:
-    model = build_forecaster(config, data.n_channels)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
-    eig = hessian_top_eigenvalue(model, forecast_batches(data.train, windows, 128), iters=20,
-                                 tol=1e-3)  # fmt: skip
-    return eig.eigenvalue
 
 
 def plot_forecasts(models: dict[str, torch.nn.Module], data, results, path: Path) -> Path:
@@ -117,12 +108,14 @@ def run_demo_forecast(
     data = load_forecast_data("ETTh1", HORIZON)
     rows, models, results = [], {}, {}
     for name, config in configs.items():
-        run_dir = output / "runs" / "forecast" / ("smoke" if smoke else "4ep") / name
+        run_dir = (
+            output / "runs" / "forecast" / ("smoke" if smoke else f"{config.max_epochs}ep") / name
+        )
         result = train_forecaster(config, run_dir, data=data)
         model = build_forecaster(config, data.n_channels)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
         models[name], results[name] = model, result
-        lam = _sharpness(config, run_dir, data, 64 if smoke else 128)
+        lam = run_top_eigenvalue(run_dir, windows=64 if smoke else 128, iters=20, data=data)
         rows.append({
             "model": name, "optimizer": result["optimizer"], "rho": result["rho"],
             "epochs_run": result["epochs_run"], "best_epoch": result["best_epoch"],

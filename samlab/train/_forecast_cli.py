@@ -30,10 +30,9 @@ from samlab.train.forecast import (
     ForecastConfig,
     build_forecaster,
     evaluate_forecaster,
-    forecast_batches,
     train_forecaster,
 )
-from samlab.train.sharpness import hessian_top_eigenvalue
+from samlab.train.sharpness import run_top_eigenvalue
 
 __all__ = ["aggregate", "build_parser", "main", "run_seeds"]
 
@@ -146,18 +145,9 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _sharpness(result: dict[str, Any], config: ForecastConfig, run_dir: Path, args) -> None:
-    if "lambda_max" in result:
-        return
-    data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len,
-                              data_dir=config.data_dir)  # fmt: skip
-    model = build_forecaster(config, data.n_channels)
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+def _sharpness(result: dict[str, Any], run_dir: Path, args) -> None:
     windows, iters = (128, 10) if args.smoke else (args.sharpness_windows, 30)
-    batches = forecast_batches(data.train, windows)
-    eig = hessian_top_eigenvalue(model, batches, iters=iters, tol=1e-3)
-    result["lambda_max"] = eig.eigenvalue
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    result["lambda_max"] = run_top_eigenvalue(run_dir, windows=windows, iters=iters)
 
 
 def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str, Any]:
@@ -167,7 +157,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str
         run_dir = out / f"seed_{seed}"
         result = train_forecaster(config, run_dir)
         if args.sharpness:
-            _sharpness(result, config, run_dir, args)
+            _sharpness(result, run_dir, args)
         results.append(result)
     metrics = aggregate(results)
     metrics["config"] = results[0]["config"]

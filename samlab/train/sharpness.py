@@ -116,3 +116,39 @@ def _power_iteration(model, params, batches, loss_fn, vector, iters, tol):
         if change < tol:
             break
     return history, change
+
+
+def run_top_eigenvalue(run_dir, *, windows: int = 1024, iters: int = 30, data=None) -> float:
+    """λ_max of a finished :func:`samlab.train.forecast.train_forecaster` run: its best
+    checkpoint (``run_dir/best.pt``, config included) on the first ``windows`` training windows.
+
+    Stored in ``run_dir/result.json`` as ``lambda_max`` (with ``lambda_max_windows``) and read
+    back from there on later calls, so each run is measured once. ``data``: the run's
+    :class:`~samlab.datasets.timeseries.ForecastData` if already loaded.
+    """
+    import json
+    from pathlib import Path
+
+    from samlab.datasets.timeseries import load_forecast_data
+    from samlab.train.checkpoint import load_checkpoint
+    from samlab.train.forecast import ForecastConfig, build_forecaster, forecast_batches
+
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if not result_path.is_file():
+        raise FileNotFoundError(f"{result_path} is missing: the run has not finished")
+    result = json.loads(result_path.read_text())
+    if "lambda_max" in result and result.get("lambda_max_windows") == windows:
+        return float(result["lambda_max"])
+    fields = set(ForecastConfig.__dataclass_fields__)
+    config = ForecastConfig(**{k: v for k, v in result["config"].items() if k in fields})
+    if data is None:
+        data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len,
+                                  data_dir=config.data_dir, path=config.data_path)  # fmt: skip
+    model = build_forecaster(config, data.n_channels)
+    model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
+    batches = forecast_batches(data.train, windows)
+    eig = hessian_top_eigenvalue(model, batches, iters=iters, tol=1e-3)
+    result.update(lambda_max=eig.eigenvalue, lambda_max_windows=windows)
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    return eig.eigenvalue

@@ -254,3 +254,28 @@ def test_hessian_through_samformer_is_finite_and_restores_mode():
     x, y = torch.randn(8, 16, 3, dtype=torch.float64), torch.randn(8, 4, 3, dtype=torch.float64)
     eig = hessian_top_eigenvalue(model, [(x, y)], iters=5)
     assert math.isfinite(eig.eigenvalue) and model.training
+
+
+def test_run_top_eigenvalue_measures_the_best_checkpoint_once(data_dir, tmp_path):
+    from samlab.datasets.timeseries import load_forecast_data
+    from samlab.train.checkpoint import load_checkpoint
+    from samlab.train.forecast import build_forecaster, forecast_batches
+    from samlab.train.sharpness import run_top_eigenvalue
+
+    with pytest.raises(FileNotFoundError, match="not finished"):
+        run_top_eigenvalue(tmp_path / "nothing")
+    config = _config(data_dir, max_epochs=2)
+    run = tmp_path / "run"
+    train_forecaster(config, run)
+    value = run_top_eigenvalue(run, windows=32, iters=8)
+    data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len,
+                              data_dir=config.data_dir)  # fmt: skip
+    model = build_forecaster(config, data.n_channels)
+    model.load_state_dict(load_checkpoint(run / "best.pt")["model"])
+    direct = hessian_top_eigenvalue(model, forecast_batches(data.train, 32), iters=8, tol=1e-3)
+    assert value == direct.eigenvalue > 0
+    stored = json.loads((run / "result.json").read_text())
+    assert stored["lambda_max"] == value and stored["lambda_max_windows"] == 32
+    stored["lambda_max"] = -1.0  # a second call reads the stored value instead of recomputing
+    (run / "result.json").write_text(json.dumps(stored))
+    assert run_top_eigenvalue(run, windows=32, iters=8) == -1.0
