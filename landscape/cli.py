@@ -319,6 +319,19 @@ def _add_plot_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--zmax", type=float, default=None, help="clip the 3D surface at this loss")
     g.add_argument("--log", action="store_true", help="logarithmic loss axis / colours")
     g.add_argument("--loss_max", type=float, default=None, help="upper limit of 1D loss axes")
+    g.add_argument(
+        "--xmin", type=float, default=-1.0, help="x-axis lower limit of 1D plots (-1: the data's)"
+    )
+    g.add_argument(
+        "--xmax", type=float, default=1.0, help="x-axis upper limit of 1D plots (1: the data's)"
+    )
+    g.add_argument(
+        "--zlim",
+        type=float,
+        default=None,
+        help="upper z limit of the 3D surface (default: the data's; loss-landscape's plot_2D.py "
+        "parses --zlim but ignores it)",
+    )
     g.add_argument("--show", action="store_true", help="also show the figures (plt.show)")
     g.add_argument(
         "--formats", default="png", help="comma-separated figure formats (png; e.g. png,pdf)"
@@ -375,7 +388,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--mode",
         choices=("auto", "eager", "compiled", "vmap"),
         default="auto",
-        help="evaluation path (auto: eager on CPU, vmap on CUDA)",
+        help="evaluation path (auto: eager on CPU; on CUDA vmap where it measures >= 10%% faster)",
     )
     e.add_argument(
         "--bn_mode",
@@ -409,12 +422,20 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Contour, filled contour, heat map and 3D surface (2D) or loss/accuracy "
         "curves (1D), written as <surf_file>_<metric>_<kind>.<format>.",
     )
-    p.add_argument(
-        "--surf_file", "-f", required=True, help="surface file (samlab or loss-landscape)"
-    )
+    p.add_argument("--surf_file", "-f", default="", help="surface file (samlab or loss-landscape)")
     p.add_argument("--dir_file", default="", help="(accepted for loss-landscape; not needed)")
     p.add_argument("--proj_file", default="", help="projected trajectory to overlay")
-    p.add_argument("--output", default="", help="figure path prefix (default: the surf_file)")
+    p.add_argument(
+        "--output", default="", help="figure path prefix (default: the surf_file or --prefix)"
+    )
+    r = p.add_argument_group(
+        "repeat plot (plot_1D.py)",
+        "with --prefix: the 1D curves of PREFIX_IDX.h5 for IDX = idx_min..idx_max in one "
+        "figure, PREFIX_1d_loss_err_repeat.<format> (--surf_file is then not needed)",
+    )
+    r.add_argument("--prefix", default="", help="common prefix of the 1D surface files")
+    r.add_argument("--idx_min", type=int, default=1, help="first index (1)")
+    r.add_argument("--idx_max", type=int, default=10, help="last index (10)")
     _add_plot_args(p)
 
     j = sub.add_parser(
@@ -965,11 +986,21 @@ def _draw(surface: Any, prefix: str, args: argparse.Namespace, trajectory: Any =
         log=args.log,
         loss_max=args.loss_max,
         zmax=args.zmax,
+        zlim=args.zlim,
+        **_x_limits(args),
         trajectory=trajectory,
     )
     if args.show:
         _show(surface, args, trajectory)
     return paths
+
+
+def _x_limits(args: argparse.Namespace) -> dict[str, float | None]:
+    """``--xmin``/``--xmax`` as plot_1D.py reads them: its defaults -1 and 1 mean "the data's
+    own range"."""
+    xmin = getattr(args, "xmin", -1.0)
+    xmax = getattr(args, "xmax", 1.0)
+    return {"xmin": None if xmin == -1.0 else xmin, "xmax": None if xmax == 1.0 else xmax}
 
 
 def _show(surface: Any, args: argparse.Namespace, trajectory: Any = None) -> None:
@@ -978,13 +1009,17 @@ def _show(surface: Any, args: argparse.Namespace, trajectory: Any = None) -> Non
     from landscape import plot
 
     if surface.y is None:
-        plot.plot_1d(surface, log=args.log, loss_max=args.loss_max)
+        plot.plot_1d(surface, log=args.log, loss_max=args.loss_max, **_x_limits(args))
     else:
         levels = dict(vmin=args.vmin, vmax=args.vmax, vlevel=args.vlevel)
         plot.plot_contour(surface, args.surf_name, **levels)
         fig = plt.figure()
         plot.plot_surface_3d(
-            surface, args.surf_name, ax=fig.add_subplot(projection="3d"), zmax=args.zmax
+            surface,
+            args.surf_name,
+            ax=fig.add_subplot(projection="3d"),
+            zmax=args.zmax,
+            zlim=args.zlim,
         )
         if trajectory is not None:
             plot.plot_trajectory(surface, trajectory, args.surf_name, **levels)
@@ -1150,6 +1185,7 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
                 metric_names=evaluator.metric_names,
                 provenance=provenance,
                 overwrite=args.overwrite,
+                sample_indices=evaluator.sample_indices,
             )
             already = int(writer.done.sum())
             ctx.log(
@@ -1231,7 +1267,13 @@ def _load_surface(path: str) -> Any:
 
 
 def cmd_plot(args: argparse.Namespace, ctx: _Context) -> None:
-    """``plot``: the standard figures of ``--surf_file``, written next to it."""
+    """``plot``: the standard figures of ``--surf_file``, written next to it; with
+    ``--prefix``, plot_1D.py's repeat plot of ``PREFIX_IDX.h5`` instead."""
+    if args.prefix:
+        _plot_repeat(args, ctx)
+        return
+    if not args.surf_file:
+        raise CLIError("give --surf_file (or --prefix for the repeat plot of 1D surfaces)")
     surface = _load_surface(args.surf_file)
     if not surface.done.any():
         raise CLIError(f"--surf_file {args.surf_file}: no point is computed yet")
@@ -1239,6 +1281,56 @@ def cmd_plot(args: argparse.Namespace, ctx: _Context) -> None:
     prefix = args.output or args.surf_file
     for path in _draw(surface, prefix, args, trajectory):
         ctx.log(f"figure: {path}")
+
+
+def _plot_repeat(args: argparse.Namespace, ctx: _Context) -> None:
+    """plot_1D.py's ``plot_1d_loss_err_repeat``: the 1D curves of ``PREFIX_IDX.h5`` for IDX in
+    ``idx_min..idx_max`` in one figure, ``<output or prefix>_1d_loss_err_repeat.<format>``."""
+    from matplotlib.figure import Figure
+
+    from landscape.plot import plot_1d_repeat
+
+    if args.idx_min > args.idx_max:
+        raise CLIError(f"--idx_min {args.idx_min} is larger than --idx_max {args.idx_max}")
+    indices = range(args.idx_min, args.idx_max + 1)
+    surfaces = []
+    for idx in indices:
+        path = f"{args.prefix}_{idx}.h5"
+        if not os.path.isfile(path):
+            raise CLIError(
+                f"--prefix {args.prefix}: {path} does not exist (the repeat plot reads "
+                f"PREFIX_IDX.h5 for IDX = {args.idx_min}..{args.idx_max}; see --idx_min/--idx_max)"
+            )
+        surface = _load_surface(path)
+        if surface.y is not None:
+            raise CLIError(f"--prefix {args.prefix}: {path} is a 2D surface; the repeat plot is 1D")
+        surfaces.append(surface)
+    fig = Figure(figsize=(6.4, 4.8))
+    plot_1d_repeat(
+        surfaces,
+        labels=[str(i) for i in indices],
+        ax=fig.add_subplot(),
+        log=args.log,
+        loss_max=args.loss_max,
+        **_x_limits(args),
+    )
+    out = args.output or args.prefix
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    for fmt in _formats(args.formats):
+        path = Path(f"{out}_1d_loss_err_repeat.{fmt}")
+        fig.savefig(path, dpi=150, bbox_inches="tight", format=fmt)
+        ctx.log(f"figure: {path}")
+    if args.show:
+        import matplotlib.pyplot as plt
+
+        plot_1d_repeat(
+            surfaces,
+            labels=[str(i) for i in indices],
+            log=args.log,
+            loss_max=args.loss_max,
+            **_x_limits(args),
+        )
+        plt.show()
 
 
 def cmd_project(args: argparse.Namespace, ctx: _Context) -> None:

@@ -203,6 +203,7 @@ class _Store:
             metrics={name: array.reshape(shape) for name, array in self.metrics.items()},
             done=self.done.reshape(shape),
             provenance={**_evaluator_provenance(evaluator), **extra},
+            sample_indices=dict(getattr(evaluator, "sample_indices", None) or {}),
         )
 
 

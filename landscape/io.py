@@ -9,6 +9,9 @@ Layout of a surface file written here (``schema_version`` 1):
   order). NaN where a point is not done; accuracy is a fraction in ``[0, 1]``;
 - ``done`` (uint8, grid shape): 1 where every metric of the point has been written;
 - ``dir_file``: the direction file's path, a string dataset (as loss-landscape writes it);
+- ``train_indices`` (and ``test_indices``), int64: the indices of the evaluated samples when
+  a subset was used (:attr:`Surface.sample_indices`), next to their sha256 in the attributes;
+  a resumed run must evaluate the same ones;
 - attributes: one per provenance entry (strings and numbers as they are, anything else as
   JSON, the JSON-encoded names listed in ``provenance_json_keys``), ``schema_version`` and
   ``acc_units = "fraction"``.
@@ -39,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from landscape.surface import Surface
+from landscape.surface import Surface, _hash_indices
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -81,7 +84,10 @@ is identity: a resumed file must match it exactly.
 """
 
 _COORD_KEYS = ("xcoordinates", "ycoordinates")
-_RESERVED_DATASETS = frozenset({"xcoordinates", "ycoordinates", "done", "dir_file"})
+_INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
+_RESERVED_DATASETS = frozenset(
+    {"xcoordinates", "ycoordinates", "done", "dir_file"} | {f"{n}_indices" for n in _INDEX_SETS}
+)
 _RESERVED_ATTRS = frozenset({"schema_version", "acc_units", "provenance_json_keys"})
 _INT64 = np.iinfo(np.int64)
 
@@ -208,6 +214,32 @@ def _decode_string(value: Any) -> str:
     return str(value)
 
 
+def _index_arrays(sample_indices: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """``sample_indices`` checked: keys among ``_INDEX_SETS``, values 1-D int64 arrays."""
+    arrays = {}
+    for name, values in dict(sample_indices or {}).items():
+        if name not in _INDEX_SETS:
+            raise ValueError(f"sample_indices keys must be in {_INDEX_SETS}, got {name!r}")
+        array = np.asarray(values)
+        if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"sample_indices[{name!r}] must be a 1-D integer array")
+        arrays[name] = array.astype(np.int64)
+    return arrays
+
+
+def _write_indices(h5file: Any, sample_indices: Mapping[str, np.ndarray]) -> None:
+    for name, array in sample_indices.items():
+        h5file.create_dataset(f"{name}_indices", data=array, dtype=np.int64)
+
+
+def _read_indices(h5file: Any) -> dict[str, np.ndarray]:
+    return {
+        name: np.asarray(h5file[f"{name}_indices"][()], dtype=np.int64)
+        for name in _INDEX_SETS
+        if f"{name}_indices" in h5file
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # file creation
 # --------------------------------------------------------------------------------------------
@@ -221,8 +253,10 @@ def _write_layout(
     metrics: Mapping[str, np.ndarray | None],
     done: np.ndarray | None,
     provenance: Mapping[str, Any],
+    sample_indices: Mapping[str, np.ndarray] | None = None,
 ) -> None:
-    """Coordinates, metric datasets (NaN-filled where ``None``), ``done`` and attributes."""
+    """Coordinates, metric datasets (NaN-filled where ``None``), ``done``, the evaluated
+    samples' indices and attributes."""
     shape = _grid_shape(x, y)
     h5file.create_dataset("xcoordinates", data=x)
     if y is not None:
@@ -248,6 +282,7 @@ def _write_layout(
     )
     dir_file = _plain(provenance.get("dir_file", ""))
     h5file.create_dataset("dir_file", data=str(dir_file))
+    _write_indices(h5file, sample_indices or {})
     _write_provenance(h5file, provenance)
     h5file.attrs["schema_version"] = SCHEMA_VERSION
     h5file.attrs["acc_units"] = "fraction"
@@ -336,6 +371,7 @@ class SurfaceWriter:
         self.metric_names = tuple(_metric_names(h5file, self.shape))
         self._metrics = {name: h5file[name][()] for name in self.metric_names}
         self._done = h5file["done"][()].astype(bool)
+        self.sample_indices = _read_indices(h5file)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -349,8 +385,15 @@ class SurfaceWriter:
         metric_names: Iterable[str],
         provenance: Mapping[str, Any],
         overwrite: bool = False,
+        sample_indices: Mapping[str, Any] | None = None,
     ) -> SurfaceWriter:
         """Create ``path``, or re-open it to resume when grid and identity provenance match.
+
+        ``sample_indices`` (``{"train": ..., "test": ...}``, e.g.
+        :attr:`SurfaceEvaluator.sample_indices <landscape.surface.SurfaceEvaluator>`): the
+        indices of the evaluated samples where a subset is used, stored as the int64 datasets
+        ``train_indices`` / ``test_indices``; a resumed file must hold the same ones (a file
+        written before they were stored gains them when its recorded sha256 matches).
 
         - no file, or ``overwrite=True``: a new file (metrics NaN, ``done`` 0) replaces it;
         - an existing landscape file with the same ``x``, ``y``, metric names and identity
@@ -370,6 +413,7 @@ class SurfaceWriter:
         if len(set(names)) != len(names):
             raise ValueError(f"metric_names has duplicates: {names}")
         provenance = dict(provenance)
+        indices = _index_arrays(sample_indices)
 
         if overwrite or not path.exists():
 
@@ -381,6 +425,7 @@ class SurfaceWriter:
                     metrics={name: None for name in names},
                     done=None,
                     provenance=provenance,
+                    sample_indices=indices,
                 )
 
             _create_atomically(path, overwrite=True, fill=fill)
@@ -390,6 +435,7 @@ class SurfaceWriter:
         try:
             _check_landscape_file(h5file, path)
             cls._check_resumable(h5file, path, x=x, y=y, names=names, provenance=provenance)
+            cls._check_indices(h5file, path, indices)
             return cls(h5file, path)
         except BaseException:
             h5file.close()
@@ -435,6 +481,36 @@ class SurfaceWriter:
             if _canonical(stored[key]) != _canonical(provenance[key]):
                 raise mismatch(key, _canonical(stored[key]), _canonical(provenance[key]))
 
+    @staticmethod
+    def _check_indices(h5file: Any, path: Path, indices: dict[str, np.ndarray]) -> None:
+        """The file's evaluated-sample indices must be this run's; a file without them (older
+        landscape) gains them when the sha256 it recorded is theirs."""
+        stored = _read_indices(h5file)
+        hint = "use --overwrite (overwrite=True) to start a new surface"
+        for name in _INDEX_SETS:
+            key = f"{name}_indices"
+            if name in stored and name not in indices:
+                raise ValueError(
+                    f"cannot resume {path}: it was computed on a subset of {name} samples "
+                    f"({key}, {stored[name].size} of them), this run on all of them; {hint}"
+                )
+            if name not in indices:
+                continue
+            if name in stored:
+                if not np.array_equal(stored[name], indices[name]):
+                    raise ValueError(
+                        f"cannot resume {path}: {key!r} differs (file: {stored[name].size} "
+                        f"indices, this run: {indices[name].size}, not the same samples); {hint}"
+                    )
+                continue
+            recorded = h5file.attrs.get(f"{key}_sha256")
+            if recorded is None or _attr_value(recorded) != _hash_indices(indices[name]):
+                raise ValueError(
+                    f"cannot resume {path}: it does not record {key!r} and its recorded "
+                    f"sha256 is not that of this run's {name} samples; {hint}"
+                )
+            h5file.create_dataset(key, data=indices[name], dtype=np.int64)
+
     # -- state ------------------------------------------------------------------------------
 
     @property
@@ -463,6 +539,7 @@ class SurfaceWriter:
             metrics={name: values.copy() for name, values in self._metrics.items()},
             done=self._done.copy(),
             provenance=_read_provenance(self._file),
+            sample_indices={name: array.copy() for name, array in self.sample_indices.items()},
         )
 
     # -- writing ----------------------------------------------------------------------------
@@ -559,10 +636,17 @@ def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = Fa
     done = np.asarray(surface.done, dtype=bool)
     if done.shape != shape:
         raise ValueError(f"done has shape {done.shape}, grid is {shape}")
+    indices = _index_arrays(surface.sample_indices)
 
     def fill(h5file: Any) -> None:
         _write_layout(
-            h5file, x=x, y=y, metrics=metrics, done=done, provenance=dict(surface.provenance)
+            h5file,
+            x=x,
+            y=y,
+            metrics=metrics,
+            done=done,
+            provenance=dict(surface.provenance),
+            sample_indices=indices,
         )
 
     _create_atomically(path, overwrite=overwrite, fill=fill)
@@ -607,7 +691,14 @@ def _load_landscape(h5file: Any, path: Path) -> Surface:
     if done.shape != shape:
         raise ValueError(f"{path} is damaged: 'done' has shape {done.shape}, grid is {shape}")
     provenance = _read_provenance(h5file)
-    return Surface(x=x, y=y, metrics=metrics, done=done, provenance=provenance)
+    return Surface(
+        x=x,
+        y=y,
+        metrics=metrics,
+        done=done,
+        provenance=provenance,
+        sample_indices=_read_indices(h5file),
+    )
 
 
 _LOSS_LANDSCAPE_SENTINELS = {"min_eig": 1.0}
@@ -747,7 +838,12 @@ def _data_array(vtk_type: str, name: str, components: int, values: np.ndarray) -
         text = " ".join(repr(float(v)) for v in values)
     range_attrs = ""
     if values.size:
-        range_attrs = f' RangeMin="{values.min()!r}" RangeMax="{values.max()!r}"'
+        # Plain Python numbers: ``repr`` of a numpy 2 scalar is "np.float64(...)", not a number.
+        if vtk_type.startswith("Int"):
+            low, high = int(values.min()), int(values.max())
+        else:
+            low, high = float(values.min()), float(values.max())
+        range_attrs = f' RangeMin="{low!r}" RangeMax="{high!r}"'
     return (
         f'        <DataArray type="{vtk_type}" Name="{name}" NumberOfComponents="{components}"'
         f' format="ascii"{range_attrs}>\n          {text}\n        </DataArray>\n'

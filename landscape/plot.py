@@ -9,7 +9,14 @@ inside the functions. The options keep tomgoldstein/loss-landscape's meaning:
   ``None`` means "from the data": the finite minimum, the maximum and about 15 round levels);
 - ``log``: logarithmic loss axis of 1D plots (log colour scale for heat maps,
   ``log(z + 0.1)`` for 3D surfaces, as ``h52vtp.py --log``);
-- ``loss_max``: upper limit of the loss axis of 1D plots.
+- ``loss_max``: upper limit of the loss axis of 1D plots;
+- ``xmin``, ``xmax``: x-axis limits of 1D plots (``None``: the data's; the command line maps
+  loss-landscape's defaults -1 and 1 to ``None``, as its ``plot_1D.py`` does);
+- ``zlim``: upper z limit of the 3D surface. loss-landscape's ``plot_2D.py`` parses
+  ``--zlim`` (default 10) but never uses it; here it sets the limit (``None``: the data's).
+
+:func:`plot_1d_repeat` overlays the 1D curves of several surfaces (e.g. along different random
+directions) in one figure, as loss-landscape's ``plot_1d_loss_err_repeat``.
 
 Points that are not ``done`` are NaN and left blank, so a partial surface plots.
 
@@ -32,6 +39,7 @@ import numpy as np
 __all__ = [
     "noise_floor",
     "plot_1d",
+    "plot_1d_repeat",
     "plot_all",
     "plot_contour",
     "plot_heatmap",
@@ -359,6 +367,7 @@ def plot_surface_3d(
     vmin: float | None = None,
     vmax: float | None = None,
     zmax: float | None = None,
+    zlim: float | None = None,
     log: bool = False,
     cmap: str = "coolwarm",
     colorbar: bool = True,
@@ -367,8 +376,10 @@ def plot_surface_3d(
     """3D surface (loss-landscape's ``_3dsurface``) on a ``projection="3d"`` Axes.
 
     ``zmax`` clips the values, ``log`` plots ``log(z + 0.1)``; ``vmin``/``vmax`` set the colour
-    limits. A new figure gets its Axes from ``fig.add_subplot(projection="3d")`` (the
-    ``Axes3D(fig)`` of loss-landscape draws nothing on matplotlib >= 3.6).
+    limits; ``zlim`` is the upper limit of the z axis (in the plotted units, so of
+    ``log(z + 0.1)`` with ``log``; loss-landscape's ``--zlim``, which it never applies). A
+    new figure gets its Axes from ``fig.add_subplot(projection="3d")`` (the ``Axes3D(fig)``
+    of loss-landscape draws nothing on matplotlib >= 3.6).
     """
     grid = _grid(surface, metric, x=x, y=y, ndim=2)
     if ax is not None and getattr(ax, "name", "") != "3d":
@@ -394,6 +405,9 @@ def plot_surface_3d(
         linewidth=0,
         antialiased=False,
     )
+    if zlim is not None:
+        low = float(np.nanmin(z))
+        ax.set_zlim(low if low < zlim else zlim - 1.0, float(zlim))
     if colorbar:
         ax.figure.colorbar(mappable, ax=ax, shrink=0.5, aspect=10, pad=0.1)
     xlabel, ylabel = _axis_labels(surface)
@@ -551,6 +565,83 @@ def plot_1d(
     return ax
 
 
+def plot_1d_repeat(
+    surfaces: Sequence[Any],
+    *,
+    labels: Sequence[str] | None = None,
+    ax: Any = None,
+    log: bool = False,
+    loss_max: float | None = None,
+    xmin: float | None = None,
+    xmax: float | None = None,
+    accuracy: bool = True,
+    title: str | None = None,
+) -> Any:
+    """The 1D curves of several surfaces in one figure (loss-landscape's
+    ``plot_1d_loss_err_repeat``): every ``*_loss`` of every surface on the loss Axes (train
+    solid, test dashed) and, with ``accuracy``, every ``*_acc`` in % on its twin, one line per
+    surface and metric (labelled ``"<metric> [<label>]"``, ``labels`` defaulting to 1, 2, ...).
+    The x range is the union of the surfaces' unless ``xmin``/``xmax`` are given. Returns the
+    loss Axes."""
+    surfaces = list(surfaces)
+    if not surfaces:
+        raise ValueError("plot_1d_repeat needs at least one surface")
+    labels = [str(i + 1) for i in range(len(surfaces))] if labels is None else list(labels)
+    if len(labels) != len(surfaces):
+        raise ValueError(f"{len(labels)} labels for {len(surfaces)} surfaces")
+    ax = _new_axes(ax)
+    acc_ax = None
+    drawn = False
+    lows, highs = [], []
+    for surface, label in zip(surfaces, labels):
+        if not _is_surface(surface) or surface.y is not None:
+            raise ValueError(f"plot_1d_repeat needs 1D surfaces ({label} is not one)")
+        names = sorted(k for k in surface.metrics if k.endswith("_loss"))
+        if accuracy:
+            names += sorted(k for k in surface.metrics if k.endswith("_acc"))
+        coords = np.asarray(surface.x, dtype=np.float64)
+        lows.append(coords.min())
+        highs.append(coords.max())
+        for name in names:
+            values = _grid(surface, name, ndim=1).z
+            drawn = drawn or bool(np.isfinite(values).any())
+            if name.endswith("_acc"):
+                if acc_ax is None:
+                    acc_ax = ax.twinx()
+                target, scale, color = acc_ax, 100.0, "C3"
+            else:
+                target, scale, color = ax, 1.0, "C0"
+            style = "--" if name.startswith("test") else "-"
+            target.plot(
+                coords,
+                scale * values,
+                linestyle=style,
+                color=color,
+                linewidth=1,
+                label=f"{_pretty(name)} [{label}]",
+            )
+    if not drawn:
+        raise ValueError("nothing to plot: no point of the surfaces is done")
+    if log:
+        ax.set_yscale("log")
+    if loss_max is not None:
+        if log:
+            ax.set_ylim(top=loss_max)
+        else:
+            ax.set_ylim(0, loss_max)
+    ax.set_xlim(min(lows) if xmin is None else xmin, max(highs) if xmax is None else xmax)
+    ax.set_ylabel("Loss", color="C0")
+    ax.tick_params("y", colors="C0")
+    if acc_ax is not None:
+        acc_ax.set_ylim(0, 100)
+        acc_ax.set_ylabel("Accuracy (%)", color="C3")
+        acc_ax.tick_params("y", colors="C3")
+    xlabel, _ = _axis_labels(surfaces[0])
+    ax.set_xlabel(xlabel)
+    ax.set_title(f"{len(surfaces)} surfaces" if title is None else title)
+    return ax
+
+
 # --------------------------------------------------------------------------------------------
 # the standard figure set
 # --------------------------------------------------------------------------------------------
@@ -568,6 +659,9 @@ def plot_all(
     log: bool = False,
     loss_max: float | None = None,
     zmax: float | None = None,
+    zlim: float | None = None,
+    xmin: float | None = None,
+    xmax: float | None = None,
     noise_floor: bool = True,
     trajectory: Any = None,
     dpi: int = 150,
@@ -576,7 +670,8 @@ def plot_all(
 
     1D: ``<out_prefix>_1d_loss_acc[_log].<fmt>``. 2D: ``<out_prefix>_<metric>_2dcontour``,
     ``_2dcontourf``, ``_2dheat`` and ``_3dsurface`` (and ``_2dcontour_proj`` when a projected
-    ``trajectory`` ``(T, 2)`` is given), one file per format in ``formats``.
+    ``trajectory`` ``(T, 2)`` is given), one file per format in ``formats``. ``xmin``/``xmax``
+    go to the 1D plot, ``zlim`` to the 3D one.
     """
     from matplotlib.figure import Figure
 
@@ -589,7 +684,7 @@ def plot_all(
         return fig.add_subplot(projection=projection)
 
     if surface.y is None:
-        ax = plot_1d(surface, ax=new(), log=log, loss_max=loss_max)
+        ax = plot_1d(surface, ax=new(), log=log, loss_max=loss_max, xmin=xmin, xmax=xmax)
         figures.append(("_1d_loss_acc" + ("_log" if log else ""), ax.figure))
     else:
         levels = dict(vmin=vmin, vmax=vmax, vlevel=vlevel)
@@ -601,7 +696,7 @@ def plot_all(
         ax = plot_heatmap(surface, metric, ax=new(), log=log, vmin=vmin, vmax=vmax)
         figures.append((base + "_2dheat", ax.figure))
         ax = plot_surface_3d(
-            surface, metric, ax=new("3d"), log=log, zmax=zmax, vmin=vmin, vmax=vmax
+            surface, metric, ax=new("3d"), log=log, zmax=zmax, zlim=zlim, vmin=vmin, vmax=vmax
         )
         figures.append((base + "_3dsurface", ax.figure))
         if trajectory is not None:

@@ -35,7 +35,12 @@ Evaluation modes of :class:`SurfaceEvaluator`:
   chosen so far; then ``points_per_call`` and ``default_chunk_size`` are K.
 - ``"vmap"``: ``torch.func.functional_call`` + ``vmap`` over K stacked sets of the moved
   tensors (the others, buffers included, stay unbatched), K points per forward; eval mode only.
-- ``"auto"``: eager on CPU, vmap on CUDA (eager with ``bn_mode="recompute"``).
+- ``"auto"``: eager on CPU. On CUDA (``bn_mode="eval"``, one process) a probe at the centre
+  checks ``vmap`` (K points per forward) against the eager loop and times both in interleaved
+  rounds on a prefix of at most 1,024 training rows; ``vmap`` is taken only where it agrees
+  within tolerance and measures at least 10% faster per point, else eager (timings and choice
+  in ``provenance["execution"]["auto_vmap_probe"]``). Eager with ``bn_mode="recompute"`` and
+  on one of several MPI ranks (which could choose differently).
 
 Forward chunk (eager and compiled): ``forward_chunk`` rows per forward call, by default chosen
 at construction by a timing probe at the centre (hill climbing from ``batch_size``: halving
@@ -60,9 +65,9 @@ points per compiled call), 0.61 on the CNN and 0.67 on ResNet-20; vmap 0.84-1.38
 all samples in one forward): 0.59 on the MLP (compiled / loss-landscapes 0.91 paired; eager
 alone stays ~25% behind it there: the per-point cross-entropy and argmax kernels of 1,024
 ten-class rows cost ~0.09 ms next to a 0.3 ms forward), 1.06 on the CNN and 2.2 on ResNet-20.
-On GPUs a small model at batch 128 is launch-bound, which K points per forward amortise, so
-``auto`` takes ``vmap`` on CUDA; that part is not measured in this repository yet (pass
-``mode`` explicitly to compare).
+On GPUs a small model at batch 128 is launch-bound, which K points per forward may amortise,
+so ``auto`` on CUDA measures ``vmap`` against eager at construction and keeps the faster one;
+GPU timings are not recorded in this repository yet (the probe's are in the provenance).
 
 Determinism: a point's value depends only on its coordinates, never on the chunk of points, the
 group whose metrics are computed together, the forward chunk or the process that evaluates it
@@ -131,6 +136,16 @@ _OUTPUT_BUDGET = 64 << 20
 # vmap on CPU: activations of all K points of one call (measured best: K = 4 for the digits
 # CNN, 6.6 MB of activations per point at batch 128; K = 64 for the digits MLP, 38 kB).
 _CPU_ACTIVATION_BUDGET = 32 << 20
+# mode="auto" on CUDA: eager against vmap at the centre (SurfaceEvaluator._probe_auto_vmap),
+# on at most this many training rows, the eager loop over this many points, best of rounds.
+_AUTO_PROBE_ROWS = 1024
+_AUTO_PROBE_EAGER_POINTS = 4
+_AUTO_PROBE_ROUNDS = 3
+# (rtol, atol) of vmap against eager for every metric (None: any dtype not listed); cuDNN
+# convolutions may run in TF32, and vmap batches them differently from the eager loop.
+_AUTO_PROBE_TOLERANCE = {torch.float64: (1e-9, 1e-12), None: (1e-3, 1e-5)}
+# True: the probe runs on any device (CPU too), for tests; normally CUDA only.
+_AUTO_VMAP_PROBE_ANY_DEVICE = False
 # (rtol, atol) of check_center per parameter dtype.
 CENTER_TOLERANCE = {
     torch.float64: (1e-9, 1e-12),
@@ -169,7 +184,10 @@ class Surface:
     (``train_loss``, ``train_acc``, ``train_loss_se``, ..., or ``train_mae`` for regression)
     is a float64 array of the grid shape (``(nx,)`` or ``(ny, nx)``, element ``[i, j]`` at
     ``(x[j], y[i])``), NaN where not done; accuracy is a fraction in [0, 1]. ``done`` is a
-    bool mask of the grid shape and ``provenance`` a JSON-able dict.
+    bool mask of the grid shape and ``provenance`` a JSON-able dict. ``sample_indices`` maps an
+    evaluation set (``"train"``, ``"test"``) to the int64 indices of the samples evaluated
+    when a subset of it was used (stored as ``train_indices`` / ``test_indices`` in HDF5);
+    empty when every sample was.
     """
 
     x: np.ndarray
@@ -177,6 +195,7 @@ class Surface:
     metrics: dict[str, np.ndarray]
     done: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
+    sample_indices: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         x = _axis("x", self.x)
@@ -196,6 +215,26 @@ class Surface:
         object.__setattr__(self, "metrics", metrics)
         object.__setattr__(self, "done", done)
         object.__setattr__(self, "provenance", dict(self.provenance))
+        indices = {}
+        for name, values in dict(self.sample_indices or {}).items():
+            array = np.asarray(values)
+            if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+                raise ValueError(
+                    f"sample_indices[{name!r}] must be a 1-D integer array, got "
+                    f"{array.dtype} {array.shape}"
+                )
+            indices[str(name)] = array.astype(np.int64)
+        object.__setattr__(self, "sample_indices", indices)
+
+    @property
+    def train_indices(self) -> np.ndarray | None:
+        """Indices of the evaluated training samples when a subset was used, else None."""
+        return self.sample_indices.get("train")
+
+    @property
+    def test_indices(self) -> np.ndarray | None:
+        """Indices of the evaluated test samples when a test subset was used, else None."""
+        return self.sample_indices.get("test")
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -602,8 +641,13 @@ class SurfaceEvaluator:
         self._compiled = None
         # compiled mode, K points per call: one compiled function per evaluation set
         self._points_compiled: list[Callable[..., Tensor]] | None = None
+        probe_vmap = False
         if mode == "auto":
-            mode = "vmap" if self.device.type == "cuda" and bn_mode == "eval" else "eager"
+            # eager, unless (CUDA, eval-mode BatchNorm) vmap measures faster at the centre
+            mode = "eager"
+            probe_vmap = bn_mode == "eval" and (
+                self.device.type == "cuda" or _AUTO_VMAP_PROBE_ANY_DEVICE
+            )
         self.mode = mode
         self._probe_batch_seconds: float | None = None  # one nominal batch forward (probe)
         self._probe_cheap = False  # the probe timed whole passes (then compiled is probed too)
@@ -614,6 +658,8 @@ class SurfaceEvaluator:
             if mode == "compiled":
                 self._setup_compiled()
                 self._setup_compiled_points()
+            elif probe_vmap:
+                self._probe_auto_vmap()
 
     # ----------------------------------------------------------------- construction helpers
 
@@ -1110,6 +1156,80 @@ class SurfaceEvaluator:
             self.points_per_call = 1
             self._notes["vmap_error"] = f"{type(error).__name__}: {error}"[:500]
 
+    def _probe_auto_vmap(self) -> None:
+        """``mode="auto"`` on CUDA: keep eager, or switch to ``vmap`` where it measures faster.
+
+        At the centre, on a prefix of the training samples (at most ``_AUTO_PROBE_ROWS``
+        rows, whole nominal batches), K points by one ``vmap`` call are checked against the
+        eager loop (every metric of every point within ``_AUTO_PROBE_TOLERANCE``), then the
+        eager loop over ``_AUTO_PROBE_EAGER_POINTS`` points and the K-point call are timed in
+        ``_AUTO_PROBE_ROUNDS`` interleaved rounds (best of them, per point). ``vmap`` is kept
+        only where it agrees and takes at most ``_PROBE_MIN_GAIN`` of the eager time per
+        point. One of several MPI ranks does not probe (the ranks could choose differently,
+        and could not agree without a collective): eager. Timings and choice are in
+        ``provenance["execution"]["auto_vmap_probe"]``."""
+        ranks = _launched_ranks()
+        if ranks > 1:
+            self._notes["auto_vmap_probe"] = {
+                "choice": "eager",
+                "reason": f"no probe: one of {ranks} MPI ranks (pass mode='vmap' to use it)",
+            }
+            return
+        note: dict[str, Any] = {"choice": "eager"}
+        self._notes["auto_vmap_probe"] = note
+        full_sets = self._sets
+        try:
+            width = self._choose_points_per_call()
+            train = full_sets[0]
+            rows = min(
+                len(train.inputs), max(1, _AUTO_PROBE_ROWS // self.batch_size) * self.batch_size
+            )
+            self._sets = [_prefix_set(train, rows)]
+            coords = np.zeros((width, self.ndim))
+            eager_points = min(width, _AUTO_PROBE_EAGER_POINTS)
+            note.update(points_per_call=width, rows=rows, eager_points=eager_points)
+
+            expected = self.evaluate_points(coords[:1])
+            with self._prepared(), torch.no_grad():
+                got = {name: np.full(width, np.nan) for name in self.metric_names}
+                self._store(got, 0, self._vmap_point_stats(coords))
+            rtol, atol = _AUTO_PROBE_TOLERANCE.get(self.dtype, _AUTO_PROBE_TOLERANCE[None])
+            for name, values in expected.items():
+                if not np.all(np.isclose(got[name], values[0], rtol, atol, equal_nan=True)):
+                    note["reason"] = (
+                        f"vmap disagrees with eager: {name} {float(np.max(got[name]))!r} "
+                        f"vs {float(values[0])!r} (rtol={rtol}, atol={atol})"
+                    )
+                    return
+
+            def eager_pass() -> None:
+                self.evaluate_points(coords[:eager_points])
+
+            def vmap_pass() -> None:
+                self._vmap_point_stats(coords)
+
+            with self._prepared(), torch.no_grad():
+                timings = self._pass_seconds(
+                    {"eager": eager_pass, "vmap": vmap_pass}, rounds=_AUTO_PROBE_ROUNDS
+                )
+            per_point = {"eager": timings["eager"] / eager_points, "vmap": timings["vmap"] / width}
+            note["ms_per_point"] = {k: round(v * 1e3, 4) for k, v in per_point.items()}
+            if not per_point["vmap"] <= _PROBE_MIN_GAIN * per_point["eager"]:
+                note["reason"] = f"vmap is not at least {1 - _PROBE_MIN_GAIN:.0%} faster per point"
+                return
+        except Exception as error:  # noqa: BLE001 - an optimisation only
+            note["reason"] = f"vmap not available: {type(error).__name__}: {error}"[:500]
+            return
+        finally:
+            self._sets = full_sets
+        note["choice"] = "vmap"
+        note["reason"] = (
+            f"vmap measured at least {1 - _PROBE_MIN_GAIN:.0%} faster per point and agrees "
+            "with eager"
+        )
+        self.mode = "vmap"
+        self.points_per_call = width
+
     def _choose_points_per_call(self) -> int:
         if self._requested_points_per_call is not None:
             return self._requested_points_per_call
@@ -1167,6 +1287,18 @@ class SurfaceEvaluator:
     def test_indices(self) -> np.ndarray | None:
         """Indices of the evaluated test samples, or None without test data."""
         return self._sets[1].indices.copy() if len(self._sets) > 1 else None
+
+    @property
+    def sample_indices(self) -> dict[str, np.ndarray]:
+        """``{"train": indices}`` when ``subset`` was given, plus ``"test"`` when
+        ``test_subset`` was: what a surface file stores as ``train_indices`` /
+        ``test_indices`` (with their sha256 in the provenance either way)."""
+        result = {}
+        if self._subset is not None:
+            result["train"] = self.train_indices
+        if len(self._sets) > 1 and self._test_subset is not None:
+            result["test"] = self.test_indices
+        return result
 
     @property
     def provenance(self) -> dict[str, Any]:
@@ -1564,6 +1696,18 @@ def _unaliased(value: Any, storages: set[int]) -> Any:
     return value
 
 
+def _prefix_set(evalset: _EvalSet, rows: int) -> _EvalSet:
+    """The first ``rows`` samples of ``evalset`` (views), same nominal batches and forward
+    chunk."""
+    bounds = [(start, min(stop, rows)) for start, stop in evalset.bounds if start < rows]
+    sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
+    inputs, targets = evalset.inputs[:rows], evalset.targets[:rows]
+    batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
+    prefix = _EvalSet(evalset.name, inputs, targets, evalset.indices[:rows], bounds, sizes, batches)
+    prefix.set_chunk(evalset.chunks[0][1] - evalset.chunks[0][0])
+    return prefix
+
+
 def _launched_ranks() -> int:
     """The size of the MPI job this process belongs to (1 outside MPI): mpi4py's world when
     it is initialised, else the launcher's environment (Open MPI, MPICH/Hydra, MVAPICH)."""
@@ -1691,6 +1835,7 @@ def _compute(
         metrics={name: value.reshape(shape) for name, value in metrics.items()},
         done=done.reshape(shape),
         provenance=evaluator.provenance,
+        sample_indices=evaluator.sample_indices,
     )
 
 

@@ -381,7 +381,124 @@ def test_data_split_takes_one_part(workdir, capsys):
     surf = workdir / "split.h5"
     argv = surface_cmd(surf, "--x", "-1:1:3", "--data_split", "2", "--split_idx", "1")
     assert run(*argv) == 0, capsys.readouterr().err
-    provenance = load_surface(surf).provenance
+    surface = load_surface(surf)
+    provenance = surface.provenance
     assert provenance["train_size"] == 128 and provenance["subset"] == "indices"
+    # the evaluated samples are stored (train_indices), and a re-run resumes onto them
+    assert surface.train_indices.size == 128 and np.unique(surface.train_indices).size == 128
+    assert run(*argv) == 0, capsys.readouterr().err
+    assert "3 already done, 0 to compute" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_surface(surf).train_indices, surface.train_indices)
     code = run(*surface_cmd("s.h5", "--x", "-1:1:3", "--data_split", "2", "--split_idx", "2"))
     assert_one_line_error(capsys, code, 1, "--split_idx")
+
+
+# --------------------------------------------------------------------------------------------
+# plot_1D.py / plot_2D.py flags: --xmin/--xmax, --prefix/--idx_min/--idx_max, --zlim
+# --------------------------------------------------------------------------------------------
+
+
+def line_surface(shift=0.0, x=None):
+    from landscape.surface import Surface
+
+    x = np.linspace(-1.0, 1.5, 26) if x is None else x
+    loss = 0.2 + (x - shift) ** 2
+    metrics = {
+        "train_loss": loss,
+        "test_loss": loss + 0.1,
+        "train_acc": np.clip(1 - loss / 4, 0, 1),
+        "test_acc": np.clip(0.9 - loss / 4, 0, 1),
+    }
+    return Surface(x=x, y=None, metrics=metrics, done=np.ones(x.size, bool), provenance={})
+
+
+@pytest.fixture
+def drawn_axes(monkeypatch):
+    """The Axes the CLI's plots return, by function name (the functions run unchanged)."""
+    import landscape.plot as plot_module
+
+    captured: dict[str, list] = {}
+    for name in ("plot_1d", "plot_1d_repeat", "plot_surface_3d"):
+        real = getattr(plot_module, name)
+
+        def wrapper(*args, _real=real, _name=name, **kwargs):
+            ax = _real(*args, **kwargs)
+            captured.setdefault(_name, []).append(ax)
+            return ax
+
+        monkeypatch.setattr(plot_module, name, wrapper)
+    return captured
+
+
+def test_plot_help_lists_the_plot_1d_and_plot_2d_flags(capsys):
+    assert run("plot", "-h") == 0
+    out = capsys.readouterr().out
+    for flag in ("--xmin", "--xmax", "--prefix", "--idx_min", "--idx_max", "--zlim"):
+        assert flag in out, flag
+
+
+def test_plot_xmin_xmax_set_the_1d_axis_limits(workdir, capsys, drawn_axes):
+    from landscape.io import save_surface
+
+    save_surface("line.h5", line_surface())
+    assert run("plot", "--surf_file", "line.h5", "--xmin", "-0.25", "--xmax", "0.75") == 0
+    assert_not_blank("line.h5_1d_loss_acc.png")
+    assert drawn_axes["plot_1d"][-1].get_xlim() == (-0.25, 0.75)
+    # loss-landscape's defaults -1 and 1 mean "the data's own range" (x runs -1..1.5)
+    assert run("plot", "--surf_file", "line.h5", "--xmin", "-1", "--xmax", "1") == 0
+    assert drawn_axes["plot_1d"][-1].get_xlim() == (-1.0, 1.5)
+    assert run("plot", "--surf_file", "line.h5") == 0
+    assert drawn_axes["plot_1d"][-1].get_xlim() == (-1.0, 1.5)
+    assert_not_blank("line.h5_1d_loss_acc.png")
+
+
+def test_plot_prefix_overlays_one_line_per_file(workdir, capsys, drawn_axes):
+    from landscape.io import save_surface
+
+    for idx, shift in ((2, -0.3), (3, 0.0), (4, 0.4)):
+        save_surface(f"rnd_{idx}.h5", line_surface(shift))
+    code = run(
+        "plot", "--prefix", "rnd", "--idx_min", "2", "--idx_max", "4",
+        "--xmin", "-0.5", "--xmax", "0.5", "--loss_max", "3",
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert_not_blank("rnd_1d_loss_err_repeat.png")
+    ax = drawn_axes["plot_1d_repeat"][-1]
+    assert ax.get_xlim() == (-0.5, 0.5) and ax.get_ylim() == (0, 3)
+    train = [line for line in ax.lines if line.get_label().startswith("train loss")]
+    assert [line.get_label() for line in train] == [f"train loss [{i}]" for i in (2, 3, 4)]
+    assert len(ax.lines) == 6  # train and test loss of each of the 3 files
+    (acc_ax,) = [other for other in ax.figure.axes if other is not ax]
+    assert len(acc_ax.lines) == 6 and acc_ax.get_ylim() == (0, 100)
+    minima = [line.get_xdata()[np.argmin(line.get_ydata())] for line in train]
+    np.testing.assert_allclose(minima, [-0.3, 0.0, 0.4])  # each file's own curve
+    for line in ax.lines + acc_ax.lines:
+        assert np.isfinite(line.get_ydata()).all()
+
+    # default limits: the files' own range; --output moves the figure
+    assert (
+        run("plot", "--prefix", "rnd", "--idx_min", "2", "--idx_max", "4", "--output", "o/r") == 0
+    )
+    assert drawn_axes["plot_1d_repeat"][-1].get_xlim() == (-1.0, 1.5)
+    assert_not_blank("o/r_1d_loss_err_repeat.png")
+
+    # a missing file (loss-landscape's default --idx_min is 1) is a clear one-line error
+    code = run("plot", "--prefix", "rnd", "--idx_max", "4")
+    assert_one_line_error(capsys, code, 1, "rnd_1.h5", "--idx_min")
+    assert_one_line_error(capsys, run("plot"), 1, "--surf_file", "--prefix")
+
+
+def test_plot_zlim_sets_the_top_of_the_3d_surface(workdir, capsys, drawn_axes):
+    from landscape.io import save_surface
+    from landscape.surface import Surface
+
+    x, y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7)
+    loss = 0.1 + np.add.outer(y**2, x**2)  # 0.1 .. 2.1
+    done = np.ones(loss.shape, bool)
+    save_surface("plane.h5", Surface(x=x, y=y, metrics={"train_loss": loss}, done=done))
+    assert run("plot", "--surf_file", "plane.h5", "--zlim", "5") == 0
+    assert_not_blank("plane.h5_train_loss_3dsurface.png")
+    ax = drawn_axes["plot_surface_3d"][-1]
+    assert ax.get_zlim()[1] == 5.0
+    assert run("plot", "--surf_file", "plane.h5") == 0  # default: the data's range
+    assert drawn_axes["plot_surface_3d"][-1].get_zlim()[1] < 3.0

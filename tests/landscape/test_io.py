@@ -19,7 +19,7 @@ from landscape.io import (  # noqa: E402
     load_surface,
     save_surface,
 )
-from landscape.surface import Surface  # noqa: E402
+from landscape.surface import Surface, _hash_indices  # noqa: E402
 
 METRICS = ("train_loss", "train_acc", "train_loss_se", "train_acc_se")
 
@@ -131,7 +131,7 @@ def test_save_never_overwrites_without_flag(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-def open_writer(path, *, x=None, y=None, overwrite=False, **changes):
+def open_writer(path, *, x=None, y=None, overwrite=False, sample_indices=None, **changes):
     x = np.linspace(-1, 1, 7) if x is None else x
     y = np.linspace(-1, 1, 4) if y is None else y
     return SurfaceWriter.open(
@@ -141,6 +141,7 @@ def open_writer(path, *, x=None, y=None, overwrite=False, **changes):
         metric_names=METRICS,
         provenance=provenance(**changes),
         overwrite=overwrite,
+        sample_indices=sample_indices,
     )
 
 
@@ -440,6 +441,10 @@ def vtp_arrays(path):
         for array in piece.find(section).findall("DataArray"):
             values = np.array((array.text or "").split(), dtype=np.float64)
             arrays[f"{section}/{array.attrib['Name']}"] = values
+            if values.size:
+                # RangeMin/RangeMax are plain numbers (not "np.float64(...)") equal to the data's.
+                assert float(array.attrib["RangeMin"]) == values.min()
+                assert float(array.attrib["RangeMax"]) == values.max()
     return piece.attrib, arrays
 
 
@@ -509,3 +514,115 @@ def test_vtp_partial_surface_drops_points_not_done(tmp_path):
 def test_vtp_needs_2d(tmp_path):
     with pytest.raises(ValueError, match="2D"):
         export_vtp(make_surface(ny=None), tmp_path / "x.vtp")
+
+
+# --------------------------------------------------------------------------------------------
+# evaluated-sample indices
+# --------------------------------------------------------------------------------------------
+
+
+def subset_evaluator(subset=12, test_subset=5):
+    import torch
+    from torch import nn
+
+    from landscape.directions import create_directions
+    from landscape.surface import SurfaceEvaluator
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    inputs, targets = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    return SurfaceEvaluator(
+        model,
+        create_directions(model, seed=0, ndim=1),
+        (inputs, targets),
+        test_data=(inputs[:20], targets[:20]),
+        subset=subset,
+        subset_seed=3,
+        test_subset=test_subset,
+        mode="eager",
+        forward_chunk=16,
+    )
+
+
+def test_subset_indices_are_stored_as_integer_datasets_and_read_back(tmp_path):
+    evaluator = subset_evaluator(subset=12, test_subset=5)
+    train, test = evaluator.train_indices, evaluator.test_indices
+    assert sorted(evaluator.sample_indices) == ["test", "train"]
+    x = np.linspace(-1, 1, 12)  # as many points as subset samples: not a metric
+    path = tmp_path / "s.h5"
+    with SurfaceWriter.open(
+        path,
+        x=x,
+        y=None,
+        metric_names=evaluator.metric_names,
+        provenance=evaluator.provenance,
+        sample_indices=evaluator.sample_indices,
+    ) as writer:
+        writer.write(np.arange(12), evaluator.evaluate_points(x))
+        np.testing.assert_array_equal(writer.surface().train_indices, train)
+    with h5py.File(path, "r") as f:
+        assert np.issubdtype(f["train_indices"].dtype, np.integer)
+        np.testing.assert_array_equal(f["train_indices"][()], train)
+        np.testing.assert_array_equal(f["test_indices"][()], test)
+        assert f.attrs["train_indices_sha256"] == evaluator.provenance["train_indices_sha256"]
+    loaded = load_surface(path)
+    assert sorted(loaded.metrics) == sorted(evaluator.metric_names)
+    np.testing.assert_array_equal(loaded.train_indices, train)
+    np.testing.assert_array_equal(loaded.test_indices, test)
+    assert loaded.train_indices.dtype == np.int64
+
+
+def test_surface_1d_with_subset_round_trips_its_indices(tmp_path):
+    import torch
+    from torch import nn
+
+    from landscape.directions import create_directions
+    from landscape.surface import SurfaceEvaluator, surface_1d
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 3))
+    data = (torch.randn(50, 4), torch.randint(0, 3, (50,)))
+    directions = create_directions(model, seed=0, ndim=1)
+    surface = surface_1d(
+        model, directions, data, x=np.linspace(-1, 1, 5), subset=17, subset_seed=2, progress=False
+    )
+    expected = SurfaceEvaluator(model, directions, data, subset=17, subset_seed=2).train_indices
+    np.testing.assert_array_equal(surface.train_indices, expected)
+    assert surface.test_indices is None
+    loaded = load_surface(save_surface(tmp_path / "s.h5", surface))
+    np.testing.assert_array_equal(loaded.train_indices, expected)
+    # Without a subset nothing is stored.
+    full = surface_1d(model, directions, data, x=np.linspace(-1, 1, 3), progress=False)
+    assert full.sample_indices == {}
+    with h5py.File(save_surface(tmp_path / "full.h5", full), "r") as f:
+        assert "train_indices" not in f
+
+
+def test_resume_checks_the_stored_indices(tmp_path):
+    path = tmp_path / "s.h5"
+    indices = np.array([3, 1, 4, 15, 9], dtype=np.int64)
+    digest = _hash_indices(indices)
+
+    def writer(sample_indices, **changes):
+        return open_writer(
+            path, sample_indices=sample_indices, train_indices_sha256=digest, **changes
+        )
+
+    with writer({"train": indices}) as w:
+        w.write([0], fake_metrics([0]))
+    with writer({"train": indices}) as w:  # the same samples: resumed
+        assert w.todo().size == 27
+        np.testing.assert_array_equal(w.surface().train_indices, indices)
+    with pytest.raises(ValueError, match="train_indices.*--overwrite"):
+        writer({"train": indices[::-1].copy()})
+    with pytest.raises(ValueError, match="train_indices|subset"):
+        writer(None)
+
+    # A file written before the indices were stored gains them when its sha256 matches.
+    with h5py.File(path, "r+") as f:
+        del f["train_indices"]
+    with pytest.raises(ValueError, match="sha256"):
+        writer({"train": indices + 1})
+    with writer({"train": indices}) as w:
+        assert w.todo().size == 27
+    np.testing.assert_array_equal(load_surface(path).train_indices, indices)

@@ -365,6 +365,87 @@ def test_vmap_matches_eager_on_a_cnn_with_batchnorm(dtype, dir_type):
     assert_bitwise_equal(model, before)
 
 
+def fake_probe_timer(monkeypatch, eager_ms_per_point, vmap_ms_per_point):
+    """Replace the timings of the auto probe's eager/vmap pair (both arms still run once);
+    every other probe is timed for real. Returns the list of rounds asked for."""
+    real = SurfaceEvaluator._pass_seconds
+    asked = []
+
+    def timer(self, passes, rounds=surface_module._PROBE_ROUNDS):
+        if set(passes) != {"eager", "vmap"}:
+            return real(self, passes, rounds)
+        asked.append(rounds)
+        for run in passes.values():
+            run()
+        note = self._notes["auto_vmap_probe"]
+        return {
+            "eager": eager_ms_per_point * 1e-3 * note["eager_points"],
+            "vmap": vmap_ms_per_point * 1e-3 * note["points_per_call"],
+        }
+
+    monkeypatch.setattr(SurfaceEvaluator, "_pass_seconds", timer)
+    return asked
+
+
+@pytest.mark.parametrize(
+    "vmap_ms, kept", [(0.5, True), (0.95, False)], ids=["vmap-2x-faster", "vmap-5pct-faster"]
+)
+def test_auto_probe_keeps_vmap_only_where_it_measures_10_percent_faster(monkeypatch, vmap_ms, kept):
+    model = make_cnn(torch.float32)
+    before = state_of(model)
+    data = image_data(n=80, dtype=torch.float32)
+    directions = create_directions(model, seed=0)
+    options = dict(test_data=image_data(n=24, seed=5, dtype=torch.float32), batch_size=32)
+    eager = SurfaceEvaluator(model, directions, data, mode="eager", **options)
+    asked = fake_probe_timer(monkeypatch, 1.0, vmap_ms)
+    monkeypatch.setattr(surface_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)  # as on CUDA
+    auto = SurfaceEvaluator(model, directions, data, points_per_call=8, **options)
+    assert asked == [surface_module._AUTO_PROBE_ROUNDS]
+    probe = auto.provenance["execution"]["auto_vmap_probe"]
+    assert probe["ms_per_point"] == {"eager": 1.0, "vmap": vmap_ms}
+    assert probe["points_per_call"] == 8 and probe["eager_points"] == 4
+    assert probe["choice"] == ("vmap" if kept else "eager"), probe["reason"]
+    assert auto.mode == probe["choice"]
+    assert auto.points_per_call == (8 if kept else 1)
+    assert auto.provenance["mode"] == probe["choice"]
+    json.dumps(auto.provenance)
+    assert_metrics_close(auto.evaluate_points(POINTS), eager.evaluate_points(POINTS), torch.float32)
+    assert_bitwise_equal(model, before)
+
+
+def test_auto_probe_rejects_vmap_that_disagrees_and_does_not_run_on_cpu_or_mpi(monkeypatch):
+    model = make_cnn(torch.float64)
+    data = image_data(n=64)
+    directions = create_directions(model, seed=0)
+    asked = fake_probe_timer(monkeypatch, 1.0, 0.1)  # vmap would win on time
+
+    # CPU, probe not forced: eager as before, no probe at all.
+    cpu = SurfaceEvaluator(model, directions, data, batch_size=32)
+    assert cpu.mode == "eager" and "auto_vmap_probe" not in cpu.provenance["execution"]
+    assert asked == []
+
+    monkeypatch.setattr(surface_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)
+    real_stats = SurfaceEvaluator._vmap_point_stats
+    monkeypatch.setattr(
+        SurfaceEvaluator, "_vmap_point_stats", lambda self, c: real_stats(self, c) * 1.01
+    )
+    wrong = SurfaceEvaluator(model, directions, data, batch_size=32, points_per_call=4)
+    probe = wrong.provenance["execution"]["auto_vmap_probe"]
+    assert wrong.mode == "eager" and probe["choice"] == "eager"
+    assert "disagrees" in probe["reason"] and asked == []  # never timed
+    monkeypatch.setattr(SurfaceEvaluator, "_vmap_point_stats", real_stats)
+
+    # bn_mode="recompute" cannot use vmap: no probe.
+    recompute = SurfaceEvaluator(model, directions, data, batch_size=32, bn_mode="recompute")
+    assert recompute.mode == "eager" and "auto_vmap_probe" not in recompute.provenance["execution"]
+
+    # One of several MPI ranks: no probe (the ranks could choose differently), eager.
+    monkeypatch.setenv("PMI_SIZE", "2")
+    ranked = SurfaceEvaluator(model, directions, data, batch_size=32, points_per_call=4)
+    probe = ranked.provenance["execution"]["auto_vmap_probe"]
+    assert ranked.mode == "eager" and "MPI" in probe["reason"] and asked == []
+
+
 def test_eager_values_do_not_depend_on_the_group_of_points_and_barely_on_the_forward_chunk(
     monkeypatch,
 ):
