@@ -442,6 +442,13 @@ def load_forecast_data(
     return ForecastData(spec.name, list(columns), seq_len, horizon, **fields)
 
 
+def download_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``--download`` saves: ``data_dir``, else the first ``$SAMLAB_DATA`` entry, else the
+    repository's ``data/`` folder (all three are searched by :func:`find_dataset_file`)."""
+    env = os.environ.get("SAMLAB_DATA", "").split(os.pathsep)[0]
+    return Path(data_dir or env or EMBEDDED_DATA_DIR)
+
+
 def download(name: str, data_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Fetch ``spec.url`` to ``data_dir/<name>.csv`` (temp file + rename; rows checked).
 
@@ -505,9 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.download:
-            env = os.environ.get("SAMLAB_DATA", "").split(os.pathsep)[0]
-            folder = args.data_dir or env or EMBEDDED_DATA_DIR
-            print(download(args.download, folder, overwrite=args.overwrite))
+            print(download(args.download, download_dir(args.data_dir), overwrite=args.overwrite))
         else:
             _print_info(args.info, args.data_dir, args.seq_len)
     except (OSError, ValueError) as err:  # missing file, bad data, network

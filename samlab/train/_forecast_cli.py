@@ -181,8 +181,10 @@ def _eval_only(args: argparse.Namespace) -> int:
         )
     fields = set(ForecastConfig.__dataclass_fields__)
     config = ForecastConfig(**{k: v for k, v in saved.items() if k in fields})
-    data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len,
-                              data_dir=args.data_dir)  # fmt: skip
+    # --data-dir wins; else the data the run was trained on (its saved folder or file)
+    where = {"data_dir": args.data_dir} if args.data_dir else {
+        "data_dir": config.data_dir, "path": config.data_path}  # fmt: skip
+    data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len, **where)
     model = build_forecaster(config, data.n_channels)
     model.load_state_dict(ckpt["model"])
     test = evaluate_forecaster(model, data.test)
@@ -214,19 +216,21 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is None:
             raise ValueError("--output DIR is required for training")
         if args.download:
-            from samlab.datasets.timeseries import download, find_dataset_file
+            from samlab.datasets.timeseries import download, download_dir, find_dataset_file
 
             try:
                 find_dataset_file(args.dataset, args.data_dir)
             except FileNotFoundError:
-                download(args.dataset, args.data_dir or ".")
+                folder = download_dir(args.data_dir)
+                download(args.dataset, folder)
+                args.data_dir = str(folder)
         if args.seeds is not None and args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         seeds = list(range(args.seeds)) if args.seeds else [args.seed or 0]
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
         metrics = run_seeds(args, seeds, out)
-    except (ValueError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:  # OSError: files, network
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(_summary(metrics))

@@ -160,7 +160,37 @@ def build_forecaster(config: ForecastConfig, n_channels: int) -> nn.Module:
     )
 
 
+class _EagerFallback(nn.Module):
+    """``torch.compile(model)`` that falls back to the eager ``model`` (one RuntimeWarning)
+    when compilation fails at its first call: ``torch.compile`` itself is lazy, so a missing
+    or broken compiler only shows up there."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_compiled_fn", torch.compile(model))  # not a submodule
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self._compiled_fn is not None:
+            try:
+                return self._compiled_fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any compiler failure falls back
+                object.__setattr__(self, "_compiled_fn", None)
+                _warn_eager(f"{type(err).__name__}: {err}".splitlines()[0][:300])
+        return self.model(*args, **kwargs)
+
+
+def _warn_eager(reason: str) -> None:
+    warnings.warn(
+        f"torch.compile is unavailable ({reason}); training the eager model instead",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def _compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """The model to call in training and evaluation: ``model`` itself, or with ``enabled`` its
+    compiled twin with a clean eager fallback (no C++ compiler, or compilation failing)."""
     if not enabled:
         return model
     try:
@@ -168,13 +198,9 @@ def _compiled(model: nn.Module, enabled: bool) -> nn.Module:
 
         if not compiler_available():
             raise RuntimeError("no working C++ compiler for torch.compile")
-        return torch.compile(model)
+        return _EagerFallback(model)
     except Exception as err:  # noqa: BLE001 - any compile setup failure falls back
-        warnings.warn(
-            f"torch.compile is unavailable ({err}); training the eager model instead",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn_eager(str(err))
         return model
 
 

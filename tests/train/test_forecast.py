@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +281,53 @@ def test_run_top_eigenvalue_measures_the_best_checkpoint_once(data_dir, tmp_path
     stored["lambda_max"] = -1.0  # a second call reads the stored value instead of recomputing
     (run / "result.json").write_text(json.dumps(stored))
     assert run_top_eigenvalue(run, windows=32, iters=8) == -1.0
+
+
+def test_compile_failing_at_the_first_call_falls_back_to_eager(data_dir, tmp_path, monkeypatch):
+    calls = []
+
+    def broken_compile(model, **kwargs):
+        def fn(*args, **kw):
+            calls.append(1)
+            raise RuntimeError("inductor: C++ compile error\nlong log")
+
+        return fn
+
+    monkeypatch.setattr(forecast.torch, "compile", broken_compile)
+    config = _config(data_dir, compile=True, max_epochs=1, max_train_batches=2)
+    with pytest.warns(RuntimeWarning, match="C\\+\\+ compile error.*eager") as record:
+        result = train_forecaster(config, tmp_path / "compiled")
+    assert len(calls) == 1 and len(record) == 1  # tried once, warned once
+    eager = train_forecaster(dataclasses.replace(config, compile=False), tmp_path / "eager")
+    assert result["test_mse"] == eager["test_mse"]
+
+
+def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "out"
+    common = ["--dataset", "exchange_rate", "--horizon", "8", "--seq-len", "32", "--epochs", "1",
+              "--quiet", "--no_sam"]  # fmt: skip
+    assert cli.main([*common, "--data-dir", str(data_dir), "--output", str(out)]) == 0
+    capsys.readouterr()
+    # no --data-dir: the checkpoint's own data folder is used
+    assert cli.main(["--eval-only", "--checkpoint", str(out / "seed_0" / "best.pt")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    trained = json.loads((out / "metrics.json").read_text())
+    assert shown["test_mse"] == pytest.approx(trained["test_mse"], rel=1e-12)
+    # --download without --data-dir saves into $SAMLAB_DATA, which the run then reads
+    import samlab.datasets.timeseries as ts
+
+    target = tmp_path / "env_data"
+    monkeypatch.setenv("SAMLAB_DATA", str(target))
+    monkeypatch.setattr(ts, "EMBEDDED_DATA_DIR", tmp_path / "no_embedded")
+    fetched = []
+
+    def fake_download(name, folder, **kw):
+        fetched.append(Path(folder))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        _write_series(Path(folder) / "exchange_rate.csv")
+
+    monkeypatch.setattr(ts, "download", fake_download)
+    assert cli.main([*common, "--output", str(tmp_path / "dl"), "--download"]) == 0
+    assert fetched == [target]
