@@ -1473,7 +1473,7 @@ class SurfaceEvaluator:
             if isinstance(self.loss, str):
                 chunks = [out for point in pending for out in point[index]]
                 outputs = chunks[0] if len(chunks) == 1 else torch.cat(chunks)
-                per_sample = self._per_sample(outputs, evalset.targets_times(count))
+                per_sample = self._per_sample(outputs, evalset.targets_times(count), eager=True)
                 parts.append(self._batch_sums(per_sample, evalset, count))
                 continue
             sums = []
@@ -1539,9 +1539,14 @@ class SurfaceEvaluator:
             return self._per_sample(outputs, targets).sum(-1, dtype=self._stat_dtype)
         return self._callable_sum(outputs, targets).reshape(1)
 
-    def _per_sample(self, outputs: Any, targets: Tensor) -> Tensor:
+    def _per_sample(self, outputs: Any, targets: Tensor, eager: bool = False) -> Tensor:
         """Per-sample ``[loss, second]`` ``(2, N)`` of a built-in loss (crossentropy: top-1
-        correctness; mse: mean absolute error), averaged over any further output dims."""
+        correctness; mse: mean absolute error), averaged over any further output dims.
+
+        ``eager`` (not under ``vmap``): class-index cross-entropy as ``logsumexp(z) - z[y]``
+        and correctness from ``max(1)``'s first maximal index, the same values as
+        ``F.cross_entropy`` (to rounding) and ``argmax``, about 4x cheaper on CPU for 10
+        classes (``log_softmax`` over short rows and ``argmax`` are slow there)."""
         if not isinstance(outputs, Tensor):
             raise TypeError(
                 f"loss={self.loss!r} needs the model to return a tensor, got "
@@ -1550,6 +1555,17 @@ class SurfaceEvaluator:
         if outputs.dtype in (torch.float16, torch.bfloat16):
             outputs = outputs.float()
         if self.loss == "crossentropy":
+            if (
+                eager
+                and outputs.ndim == 2
+                and targets.ndim == 1
+                and not targets.is_floating_point()
+                and bool(((targets >= 0) & (targets < outputs.shape[1])).all())
+            ):
+                picked = outputs.gather(1, targets[:, None]).squeeze(1)
+                losses = torch.logsumexp(outputs, 1) - picked
+                correct = (outputs.max(1).indices == targets).to(losses.dtype)
+                return torch.stack([losses, correct])
             losses = F.cross_entropy(outputs, targets, reduction="none")
             labels = targets.argmax(1) if targets.is_floating_point() else targets
             correct = (outputs.argmax(1) == labels).to(losses.dtype)

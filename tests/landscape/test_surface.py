@@ -858,3 +858,25 @@ def test_invalid_directions_and_options_raise():
         Surface(
             x=np.zeros(3), y=np.zeros(2), metrics={"l": np.zeros((3, 2))}, done=np.zeros((2, 3))
         )
+
+
+def test_eager_cross_entropy_stats_equal_cross_entropy_and_argmax():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 10)
+    evaluator = SurfaceEvaluator(
+        model, create_directions(model, seed=0), (torch.randn(8, 4), torch.randint(0, 10, (8,)))
+    )
+    outputs = torch.randn(300, 10)
+    outputs[:50, 3] = outputs[:50, 7] = outputs[:50].max(1).values + 1  # ties: first index wins
+    targets = torch.randint(0, 10, (300,))
+    targets[:25] = 3
+    targets[25:50] = 7
+    fast = evaluator._per_sample(outputs, targets, eager=True)
+    reference = evaluator._per_sample(outputs, targets)
+    np.testing.assert_allclose(fast[0], F.cross_entropy(outputs, targets, reduction="none"),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    assert torch.equal(fast[1], (outputs.argmax(1) == targets).float())
+    assert torch.equal(fast[1], reference[1]) and fast[1][:25].all() and not fast[1][25:50].any()
+    # out-of-range class indices take F.cross_entropy's path and its error
+    with pytest.raises((IndexError, RuntimeError)):
+        evaluator._per_sample(outputs, torch.full((300,), 12), eager=True)
