@@ -118,8 +118,9 @@ def table_jobs(args) -> list[Job]:
         for model, r in configs:
             jobs += [Job("table", h, model, r, s) for s in range(args.seeds)]
     # SAMformer (the paper's targets) at every horizon first; TSMixer (several times slower
-    # per epoch: its 0.9 dropout on (B, L, ff_dim) makes the RNG a third of a step) after
-    return sorted(jobs, key=lambda j: j.model != "samformer")
+    # per epoch: its 0.9 dropout on (B, L, ff_dim) makes the RNG a third of a step)
+    # after (then seed by seed, so a short sitting leaves every cell with at least one seed)
+    return sorted(jobs, key=lambda j: (j.model != "samformer", j.seed))
 
 
 def _cell(results: list[dict[str, Any]], key: str = "test_mse") -> str:
