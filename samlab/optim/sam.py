@@ -81,7 +81,9 @@ class SAM(SAMBase):
     def _begin(self) -> None:
         super()._begin()
         # rho = 0 everywhere: the step is the base optimizer's, with one pass
-        self.single_pass = all(self._rho(group) == 0 for group in self.param_groups)
+        rhos = [self._rho(group) for group in self.param_groups]
+        self.single_pass = all(rho == 0 for rho in rhos)
+        self.last_step["rho"] = rhos  # also on one-pass steps (a schedule's warm-up from 0)
 
     def _ascent(self) -> tuple[list, Tensor]:
         """Perturb along the current gradients; returns (grouped, norm)."""

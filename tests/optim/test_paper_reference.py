@@ -35,7 +35,7 @@ EPS = 1e-12
 D_IN, HIDDEN, D_OUT, BATCH = 4, 8, 3, 16
 SHAPES = [(HIDDEN, D_IN), (HIDDEN,), (D_OUT, HIDDEN), (D_OUT,)]
 STEPS = 20
-TOL = 1e-13
+TOL = 1e-14  # measured worst: 4.4e-16 (SAM, ASAM, GSAM, one-step), 2.2e-15 (LookSAM)
 
 SGD_KW = {"lr": 0.05, "momentum": 0.9, "weight_decay": 1e-3}
 ADAM_KW = {"lr": 0.01}
