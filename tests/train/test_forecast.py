@@ -331,3 +331,17 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     monkeypatch.setattr(ts, "download", fake_download)
     assert cli.main([*common, "--output", str(tmp_path / "dl"), "--download"]) == 0
     assert fetched == [target]
+
+
+def test_hessian_top_eigenvalue_is_the_largest_not_the_largest_in_magnitude():
+    # loss = mean_i c_i (x_i . w)^2 with x = e1 (c = 1), e2 (c = -3): H = diag(1, -3)
+    model = nn.Linear(2, 1, bias=False).double()
+    x = torch.eye(2, dtype=torch.float64)
+    c = torch.tensor([[1.0], [-3.0]], dtype=torch.float64)
+
+    def loss_fn(out, coef):
+        return (coef * out.square()).mean()
+
+    eig = hessian_top_eigenvalue(model, [(x, c)], loss_fn, iters=200, tol=1e-12)
+    assert eig.eigenvalue == pytest.approx(1.0, rel=1e-8)
+    assert min(eig.history) == pytest.approx(-3.0, rel=1e-6)  # the first pass: the dominant one
