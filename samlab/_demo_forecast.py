@@ -11,6 +11,7 @@ channel on test windows, and the validation curves).
 from __future__ import annotations
 
 import csv
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,9 @@ class ForecastDemo:
     seconds: float
 
 
-def _configs(smoke: bool, seed: int, progress: bool) -> dict[str, ForecastConfig]:
+def _configs(
+    smoke: bool, seed: int, progress: bool, threads: int | None = 1
+) -> dict[str, ForecastConfig]:
     limits = (
         {"max_epochs": 1, "max_train_batches": 8, "max_eval_windows": 256}
         if smoke
@@ -51,7 +54,7 @@ def _configs(smoke: bool, seed: int, progress: bool) -> dict[str, ForecastConfig
     )
     return {
         name: ForecastConfig(
-            horizon=HORIZON, rho=rho, seed=seed, threads=1, progress=progress, **limits
+            horizon=HORIZON, rho=rho, seed=seed, threads=threads, progress=progress, **limits
         )  # fmt: skip
         for name, rho in RUNS.items()
     }
@@ -98,19 +101,27 @@ def plot_forecasts(models: dict[str, torch.nn.Module], data, results, path: Path
 
 
 def run_demo_forecast(
-    output: Path, *, smoke: bool = False, seed: int = 0, progress: bool = True
+    output: Path,
+    *,
+    smoke: bool = False,
+    seed: int = 0,
+    progress: bool = True,
+    threads: int | None = 1,
+    fresh: bool = False,
 ) -> ForecastDemo:
-    """Train both runs (finished runs under ``output/runs/forecast`` are reused), compute their
-    sharpness, write the CSV and the figure, print the table."""
+    """Train both runs (finished runs under ``output/runs/forecast`` are reused unless
+    ``fresh``), compute their sharpness, write the CSV and the figure, print the table."""
     start = time.perf_counter()
     output = Path(output)
-    configs = _configs(smoke, seed, progress)
+    configs = _configs(smoke, seed, progress, threads)
     data = load_forecast_data("ETTh1", HORIZON)
     rows, models, results = [], {}, {}
     for name, config in configs.items():
         run_dir = (
             output / "runs" / "forecast" / ("smoke" if smoke else f"{config.max_epochs}ep") / name
         )
+        if fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
         result = train_forecaster(config, run_dir, data=data)
         model = build_forecaster(config, data.n_channels)
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])

@@ -311,7 +311,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from samlab._demo_forecast import run_demo_forecast
 
         forecast = run_demo_forecast(
-            args.output, smoke=args.smoke, seed=args.seed, progress=not args.no_progress
+            args.output,
+            smoke=args.smoke,
+            seed=args.seed,
+            progress=not args.no_progress,
+            threads=args.threads,
+            fresh=args.fresh,
         )
         print(f"wrote {forecast.summary_csv}, {forecast.figure.name}")
         print(f"SAMformer runs took {forecast.seconds:.1f} s")

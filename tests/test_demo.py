@@ -225,3 +225,15 @@ def test_no_forecast_flag(smoke_run, capsys) -> None:
     assert main(argv) == 0
     assert "SAMformer" not in capsys.readouterr().out
     assert (output / "forecast_summary.csv").stat().st_mtime_ns == stamp
+
+
+def test_forecast_runs_are_reused_and_fresh_retrains(smoke_run) -> None:
+    from samlab._demo_forecast import run_demo_forecast
+
+    output, _ = smoke_run
+    result = output / "runs" / "forecast" / "smoke" / "samformer+sam" / "result.json"
+    stamp = result.stat().st_mtime_ns
+    run_demo_forecast(output, smoke=True, progress=False)
+    assert result.stat().st_mtime_ns == stamp  # finished runs are reused
+    run_demo_forecast(output, smoke=True, progress=False, fresh=True)
+    assert result.stat().st_mtime_ns != stamp  # --fresh trains again
