@@ -2,7 +2,7 @@
 
     python benchmarks/samformer_repro.py [--horizons 96,192,336,720] [--seeds 3]
         [--rhos 0.1,0.3,0.5,0.7,1.0] [--search-seeds 1] [--workers 2] [--max-runs N]
-        [--out results/samformer_repro] [--compile] [--dry-run]
+        [--out results/samformer_repro] [--compile] [--dry-run] [--select 96:0.7,192:0.5]
 
 Stages, in order:
 
@@ -90,13 +90,17 @@ def search_jobs(args) -> list[Job]:
     return [
         Job("search", h, "samformer", rho, seed)
         for h in args.horizons
+        if h not in (getattr(args, "select", None) or {})
         for rho in args.rhos
         for seed in range(args.search_seeds)
     ]
 
 
 def selected_rho(args, horizon: int) -> float | None:
-    """The search's rho for ``horizon`` (lowest mean validation MSE), None until complete."""
+    """The search's rho for ``horizon`` (lowest mean validation MSE), None until complete;
+    ``--select`` gives it directly (a search done in an earlier sitting)."""
+    if getattr(args, "select", None) and horizon in args.select:
+        return args.select[horizon]
     out = Path(args.out)
     scores = {}
     for rho in args.rhos:
@@ -264,9 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--stage", choices=("all", "search", "table", "sharpness"), default="all")
     p.add_argument("--dry-run", action="store_true", help="list pending runs and the table")
+    p.add_argument("--select", default="", metavar="H:RHO,...",
+                   help="rho per horizon chosen by an earlier search (skips the search stage "
+                   "for those horizons), e.g. 96:0.7,192:0.5")  # fmt: skip
     args = p.parse_args(argv)
     args.horizons = [int(h) for h in args.horizons.split(",") if h]
     args.rhos = _floats(args.rhos)
+    args.select = {int(h): float(r) for h, r in (x.split(":") for x in args.select.split(",") if x)}
     out = Path(args.out)
     if args.dry_run:
         for job in _pending(search_jobs(args), out) + _pending(table_jobs(args), out):
