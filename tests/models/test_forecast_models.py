@@ -394,3 +394,31 @@ def test_keras_init_is_glorot_uniform_with_zero_biases_and_torch_init_is_kept_on
     assert torch.count_nonzero(default.head.bias) > 0
     with pytest.raises(ValueError, match="init must be one of"):
         factory(7, seq_len=64, horizon=24, init="glorot")
+
+
+def test_compiled_samformer_gradients_equal_eager():
+    # under torch.compile RevIN's affine parameters are expanded per window (two-stage
+    # gradient sums, see RevIN._affine); values and gradients must still match eager
+    import kernels.compiled
+
+    if not kernels.compiled.compiler_available():
+        pytest.skip("no C++ compiler for torch.compile")
+    torch.manual_seed(0)
+    model = samformer(3, seq_len=32, horizon=8)
+    x, y = torch.randn(6, 32, 3), torch.randn(6, 8, 3)
+    with torch.no_grad():  # non-trivial affine parameters
+        model.revin.weight.uniform_(0.5, 1.5)
+        model.revin.bias.uniform_(-0.5, 0.5)
+
+    def grads(fn):
+        model.zero_grad()
+        loss = F.mse_loss(fn(x), y)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    eager_loss, eager_grads = grads(model)
+    compiled_loss, compiled_grads = grads(torch.compile(model))
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
+    for got, want in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    assert model.revin.weight.grad.abs().sum() > 0
