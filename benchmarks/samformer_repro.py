@@ -90,7 +90,7 @@ def search_jobs(args) -> list[Job]:
     return [
         Job("search", h, "samformer", rho, seed)
         for h in args.horizons
-        if h not in (getattr(args, "select", None) or {})
+        if h not in args.select
         for rho in args.rhos
         for seed in range(args.search_seeds)
     ]
@@ -99,7 +99,7 @@ def search_jobs(args) -> list[Job]:
 def selected_rho(args, horizon: int) -> float | None:
     """The search's rho for ``horizon`` (lowest mean validation MSE), None until complete;
     ``--select`` gives it directly (a search done in an earlier sitting)."""
-    if getattr(args, "select", None) and horizon in args.select:
+    if horizon in args.select:
         return args.select[horizon]
     out = Path(args.out)
     scores = {}

@@ -517,16 +517,8 @@ def plot_1d(
     acc_ax = None
     handles = []
     for name, values, errors in series:
-        is_acc = name.endswith("_acc")
-        if is_acc:
-            if acc_ax is None:
-                acc_ax = ax.twinx()
-            target, scale, color = acc_ax, 100.0, "C3"
-        else:
-            target, scale, color = ax, 1.0, "C0"
-        style = "--" if name.startswith("test") else "-"
-        (line,) = target.plot(
-            coords, scale * values, linestyle=style, color=color, linewidth=1, label=_pretty(name)
+        line, target, scale, color, acc_ax = _metric_line(
+            ax, acc_ax, coords, name, values, _pretty(name)
         )
         handles.append(line)
         if error_band and errors is not None and np.isfinite(errors).any():
@@ -539,22 +531,8 @@ def plot_1d(
                 linewidth=0,
                 label=f"{_pretty(name)} ± {band:g} SE",
             )
-    if log:
-        ax.set_yscale("log")
-    if loss_max is not None:
-        if log:
-            ax.set_ylim(top=loss_max)
-        else:
-            ax.set_ylim(0, loss_max)
-    ax.set_xlim(coords.min() if xmin is None else xmin, coords.max() if xmax is None else xmax)
-    ax.set_ylabel("Loss", color="C0")
-    ax.tick_params("y", colors="C0")
-    if acc_ax is not None:
-        acc_ax.set_ylim(0, 100)
-        acc_ax.set_ylabel("Accuracy (%)", color="C3")
-        acc_ax.tick_params("y", colors="C3")
-    xlabel, _ = _axis_labels(surface)
-    ax.set_xlabel(xlabel)
+    xlim = (coords.min() if xmin is None else xmin, coords.max() if xmax is None else xmax)
+    _finish_loss_acc_axes(ax, acc_ax, surface, log=log, loss_max=loss_max, xlim=xlim)
     if error_band and any(errors is not None for _, _, errors in series):
         from matplotlib.patches import Patch
 
@@ -563,6 +541,44 @@ def plot_1d(
     if title is not None:
         ax.set_title(title)
     return ax
+
+
+def _metric_line(ax: Any, acc_ax: Any, coords, name: str, values, label: str):
+    """One 1D curve: a loss on ``ax``, an accuracy in % on the twin ``acc_ax`` (created on first
+    use); train solid, test dashed. Returns (line, its Axes, scale, colour, acc_ax)."""
+    if name.endswith("_acc"):
+        if acc_ax is None:
+            acc_ax = ax.twinx()
+        target, scale, color = acc_ax, 100.0, "C3"
+    else:
+        target, scale, color = ax, 1.0, "C0"
+    style = "--" if name.startswith("test") else "-"
+    (line,) = target.plot(
+        coords, scale * values, linestyle=style, color=color, linewidth=1, label=label
+    )
+    return line, target, scale, color, acc_ax
+
+
+def _finish_loss_acc_axes(
+    ax: Any, acc_ax: Any, surface: Any, *, log: bool, loss_max: float | None, xlim
+) -> None:
+    """Scales, limits and labels of a loss Axes and its accuracy twin (if any)."""
+    if log:
+        ax.set_yscale("log")
+    if loss_max is not None:
+        if log:
+            ax.set_ylim(top=loss_max)
+        else:
+            ax.set_ylim(0, loss_max)
+    ax.set_xlim(*xlim)
+    ax.set_ylabel("Loss", color="C0")
+    ax.tick_params("y", colors="C0")
+    if acc_ax is not None:
+        acc_ax.set_ylim(0, 100)
+        acc_ax.set_ylabel("Accuracy (%)", color="C3")
+        acc_ax.tick_params("y", colors="C3")
+    xlabel, _ = _axis_labels(surface)
+    ax.set_xlabel(xlabel)
 
 
 def plot_1d_repeat(
@@ -605,39 +621,13 @@ def plot_1d_repeat(
         for name in names:
             values = _grid(surface, name, ndim=1).z
             drawn = drawn or bool(np.isfinite(values).any())
-            if name.endswith("_acc"):
-                if acc_ax is None:
-                    acc_ax = ax.twinx()
-                target, scale, color = acc_ax, 100.0, "C3"
-            else:
-                target, scale, color = ax, 1.0, "C0"
-            style = "--" if name.startswith("test") else "-"
-            target.plot(
-                coords,
-                scale * values,
-                linestyle=style,
-                color=color,
-                linewidth=1,
-                label=f"{_pretty(name)} [{label}]",
+            *_, acc_ax = _metric_line(
+                ax, acc_ax, coords, name, values, f"{_pretty(name)} [{label}]"
             )
     if not drawn:
         raise ValueError("nothing to plot: no point of the surfaces is done")
-    if log:
-        ax.set_yscale("log")
-    if loss_max is not None:
-        if log:
-            ax.set_ylim(top=loss_max)
-        else:
-            ax.set_ylim(0, loss_max)
-    ax.set_xlim(min(lows) if xmin is None else xmin, max(highs) if xmax is None else xmax)
-    ax.set_ylabel("Loss", color="C0")
-    ax.tick_params("y", colors="C0")
-    if acc_ax is not None:
-        acc_ax.set_ylim(0, 100)
-        acc_ax.set_ylabel("Accuracy (%)", color="C3")
-        acc_ax.tick_params("y", colors="C3")
-    xlabel, _ = _axis_labels(surfaces[0])
-    ax.set_xlabel(xlabel)
+    xlim = (min(lows) if xmin is None else xmin, max(highs) if xmax is None else xmax)
+    _finish_loss_acc_axes(ax, acc_ax, surfaces[0], log=log, loss_max=loss_max, xlim=xlim)
     ax.set_title(f"{len(surfaces)} surfaces" if title is None else title)
     return ax
 

@@ -1051,20 +1051,11 @@ class SurfaceEvaluator:
         batch, size = self.batch_size, len(evalset.inputs)
         full = size // batch
         stat_dtype = self._stat_dtype
-        fast_ce = (
-            self.loss == "crossentropy"
-            and not evalset.targets.is_floating_point()
-            and evalset.targets.ndim == 1
-        )
+        fast_ce = self.loss == "crossentropy" and _class_indices(evalset.targets, None)
         if fast_ce:
             with self._prepared(), torch.no_grad():
                 classes = self.model(evalset.inputs[:1]).shape
-            targets = evalset.targets
-            fast_ce = (
-                len(classes) == 2
-                and bool((targets >= 0).all())
-                and bool((targets < classes[1]).all())
-            )
+            fast_ce = len(classes) == 2 and _class_indices(evalset.targets, classes[1])
         per_sample = _fast_cross_entropy_stats if fast_ce else self._per_sample
 
         def sums(values: Tensor) -> Tensor:  # (S, N) -> (n_batches, S)
@@ -1555,13 +1546,7 @@ class SurfaceEvaluator:
         if outputs.dtype in (torch.float16, torch.bfloat16):
             outputs = outputs.float()
         if self.loss == "crossentropy":
-            if (
-                eager
-                and outputs.ndim == 2
-                and targets.ndim == 1
-                and not targets.is_floating_point()
-                and bool(((targets >= 0) & (targets < outputs.shape[1])).all())
-            ):
+            if eager and outputs.ndim == 2 and _class_indices(targets, outputs.shape[1]):
                 picked = outputs.gather(1, targets[:, None]).squeeze(1)
                 losses = torch.logsumexp(outputs, 1) - picked
                 correct = (outputs.max(1).indices == targets).to(losses.dtype)
@@ -1743,6 +1728,14 @@ def _launched_ranks() -> int:
 
 def _nbytes(value: Any) -> int:
     return sum(t.numel() * t.element_size() for t in _flatten_tensors(value))
+
+
+def _class_indices(targets: Tensor, n_classes: int | None) -> bool:
+    """Whether ``targets`` is a 1-D integer tensor of class indices (in ``[0, n_classes)``
+    when ``n_classes`` is given): the targets the cross-entropy fast paths take."""
+    if targets.is_floating_point() or targets.ndim != 1:
+        return False
+    return n_classes is None or bool(((targets >= 0) & (targets < n_classes)).all())
 
 
 def _fast_cross_entropy_stats(outputs: Tensor, targets: Tensor) -> Tensor:

@@ -87,8 +87,7 @@ class SAM(SAMBase):
 
     def _ascent(self) -> tuple[list, Tensor]:
         """Perturb along the current gradients; returns (grouped, norm)."""
-        grouped = self._grouped()
-        self.last_step["rho"] = [self._rho(group) for group in self.param_groups]
+        grouped = self._grouped()  # last_step["rho"] was recorded by _begin()
         norm = self._ascend(grouped, [grads for _, _, grads in grouped], self._rho)
         self.last_step["grad_norm"] = norm
         return grouped, norm
