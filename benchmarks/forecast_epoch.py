@@ -7,8 +7,10 @@ Arms (interleaved and rotated, ``_timing.run_interleaved``; medians of per-round
 
 - **eager SAM** (baseline): the trainer's own epoch loop (``samlab.train.forecast._train_epoch``)
   with SAMformer + SAM (rho 0.7, Adam lr 1e-3, batch 32) on ETTh1's training windows.
-- **compiled SAM**: the same with ``torch.compile(model)`` (``ForecastConfig(compile=True)``);
-  its one-time compilation is the warm-up excess, reported separately.
+- **compiled SAM**: the same with ``ForecastConfig(compile=True)``: the trainer runs each step
+  as one compiled graph (``samlab.train.fused_step.FusedStep``: both passes, the perturbation
+  and Adam's update; RevIN on channel-major tokens) and evaluates with ``torch.compile(model)``;
+  the one-time compilation is reported separately.
 - **eager Adam**: plain Adam, one pass per step (the baseline without SAM), for the SAM/Adam cost.
 
 ``--steps N`` times N steps per call instead of a whole epoch (251 steps at H=96). The clock is
@@ -34,7 +36,6 @@ from _timing import Arm, format_markdown_table, run_interleaved
 from samlab.datasets.timeseries import load_forecast_data
 from samlab.optim import create_optimizer
 from samlab.train import forecast
-from samlab.train.closures import make_closure
 from samlab.train.forecast import ForecastConfig, build_forecaster
 
 TARGET = 0.75
@@ -49,14 +50,14 @@ def _setup(config: ForecastConfig, data, init_state):
         kwargs.update(base="adam", rho=config.resolved_rho)
     optimizer = create_optimizer(config.optimizer_name, params, **kwargs)
     fwd = forecast._compiled(model, config.compile)
-    return model, fwd, optimizer
+    return model, forecast._step_fn(model, fwd, optimizer, config)
 
 
 def _epoch_fn(config, data, init_state):
-    model, fwd, optimizer = _setup(config, data, init_state)
+    model, step_fn = _setup(config, data, init_state)
 
     def run():
-        forecast._train_epoch(model, fwd, optimizer, data, config, 0, torch.device("cpu"))
+        forecast._train_epoch(model, step_fn, data, config, 0, torch.device("cpu"))
 
     return run
 
@@ -68,13 +69,12 @@ def _agreement(config, data, init_state, steps=20) -> tuple[float, float]:
     losses, first = {}, {}
     for compiled in (False, True):
         cfg = dataclasses.replace(config, compile=compiled)
-        model, fwd, optimizer = _setup(cfg, data, init_state)
+        model, step_fn = _setup(cfg, data, init_state)
         batches = data.train.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0))
         out = []
         for step, (x, y) in zip(range(steps), batches, strict=False):
             start = time.perf_counter()
-            out.append(float(optimizer.step(make_closure(fwd, torch.nn.functional.mse_loss,
-                                                         x, y, optimizer))))  # fmt: skip
+            out.append(float(step_fn(x, y)))
             if step == 0:
                 first[compiled] = time.perf_counter() - start
         losses[compiled] = out

@@ -85,43 +85,70 @@ class RevIN(nn.Module):
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
 
-    def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Detached (mean, std), each (B, 1, D), of x (B, T, D) over time."""
+    def statistics(
+        self, x: torch.Tensor, *, time_dim: int = 1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Detached (mean, std), each (B, 1, D), of x (B, T, D) over time (``time_dim=2``: x is
+        channel-major (B, D, T) and the statistics are (B, D, 1))."""
         x = x.detach()
         # Two passes (mean, then mean squared deviation): as accurate as torch.var_mean's
         # Welford update and, on CPU, about 8x faster for a (32, 512, 7) window.
-        mean = x.mean(dim=1, keepdim=True)
-        var = (x - mean).square().mean(dim=1, keepdim=True)
+        mean = x.mean(dim=time_dim, keepdim=True)
+        var = (x - mean).square().mean(dim=time_dim, keepdim=True)
         return mean, torch.sqrt(var + self.eps)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, D) -> (B, T, D): standardise each series over time, then the affine map."""
-        self.mean, self.std = self.statistics(x)
-        x = (x - self.mean) / self.std
-        if self.affine:
-            weight, bias = self._affine(x.shape[0])
-            x = x * weight + bias
+        """(B, T, D) -> (B, T, D): standardise each series over time, then the affine map.
+
+        Stores the statistics for :meth:`denormalize`."""
+        x, (self.mean, self.std) = self.normalize_with_stats(x)
         return x
 
-    def _affine(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """gamma and beta, broadcast over (B, T, D). Under ``torch.compile`` they are expanded
-        to one copy per window first, so that their gradients are summed over time, then over
-        the batch: inductor's CPU code sums a float32 reduction longer than 4,096 elements (here
-        B * L = 16,384 per channel) with a cascade helper that made this one kernel a third of
-        SAMformer's compiled backward. Eager mode keeps the single reduction (same values, and
-        the bits of the runs in the README)."""
+    def normalize_with_stats(
+        self, x: torch.Tensor, *, time_dim: int = 1
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`normalize` without side effects: returns (normalised x, (mean, std)) for
+        :meth:`denormalize_with`. The models' forward passes use this pair, so that they store
+        nothing and can run under ``torch.func`` transforms (the fused training step).
+        ``time_dim=2`` takes channel-major x (B, D, T)."""
+        mean, std = self.statistics(x, time_dim=time_dim)
+        x = (x - mean) / std
+        if self.affine:
+            weight, bias = self._affine(x.shape[0], time_dim)
+            x = x * weight + bias
+        return x, (mean, std)
+
+    def _affine(self, batch: int, time_dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """gamma and beta, broadcast over (B, T, D) (or (B, D, T) with ``time_dim=2``). Under
+        ``torch.compile`` they are expanded to one copy per window first, so that their
+        gradients are summed over time, then over the batch: inductor's CPU code sums a float32
+        reduction longer than 4,096 elements (here B * L = 16,384 per channel) with a cascade
+        helper that made this one kernel a third of SAMformer's compiled backward. Eager mode
+        keeps the single reduction (same values, and the bits of the runs in the README)."""
+        weight, bias = self.weight, self.bias
+        if time_dim == 2:
+            weight, bias = weight.unsqueeze(-1), bias.unsqueeze(-1)
         if torch.compiler.is_compiling():
-            return self.weight.expand(batch, 1, -1), self.bias.expand(batch, 1, -1)
-        return self.weight, self.bias
+            shape = (batch, 1, -1) if time_dim == 1 else (batch, -1, 1)
+            return weight.expand(*shape), bias.expand(*shape)
+        return weight, bias
 
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         """(B, H, D) -> (B, H, D): undo the affine map, then the last ``normalize``'s scaling."""
         if self.mean is None or self.std is None:
             raise RuntimeError("RevIN.denormalize called before normalize")
+        return self.denormalize_with(y, (self.mean, self.std))
+
+    def denormalize_with(
+        self, y: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor], *, time_dim: int = 1
+    ) -> torch.Tensor:
+        """:meth:`denormalize` with the (mean, std) that :meth:`normalize_with_stats` returned
+        (the same ``time_dim``)."""
+        mean, std = stats
         if self.affine:
-            weight, bias = self._affine(y.shape[0])
+            weight, bias = self._affine(y.shape[0], time_dim)
             y = (y - bias) / weight
-        return y * self.std + self.mean
+        return y * std + mean
 
     def extra_repr(self) -> str:
         return f"{self.n_channels}, eps={self.eps}, affine={self.affine}"
@@ -195,28 +222,39 @@ class SAMformer(nn.Module):
             layers.append(self.out_proj)
         return [p for layer in layers for p in layer.parameters()]
 
-    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> RevIN-normalised channel tokens (B, D, L), contiguous in memory."""
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """(B, L, D) -> (RevIN-normalised channel tokens (B, D, L), RevIN's statistics)."""
         _check_forecast_input(x, self.seq_len, self.n_channels)
         # One copy of the raw window into channel-major memory (each token's history contiguous),
         # outside the graph of the parameters. RevIN's elementwise ops keep that memory layout,
         # so the (B, D, L) tokens are a free view and no copy is needed in the backward pass.
         x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        stats = None
         if self.revin is not None:
-            x = self.revin.normalize(x)
-        return x.transpose(1, 2)
+            if torch.compiler.is_compiling():
+                # Under torch.compile RevIN runs on the (B, D, L) tokens themselves: inductor
+                # lays its intermediate buffers out row-major in their logical shape, so this
+                # keeps each token's history contiguous (a (B, L, D) intermediate would be
+                # read transposed by the matrix products and reduced 7 lanes at a time).
+                tokens, stats = self.revin.normalize_with_stats(x.transpose(1, 2), time_dim=2)
+                return tokens, stats
+            x, stats = self.revin.normalize_with_stats(x)
+        return x.transpose(1, 2), stats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast (B, horizon, D) from the window x shaped (B, seq_len, D)."""
-        tokens = self._tokens(x)
+        tokens, stats = self._tokens(x)
         mixed = F.scaled_dot_product_attention(
             self.query(tokens), self.key(tokens), self.value(tokens)
         )
         if self.out_proj is not None:
             mixed = self.out_proj(mixed)
-        out = self.head(tokens + mixed).transpose(1, 2)  # (B, H, D)
+        out = self.head(tokens + mixed)  # (B, D, H)
+        if self.revin is not None and torch.compiler.is_compiling():
+            return self.revin.denormalize_with(out, stats, time_dim=2).transpose(1, 2)
+        out = out.transpose(1, 2)  # (B, H, D)
         if self.revin is not None:
-            out = self.revin.denormalize(out)
+            out = self.revin.denormalize_with(out, stats)
         return out
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +263,7 @@ class SAMformer(nn.Module):
         Row i holds the weights channel i gives to every channel (rows sum to 1). Computed
         explicitly from x (B, seq_len, D); nothing is stored by :meth:`forward`.
         """
-        tokens = self._tokens(x)
+        tokens, _ = self._tokens(x)
         scores = self.query(tokens) @ self.key(tokens).transpose(1, 2)
         return torch.softmax(scores / self.d_model**0.5, dim=-1)
 

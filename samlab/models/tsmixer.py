@@ -167,12 +167,12 @@ class TSMixer(nn.Module):
         """Forecast (B, horizon, D) from the window x shaped (B, seq_len, D)."""
         _check_forecast_input(x, self.seq_len, self.n_channels)
         if self.revin is not None:
-            x = self.revin.normalize(x)
+            x, stats = self.revin.normalize_with_stats(x)
         for block in self.blocks:
             x = block(x)
         out = self.head(x.transpose(1, 2)).transpose(1, 2)  # (B, H, D)
         if self.revin is not None:
-            out = self.revin.denormalize(out)
+            out = self.revin.denormalize_with(out, stats)
         return out
 
     def extra_repr(self) -> str:

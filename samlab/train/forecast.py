@@ -37,6 +37,7 @@ from samlab.models._keras_init import check_init
 from samlab.optim import create_optimizer
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from samlab.train.closures import make_closure
+from samlab.train.fused_step import try_fused_step, warn_unfused
 from samlab.utils import seed_everything
 
 __all__ = [
@@ -249,7 +250,38 @@ class _State:
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
-def _train_epoch(model, fwd, optimizer, data: ForecastData, config, epoch, device) -> float:
+def _step_fn(model: nn.Module, fwd: nn.Module, optimizer, config: ForecastConfig):
+    """``step(x, y) -> loss``: ``optimizer.step`` with a closure on ``fwd``, or with
+    ``config.compile`` the whole step as one compiled graph (:class:`FusedStep`) where it
+    applies (SAMformer and the Transformer with SAM or Adam; not TSMixer, whose BatchNorm keeps
+    running statistics), reverting to the eager step with a warning if that fails to compile."""
+
+    def eager(x: Tensor, y: Tensor) -> Tensor:
+        return optimizer.step(make_closure(fwd, nn.functional.mse_loss, x, y, optimizer))
+
+    fused = try_fused_step(model, optimizer) if config.compile and fwd is not model else None
+    if fused is None:
+        return eager
+    current = [fused, False]  # the step in use, and whether it has run once
+
+    def step(x: Tensor, y: Tensor) -> Tensor:
+        if current[1]:
+            return current[0](x, y)
+        try:
+            loss = current[0](x, y)
+        except Exception as err:  # noqa: BLE001 - any compiler failure falls back
+            warn_unfused(f"{type(err).__name__}: {err}".splitlines()[0][:300])
+            if isinstance(fwd, _EagerFallback):  # the same compiler would fail there too
+                object.__setattr__(fwd, "_compiled_fn", None)
+            current[0] = eager
+            loss = eager(x, y)
+        current[1] = True
+        return loss
+
+    return step
+
+
+def _train_epoch(model, step_fn, data: ForecastData, config, epoch, device) -> float:
     model.train()
     total = torch.zeros((), dtype=torch.float64)
     steps = 0
@@ -269,8 +301,7 @@ def _train_epoch(model, fwd, optimizer, data: ForecastData, config, epoch, devic
     for x, y in bar:
         if steps == n_batches or len(x) == 1:
             break  # a trailing single-window batch is dropped: BatchNorm cannot train on it
-        closure = make_closure(fwd, nn.functional.mse_loss, x.to(device), y.to(device), optimizer)
-        loss = optimizer.step(closure)
+        loss = step_fn(x.to(device), y.to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss became {float(loss)} at epoch {epoch + 1}, step {steps + 1} "
@@ -367,6 +398,7 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None) -> 
     optimizer = create_optimizer(config.optimizer_name, params, **kwargs)
     state = _resume(run_dir, config, model, optimizer)
     fwd = _compiled(model, config.compile)
+    step_fn = _step_fn(model, fwd, optimizer, config)
     best_path = run_dir / "best.pt"
     bar = tqdm(
         total=config.max_epochs,
@@ -380,7 +412,7 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None) -> 
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         start = time.perf_counter()
-        train_loss = _train_epoch(model, fwd, optimizer, data, config, epoch, device)
+        train_loss = _train_epoch(model, step_fn, data, config, epoch, device)
         val = evaluate_forecaster(
             fwd,
             data.val,

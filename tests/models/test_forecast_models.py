@@ -197,7 +197,7 @@ def test_samformer_tokens_need_no_copy_in_the_graph() -> None:
     # Linear reads are then a contiguous view, so autograd records no copy.
     for use_revin in (True, False):
         model = samformer(CHANNELS, SEQ_LEN, HORIZON, use_revin=use_revin)
-        tokens = model._tokens(window(BATCH, SEQ_LEN, CHANNELS))
+        tokens, _ = model._tokens(window(BATCH, SEQ_LEN, CHANNELS))
         assert tokens.shape == (BATCH, CHANNELS, SEQ_LEN)
         assert tokens.is_contiguous()
 
@@ -422,3 +422,19 @@ def test_compiled_samformer_gradients_equal_eager():
     for got, want in zip(compiled_grads, eager_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     assert model.revin.weight.grad.abs().sum() > 0
+
+
+def test_revin_channel_major_equals_channel_last() -> None:
+    # the compiled forward runs RevIN on (B, D, T) tokens (time_dim=2); same numbers as (B, T, D)
+    revin = RevIN(CHANNELS)
+    randomize_revin(revin)
+    x = window(BATCH, SEQ_LEN, CHANNELS, dtype=torch.float64)
+    z, stats = revin.normalize_with_stats(x)
+    zt, stats_t = revin.normalize_with_stats(x.transpose(1, 2), time_dim=2)
+    torch.testing.assert_close(zt.transpose(1, 2), z, rtol=1e-12, atol=1e-12)
+    for a, b in zip(stats, stats_t, strict=True):
+        torch.testing.assert_close(b.transpose(1, 2), a, rtol=1e-12, atol=1e-12)
+    y = window(BATCH, HORIZON, CHANNELS, dtype=torch.float64)
+    back = revin.denormalize_with(y.transpose(1, 2), stats_t, time_dim=2).transpose(1, 2)
+    torch.testing.assert_close(back, revin.denormalize_with(y, stats), rtol=1e-12, atol=1e-12)
+    assert revin.mean is None  # the *_with methods store nothing

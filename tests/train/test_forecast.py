@@ -136,10 +136,10 @@ def test_killed_run_resumes_bit_exact(data_dir, tmp_path, monkeypatch):
 
     real = forecast._train_epoch
 
-    def dies_in_epoch_3(model, fwd, optimizer, data, cfg, epoch, device):
+    def dies_in_epoch_3(model, step_fn, data, cfg, epoch, device):
         if epoch == 2:
             raise KeyboardInterrupt
-        return real(model, fwd, optimizer, data, cfg, epoch, device)
+        return real(model, step_fn, data, cfg, epoch, device)
 
     monkeypatch.setattr(forecast, "_train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -345,3 +345,28 @@ def test_hessian_top_eigenvalue_is_the_largest_not_the_largest_in_magnitude():
     eig = hessian_top_eigenvalue(model, [(x, c)], loss_fn, iters=200, tol=1e-12)
     assert eig.eigenvalue == pytest.approx(1.0, rel=1e-8)
     assert min(eig.history) == pytest.approx(-3.0, rel=1e-6)  # the first pass: the dominant one
+
+
+def test_compiled_training_runs_the_fused_step_and_matches_eager(data_dir, tmp_path, monkeypatch):
+    import kernels.compiled
+    from samlab.train import fused_step
+
+    if not kernels.compiled.compiler_available():
+        pytest.skip("no C++ compiler for torch.compile")
+    calls = []
+    real_call = fused_step.FusedStep.__call__
+
+    def counting(self, x, y):
+        calls.append(len(x))
+        return real_call(self, x, y)
+
+    monkeypatch.setattr(fused_step.FusedStep, "__call__", counting)
+    config = _config(data_dir, compile=True, max_epochs=2, max_train_batches=3)
+    compiled = train_forecaster(config, tmp_path / "compiled")
+    assert len(calls) == 6  # every training step of both epochs went through the fused graph
+    eager = train_forecaster(dataclasses.replace(config, compile=False), tmp_path / "eager")
+    for key in ("val_mse", "test_mse", "test_mae"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4)
+    assert [h["train_loss"] for h in compiled["history"]] == pytest.approx(
+        [h["train_loss"] for h in eager["history"]], rel=1e-5
+    )
