@@ -121,7 +121,8 @@ class FusedStep:
         self.group = optimizer.param_groups[0]
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
         self._frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
-        self._hyper = torch.zeros(8, dtype=torch.float32)
+        device = next(iter(self.group["params"])).device
+        self._hyper = torch.zeros(8, dtype=torch.float32, device=device)
         self._graphs: dict[bool, Callable] = {}
 
     # ------------------------------------------------------------------ the traced step
