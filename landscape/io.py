@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from landscape.surface import Surface, _hash_indices
+from landscape._surface_data import _hash_indices
+from landscape.surface import Surface
 
 __all__ = [
     "SCHEMA_VERSION",

@@ -12,6 +12,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
+from landscape._surface_data import _hash_indices  # noqa: E402
 from landscape.io import (  # noqa: E402
     SCHEMA_VERSION,
     SurfaceWriter,
@@ -19,7 +20,7 @@ from landscape.io import (  # noqa: E402
     load_surface,
     save_surface,
 )
-from landscape.surface import Surface, _hash_indices  # noqa: E402
+from landscape.surface import Surface  # noqa: E402
 
 METRICS = ("train_loss", "train_acc", "train_loss_se", "train_acc_se")
 

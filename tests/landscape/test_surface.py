@@ -6,6 +6,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -14,7 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import landscape.surface as surface_module
+import landscape._surface_compiled as compiled_module
+import landscape._surface_evaluator as evaluator_module
+import landscape._surface_probe as probe_module
+import landscape._surface_stats as stats_module
+import landscape._surface_vmap as vmap_module
 from landscape._fold import fold_batchnorm
 from landscape.directions import Directions, create_directions
 from landscape.surface import (
@@ -57,6 +62,20 @@ def assert_metrics_close(got: dict, expected: dict, dtype: torch.dtype) -> None:
     assert set(got) == set(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=rtol, atol=atol, err_msg=name)
+
+
+def set_probe_min_gain(monkeypatch, value: float) -> None:
+    """Set ``_PROBE_MIN_GAIN`` where each probe reads it: the forward-chunk probe's module
+    defines it, the compiled and vmap probes import it by name."""
+    modules = (probe_module, compiled_module, vmap_module)
+    holders = [
+        module
+        for name, module in sorted(sys.modules.items())
+        if name.startswith("landscape.") and hasattr(module, "_PROBE_MIN_GAIN")
+    ]
+    assert set(holders) == set(modules), [module.__name__ for module in holders]
+    for module in modules:
+        monkeypatch.setattr(module, "_PROBE_MIN_GAIN", value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,7 +390,7 @@ def fake_probe_timer(monkeypatch, eager_ms_per_point, vmap_ms_per_point):
     real = SurfaceEvaluator._pass_seconds
     asked = []
 
-    def timer(self, passes, rounds=surface_module._PROBE_ROUNDS):
+    def timer(self, passes, rounds=probe_module._PROBE_ROUNDS):
         if set(passes) != {"eager", "vmap"}:
             return real(self, passes, rounds)
         asked.append(rounds)
@@ -398,9 +417,9 @@ def test_auto_probe_keeps_vmap_only_where_it_measures_10_percent_faster(monkeypa
     options = dict(test_data=image_data(n=24, seed=5, dtype=torch.float32), batch_size=32)
     eager = SurfaceEvaluator(model, directions, data, mode="eager", **options)
     asked = fake_probe_timer(monkeypatch, 1.0, vmap_ms)
-    monkeypatch.setattr(surface_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)  # as on CUDA
+    monkeypatch.setattr(evaluator_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)  # as on CUDA
     auto = SurfaceEvaluator(model, directions, data, points_per_call=8, **options)
-    assert asked == [surface_module._AUTO_PROBE_ROUNDS]
+    assert asked == [vmap_module._AUTO_PROBE_ROUNDS]
     probe = auto.provenance["execution"]["auto_vmap_probe"]
     assert probe["ms_per_point"] == {"eager": 1.0, "vmap": vmap_ms}
     assert probe["points_per_call"] == 8 and probe["eager_points"] == 4
@@ -424,7 +443,7 @@ def test_auto_probe_rejects_vmap_that_disagrees_and_does_not_run_on_cpu_or_mpi(m
     assert cpu.mode == "eager" and "auto_vmap_probe" not in cpu.provenance["execution"]
     assert asked == []
 
-    monkeypatch.setattr(surface_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)
+    monkeypatch.setattr(evaluator_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)
     real_stats = SurfaceEvaluator._vmap_point_stats
     monkeypatch.setattr(
         SurfaceEvaluator, "_vmap_point_stats", lambda self, c: real_stats(self, c) * 1.01
@@ -474,7 +493,7 @@ def test_eager_values_do_not_depend_on_the_group_of_points_and_barely_on_the_for
                 assert np.array_equal(value[0], together[name][k], equal_nan=True), (chunk, name)
         for name, value in together.items():
             np.testing.assert_allclose(value, batchwise[name], rtol=1e-5, atol=1e-7, err_msg=name)
-    monkeypatch.setattr(surface_module, "_OUTPUT_BUDGET", 1)  # metrics point by point
+    monkeypatch.setattr(evaluator_module, "_OUTPUT_BUDGET", 1)  # metrics point by point
     one_by_one = SurfaceEvaluator(model, directions, data, forward_chunk=96, **options)
     for name, value in one_by_one.evaluate_points(POINTS[::-1]).items():
         assert np.array_equal(value[::-1], together[name], equal_nan=True), name
@@ -513,7 +532,7 @@ def test_the_forward_chunk_probe_records_its_choice_and_never_changes_values(mon
     nominal = SurfaceEvaluator(
         model, directions, (inputs, targets), forward_chunk=64, batch_size=64
     )
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
     probed = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
     execution = probed.provenance["execution"]
     assert execution["forward_chunk_choice"] == "probe"
@@ -524,12 +543,12 @@ def test_the_forward_chunk_probe_records_its_choice_and_never_changes_values(mon
     got, expected = probed.evaluate_points(POINTS), nominal.evaluate_points(POINTS)
     for name in expected:
         assert np.array_equal(got[name], expected[name], equal_nan=True), name
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", 0.0)  # timed on a prefix
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", 0.0)  # timed on a prefix
     prefix = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
     assert prefix.provenance["execution"]["forward_chunk_probe"]["unit"] == "ms per sample"
     for name, value in prefix.evaluate_points(POINTS).items():
         assert np.array_equal(value, expected[name], equal_nan=True), name
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)  # a "slow" model
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)  # a "slow" model
     slow = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
     assert slow.provenance["execution"]["forward_chunk"] == 64
     assert "no probe" in slow.provenance["execution"]["forward_chunk_choice"]
@@ -556,13 +575,13 @@ def test_outputs_that_are_views_of_the_weights_are_copied_before_the_next_point(
 
 @pytest.mark.slow  # one torch.compile: 8-30 s depending on the inductor cache and the load
 def test_compiled_with_folded_batchnorm_matches_eager(monkeypatch):
-    if not surface_module._cxx_available():
+    if not compiled_module._cxx_available():
         pytest.skip(
             "torch.compile on CPU needs a C++ compiler (g++ or clang++; or SAMLAB_NO_COMPILE)"
         )
     # No timing probes: this small model might measure faster eager (then 'compiled' falls
     # back to eager, see the next test), and the equality is what is tested here.
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)
     model = make_cnn(torch.float64)
     model.train()  # the evaluator must use eval mode and give the flag back
     before = state_of(model)
@@ -588,10 +607,10 @@ def test_compiled_with_folded_batchnorm_matches_eager(monkeypatch):
 
 @pytest.mark.slow  # one torch.compile of a small MLP: a few seconds
 def test_compiled_falls_back_to_eager_when_the_probe_measures_it_slower(monkeypatch, recwarn):
-    if not surface_module._cxx_available():
+    if not compiled_module._cxx_available():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
-    monkeypatch.setattr(surface_module, "_PROBE_MIN_GAIN", 0.0)  # compiled never "faster"
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
+    set_probe_min_gain(monkeypatch, 0.0)  # compiled never "faster"
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     data = (torch.randn(50, 4), torch.randint(0, 3, (50,)))
@@ -609,10 +628,10 @@ def test_compiled_falls_back_to_eager_when_the_probe_measures_it_slower(monkeypa
 
 @pytest.mark.slow  # one torch.compile of a K-point vmap graph per evaluation set: seconds
 def test_compiled_points_per_call_match_eager_and_do_not_depend_on_position(monkeypatch):
-    if not surface_module._cxx_available():
+    if not compiled_module._cxx_available():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    monkeypatch.setattr(surface_module, "_PROBE_MAX_PASS_SECONDS", math.inf)  # "cheap"
-    monkeypatch.setattr(surface_module, "_PROBE_MIN_GAIN", math.inf)  # every fast path "wins"
+    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)  # "cheap"
+    set_probe_min_gain(monkeypatch, math.inf)  # every fast path "wins"
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     model.train()
@@ -653,7 +672,7 @@ def test_fast_cross_entropy_stats_match_cross_entropy_and_argmax():
     logits[9, 2] = math.nan  # NaN counts as the maximum, as in argmax
     targets = torch.randint(0, 5, (64,), generator=generator)
     targets[8], targets[9] = 3, 2
-    got = surface_module._fast_cross_entropy_stats(logits, targets)
+    got = stats_module._fast_cross_entropy_stats(logits, targets)
     losses = F.cross_entropy(logits, targets, reduction="none")
     correct = (logits.argmax(1) == targets).double()
     assert torch.equal(got[1], correct)
@@ -661,7 +680,7 @@ def test_fast_cross_entropy_stats_match_cross_entropy_and_argmax():
 
 
 def test_compiled_falls_back_to_eager_with_one_warning(monkeypatch):
-    monkeypatch.setattr(surface_module, "_cxx_available", lambda: False)
+    monkeypatch.setattr(compiled_module, "_cxx_available", lambda: False)
     model = make_cnn(torch.float64)
     directions = create_directions(model, seed=0)
     with pytest.warns(RuntimeWarning, match="eager") as caught:
