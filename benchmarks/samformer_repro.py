@@ -134,7 +134,8 @@ def _cell(results: list[dict[str, Any]], key: str = "test_mse") -> str:
     return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def write_table(args) -> str:
+def write_table(args, *, save: bool = True) -> str:
+    """The table as markdown; with ``save`` also written to OUT/table.md and OUT/table.csv."""
     out = Path(args.out)
     lines = [
         f"ETTh1 test MSE (mean ± std over seeds; L=512, batch 32, Adam lr 1e-3, patience 5). "
@@ -193,6 +194,8 @@ def write_table(args) -> str:
             cells.append(_cell(res, "val_mse") if res else "—")
         lines.append(f"| {h} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
+    if not save:  # --dry-run reads only (a live runner may be writing the same folder)
+        return text
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(text)
     if rows:
@@ -267,7 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--compile", action="store_true")
     p.add_argument("--stage", choices=("all", "search", "table", "sharpness"), default="all")
-    p.add_argument("--dry-run", action="store_true", help="list pending runs and the table")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list pending runs and print the table (writes nothing)",
+    )
     p.add_argument("--select", default="", metavar="H:RHO,...",
                    help="rho per horizon chosen by an earlier search (skips the search stage "
                    "for those horizons), e.g. 96:0.7,192:0.5")  # fmt: skip
@@ -280,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         for job in _pending(search_jobs(args), out) + _pending(table_jobs(args), out):
             print(f"pending: {job.stage} H={job.horizon} {job.model} rho={job.rho:g} "
                   f"seed={job.seed}")  # fmt: skip
-        print(write_table(args))
+        print(write_table(args, save=False))
         return 0
     budget = [args.max_runs]
     if args.stage in ("all", "search"):

@@ -97,8 +97,12 @@ class FusedPlan:
             raise ValueError(f"no fused step for this optimizer: {reason}")
         self.optimizer = optimizer
         self.sam, self.adam = _sam_and_adam(optimizer)
-        self.group = optimizer.param_groups[0]
         self.hyper = torch.zeros(8, dtype=torch.float32, device=self.params[0].device)
+
+    @property
+    def group(self) -> dict[str, Any]:
+        """The param group, read at every step (``load_state_dict`` replaces the dicts)."""
+        return self.optimizer.param_groups[0]
 
     @property
     def params(self) -> list[Tensor]:

@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", choices=INITS, default="keras",
                    help="weight init: keras (Glorot-uniform, the TensorFlow reference code's; "
                    "default) or torch (nn.Linear's default)")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile each training step into one graph (SAMformer/Transformer: both SAM passes "
+        "and Adam; TSMixer: the model) and the evaluation model; eager fallback on failure",
+    )
     p.add_argument("--sharpness", action="store_true",
                    help="also report the top Hessian eigenvalue of the best model (power "
                    "iteration on the first --sharpness-windows training windows)")  # fmt: skip

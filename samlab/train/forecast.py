@@ -262,20 +262,23 @@ def _step_fn(model: nn.Module, fwd: nn.Module, optimizer, config: ForecastConfig
     fused = try_fused_step(model, optimizer) if config.compile and fwd is not model else None
     if fused is None:
         return eager
-    current = [fused, False]  # the step in use, and whether it has run once
+    current: list = [fused]  # the step in use
+    compiled_shapes: set[tuple[int, ...]] = set()  # batch shapes whose graph compiled
 
     def step(x: Tensor, y: Tensor) -> Tensor:
-        if current[1]:
+        # every new batch shape (the last, shorter batch of an epoch) compiles its own graph:
+        # its first call is guarded too
+        if current[0] is eager or x.shape in compiled_shapes:
             return current[0](x, y)
         try:
-            loss = current[0](x, y)
+            loss = fused(x, y)
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back
             warn_unfused(f"{type(err).__name__}: {err}".splitlines()[0][:300])
             if isinstance(fwd, _EagerFallback):  # the same compiler would fail there too
                 object.__setattr__(fwd, "_compiled_fn", None)
             current[0] = eager
-            loss = eager(x, y)
-        current[1] = True
+            return eager(x, y)
+        compiled_shapes.add(tuple(x.shape))
         return loss
 
     return step

@@ -370,3 +370,36 @@ def test_compiled_training_runs_the_fused_step_and_matches_eager(data_dir, tmp_p
     assert [h["train_loss"] for h in compiled["history"]] == pytest.approx(
         [h["train_loss"] for h in eager["history"]], rel=1e-5
     )
+
+
+def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager(monkeypatch):
+    # the last, shorter batch of an epoch compiles a graph of its own mid-epoch: its first call
+    # is guarded like the very first one
+    from samlab.models.samformer import samformer
+    from samlab.optim import create_optimizer
+
+    model = samformer(3, seq_len=32, horizon=8)
+    optimizer = create_optimizer("sam", list(model.parameters()), base="adam", rho=0.5)
+    calls = []
+
+    def fake_fused(x, y):
+        calls.append(len(x))
+        if len(x) != 4:
+            raise RuntimeError("inductor: the second graph failed\nlong log")
+        return torch.tensor(1.0)
+
+    monkeypatch.setattr(forecast, "try_fused_step", lambda m, o: fake_fused)
+    config = ForecastConfig(horizon=8, seq_len=32, compile=True, progress=False)
+    fwd = forecast._EagerFallback(model)
+    step = forecast._step_fn(model, fwd, optimizer, config)
+    x4, y4 = torch.randn(4, 32, 3), torch.randn(4, 8, 3)
+    assert float(step(x4, y4)) == float(step(x4, y4)) == 1.0
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.warns(RuntimeWarning, match="second graph failed.*eager step"):
+        loss = step(torch.randn(3, 32, 3), torch.randn(3, 8, 3))
+    assert float(loss) != 1.0 and any(
+        not torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True)
+    )  # the eager SAM step ran and updated the weights
+    step(x4, y4)
+    assert calls == [4, 4, 3]  # nothing goes to the fused step after the fallback
+    assert fwd._compiled_fn is None  # evaluation is eager too
