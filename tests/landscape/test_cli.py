@@ -352,6 +352,27 @@ def test_mpiexec_without_mpi_flag(monkeypatch, capsys):
     assert_one_line_error(capsys, code, 1, "--mpi")
 
 
+def test_public_names_still_import_from_landscape_cli():
+    """The code lives in private modules (``landscape/_cli_*.py``); the public names are the
+    same objects when imported from ``landscape.cli``."""
+    import landscape._cli_inputs as inputs
+    import landscape._cli_parser as parser
+    import landscape._cli_plot as plot
+    import landscape._cli_surface as surface
+    import landscape.cli as cli
+
+    for module, names in (
+        (parser, ("build_parser", "parse_range", "NORM_CHOICES", "IGNORE_CHOICES")),
+        (inputs, ("CLIError", "FLAG_DEFAULTS", "resolve_factory", "load_state", "build_model")),
+        (inputs, ("build_data", "default_dir_file", "default_surf_file")),
+        (surface, ("cmd_surface",)),
+        (plot, ("cmd_plot", "cmd_project", "cmd_vtk")),
+    ):
+        for name in names:
+            assert getattr(cli, name) is getattr(module, name), name
+    assert cli.__all__ == ["CLIError", "build_parser", "main", "parse_range"]
+
+
 def test_python_dash_m_entry_point(workdir):
     """The real ``python -m landscape`` process: a clean one-line error and exit status."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_"))}

@@ -451,3 +451,22 @@ def test_directions_value_checks() -> None:
         Directions(x=x, y={"v": torch.zeros(2, 2)}, dir_type="weights", meta={})
     d = Directions(x=x, y=None, dir_type="weights", meta={"kind": "random"})
     assert d.ndim == 1 and d.names() == ["w"]
+
+
+def test_public_names_still_import_from_landscape_directions() -> None:
+    """The code lives in private modules (``landscape/_directions_*.py``); the public names
+    are the same objects when imported from ``landscape.directions``."""
+    import landscape._directions_base as base
+    import landscape._directions_files as files
+    import landscape._directions_pca as pca
+    import landscape.directions as directions
+
+    for module, names in (
+        (base, ("Directions", "direction_targets", "DIR_TYPES", "NORMS", "IGNORES", "KINDS")),
+        (pca, ("load_trajectory", "pca_directions", "project_trajectory")),
+        (files, ("load_directions", "save_directions", "SCHEMA_VERSION")),
+    ):
+        for name in names:
+            assert getattr(directions, name) is getattr(module, name), name
+    for name in directions.__all__:
+        assert not name.startswith("_") and hasattr(directions, name), name

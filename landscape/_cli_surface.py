@@ -1,0 +1,343 @@
+"""``surface`` of :mod:`landscape.cli`: compute (or resume) a loss surface into an HDF5 file.
+
+One process, or the ranks of ``mpiexec`` with ``--mpi`` (every rank checks that it holds the
+same model and data; rank 0 creates the directions and writes the file); the resolved command
+and one entry per run go to ``<surf_file>.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from landscape._cli_inputs import (
+    FLAG_DEFAULTS,
+    CLIError,
+    _Context,
+    _fit_ndim,
+    _linspace,
+    _prepare_directions,
+    _resolved_direction_flags,
+    _subset,
+    build_data,
+    build_model,
+    default_dir_file,
+    default_surf_file,
+)
+from landscape._cli_plot import _draw, _read_projection
+
+# --------------------------------------------------------------------------------------------
+# helpers: ranks, devices, the run record
+# --------------------------------------------------------------------------------------------
+
+
+def _launched_ranks() -> int:
+    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        value = os.environ.get(key)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def _device(args: argparse.Namespace, ctx: _Context) -> Any:
+    import torch
+
+    if args.device:
+        try:
+            return torch.device(args.device)
+        except RuntimeError as err:
+            raise CLIError(f"--device {args.device}: {err}") from None
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise CLIError("--cuda: no CUDA device is available")
+        local = 0
+        if ctx.comm is not None:
+            from mpi4py import MPI
+
+            local = ctx.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def _fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in tensors:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _agree_across_ranks(
+    ctx: _Context, model: Any, args: argparse.Namespace, train: Any, test: Any, subset: Any
+) -> None:
+    """Every rank must evaluate the same model on the same data.
+
+    A factory with an unseeded random initialisation builds different weights on every rank
+    (torch seeds each process differently): rank 0's weights are then sent to all ranks. Data
+    that differ across ranks (an unseeded random data factory) cannot be repaired: error.
+    """
+    from landscape.surface import as_tensors
+
+    comm = ctx.comm
+    state = model.state_dict()
+    if len(set(comm.allgather(_fingerprint(list(state.items()))))) > 1:
+        ctx.log(
+            f"note: --model {args.model} builds different weights on different ranks (unseeded "
+            "initialisation?); every rank uses rank 0's weights"
+        )
+        weights = comm.bcast(
+            {k: v.detach().cpu() for k, v in state.items()} if ctx.rank == 0 else None, root=0
+        )
+        model.load_state_dict(weights)
+    parts = []
+    for name, data, part_subset in (("train", train, subset), ("test", test, args.test_subset)):
+        if data is None:
+            continue
+        try:
+            inputs, targets, _ = as_tensors(data, subset=part_subset, subset_seed=args.subset_seed)
+        except (ValueError, TypeError):
+            return  # the evaluator reports it, with context
+        parts += [(f"{name}.inputs", inputs), (f"{name}.targets", targets)]
+        del inputs, targets
+    if len(set(comm.allgather(_fingerprint(parts)))) > 1:
+        raise CLIError(
+            "the data factories give different data on different MPI ranks (unseeded "
+            "randomness?); make them deterministic"
+        )
+
+
+def _write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
+    """``<surf_file>.json``: the resolved command and one entry per run (appended)."""
+    sidecar = path.with_name(path.name + ".json")
+    runs: list[Any] = []
+    if sidecar.is_file():
+        try:
+            previous = json.loads(sidecar.read_text())
+            if isinstance(previous, dict) and isinstance(previous.get("runs"), list):
+                runs = previous["runs"]
+        except (OSError, json.JSONDecodeError):
+            runs = []
+    runs.append(run)
+    text = json.dumps({"config": config, "runs": runs}, indent=2, default=str)
+    sidecar.write_text(text + "\n")
+    return sidecar
+
+
+# --------------------------------------------------------------------------------------------
+# surface
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
+    """``surface``: compute (or resume) a loss surface into ``--surf_file``."""
+    ranks = _launched_ranks()
+    if args.mpi:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise CLIError("--mpi needs mpi4py (pip install mpi4py mpich)") from None
+        ctx.comm = MPI.COMM_WORLD
+        ctx.rank, ctx.size = ctx.comm.Get_rank(), ctx.comm.Get_size()
+    elif ranks > 1:
+        raise CLIError(
+            f"launched by mpiexec with {ranks} ranks but without --mpi: every rank would compute "
+            "the whole surface into the same file; add --mpi"
+        )
+    if args.data is None:
+        raise CLIError("surface needs --data MODULE:FACTORY (the evaluation data)")
+    if args.trainloader or args.testloader:
+        raise CLIError(
+            "--trainloader/--testloader (pickled DataLoaders) are not supported: give --data "
+            "and --test_data MODULE:FACTORY"
+        )
+    for legacy in ("dataset", "datapath"):
+        if getattr(args, legacy):
+            ctx.log(f"note: --{legacy} is ignored; the data come from --data {args.data}")
+    if args.ngpu > 1:
+        ctx.log("note: --ngpu is ignored; run one MPI rank per GPU with --mpi --cuda")
+
+    import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif ctx.size > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)
+
+    ndim = 1 if args.y is None else 2
+    x = _linspace(args.x)
+    y = None if args.y is None else _linspace(args.y)
+    explicit_dir = bool(args.dir_file)
+    if args.dir_file:
+        dir_file = Path(args.dir_file)
+    else:
+        folder = (
+            Path(args.surf_file).parent
+            if args.surf_file
+            else Path(args.model_file).parent
+            if args.model_file
+            else Path.cwd()
+        )
+        dir_file = default_dir_file(args, ndim, folder)
+    surf_file = Path(args.surf_file) if args.surf_file else default_surf_file(args, dir_file)
+    dir_file, surf_file = dir_file.absolute(), surf_file.absolute()
+    if surf_file == dir_file:
+        raise CLIError("--surf_file and --dir_file must be different files")
+
+    device = _device(args, ctx)
+    model = build_model(args, device)
+    train = build_data(args.data, "--data", args.data_kwargs, 0)
+    test = build_data(args.test_data, "--test_data", args.data_kwargs, 1)
+    subset = _subset(args, train)
+
+    if ctx.comm is not None and ctx.size > 1:
+        _agree_across_ranks(ctx, model, args, train, test, subset)
+
+    # Directions: rank 0 creates / checks / saves them; the other ranks read the same file.
+    from landscape.directions import load_directions
+
+    note = ""
+    if ctx.rank == 0:
+        directions, note = _prepare_directions(args, model, ndim, dir_file, explicit_dir, ctx)
+    if ctx.comm is not None and ctx.size > 1:
+        ctx.comm.Barrier()
+        if ctx.rank != 0:
+            directions = load_directions(dir_file, model)
+    directions = _fit_ndim(directions, ndim, dir_file)
+    if note:
+        ctx.log(f"directions: {note}")
+
+    from landscape.surface import SurfaceEvaluator
+
+    try:
+        evaluator = SurfaceEvaluator(
+            model,
+            directions,
+            train,
+            loss=args.loss_name,
+            test_data=test,
+            bn_mode=args.bn_mode,
+            batch_size=args.batch_size,
+            subset=subset,
+            subset_seed=args.subset_seed,
+            test_subset=args.test_subset,
+            mode=args.mode,
+            device=device,
+        )
+    except (ValueError, TypeError) as err:
+        raise CLIError(
+            f"cannot evaluate --model {args.model} on --data {args.data}: {err}"
+        ) from None
+
+    writer = None
+    started = time.perf_counter()
+    try:
+        if ctx.rank == 0:
+            if not args.no_check_center:
+                try:
+                    centre = evaluator.check_center()
+                except RuntimeError as err:
+                    raise CLIError(f"{err} (--no_check_center skips this check)") from None
+                shown = ", ".join(
+                    f"{k}={v:.6g}" for k, v in centre.items() if not k.endswith("_se")
+                )
+                ctx.log(f"centre: {shown}")
+            # JSON round trip: plain str/int/float/list/dict (e.g. torch.__version__ is a str
+            # subclass that h5py cannot store as an attribute).
+            provenance = {
+                **json.loads(json.dumps(evaluator.provenance, default=str)),
+                "dir_file": str(dir_file),
+                "command": " ".join(["landscape", *args.argv]),
+                "nproc": ctx.size,
+                "chunk_size": args.chunk_size,
+                "model_factory": args.model,
+                "model_kwargs": args.model_kwargs,
+                "data_factory": args.data,
+                "test_data_factory": args.test_data,
+                "data_kwargs": args.data_kwargs,
+                "flag_defaults": FLAG_DEFAULTS,
+            }
+            from landscape.io import SurfaceWriter
+
+            writer = SurfaceWriter.open(
+                surf_file,
+                x=x,
+                y=y,
+                metric_names=evaluator.metric_names,
+                provenance=provenance,
+                overwrite=args.overwrite,
+                sample_indices=evaluator.sample_indices,
+            )
+            already = int(writer.done.sum())
+            ctx.log(
+                f"surface: {surf_file} ({'x'.join(str(n) for n in reversed(writer.shape))} "
+                f"points, {already} already done, {writer.size - already} to compute on "
+                f"{ctx.size} rank{'s' if ctx.size > 1 else ''}; mode {evaluator.mode})"
+            )
+        from landscape.distributed import compute_surface, format_rank_report
+
+        surface = compute_surface(
+            evaluator,
+            writer,
+            x=x,
+            y=y,
+            comm=ctx.comm,
+            chunk_size=args.chunk_size,
+            progress=not args.no_progress,
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+    if ctx.rank != 0:
+        return
+
+    elapsed = time.perf_counter() - started
+    rank_stats = surface.provenance.get("ranks", [])
+    computed = sum(int(r["points"]) for r in rank_stats)
+    rate = computed / elapsed if elapsed > 0 else float("nan")
+    ctx.log(
+        f"computed {computed} points in {elapsed:.2f} s ({rate:.1f} points/s) on {ctx.size} "
+        f"rank{'s' if ctx.size > 1 else ''}"
+    )
+    for line in format_rank_report(rank_stats):
+        ctx.log(f"  {line}")
+    config = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("argv",) and not callable(value)
+    }
+    config.update(
+        {
+            "surf_file": str(surf_file),
+            "dir_file": str(dir_file),
+            "resolved_directions": _resolved_direction_flags(args),
+        }
+    )
+    run = {
+        "command": args.argv,
+        "computed_points": computed,
+        "done_points": int(surface.done.sum()),
+        "total_points": int(surface.done.size),
+        "elapsed_s": elapsed,
+        "points_per_s": rate,
+        "nproc": ctx.size,
+        "mode": evaluator.mode,
+        "ranks": rank_stats,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    sidecar = _write_sidecar(surf_file, config, run)
+    ctx.log(f"wrote {surf_file} (and {sidecar.name})")
+    if args.plot or args.show:
+        trajectory = _read_projection(args.proj_file) if args.proj_file else None
+        paths = _draw(surface, str(surf_file), args, trajectory)
+        for path in paths:
+            ctx.log(f"figure: {path}")
