@@ -627,3 +627,25 @@ def test_resume_checks_the_stored_indices(tmp_path):
     with writer({"train": indices}) as w:
         assert w.todo().size == 27
     np.testing.assert_array_equal(load_surface(path).train_indices, indices)
+
+
+def test_public_names_still_import_from_landscape_io() -> None:
+    """The code lives in private modules (``landscape/_io_*.py``); the public names are the
+    same objects when imported from ``landscape.io`` (and from ``landscape``)."""
+    import landscape
+    import landscape._io_format as layout
+    import landscape._io_vtk as vtk
+    import landscape._io_writer as writer
+    import landscape.io as io
+
+    for module, names in (
+        (layout, ("SCHEMA_VERSION", "NON_IDENTITY_PROVENANCE_KEYS")),
+        (writer, ("SurfaceWriter",)),
+        (vtk, ("export_vtp",)),
+    ):
+        for name in names:
+            assert getattr(io, name) is getattr(module, name), name
+    also_in_landscape = ("SurfaceWriter", "export_vtp", "load_surface", "save_surface")
+    assert io.__all__ == ["SCHEMA_VERSION", "NON_IDENTITY_PROVENANCE_KEYS", *also_in_landscape]
+    for name in also_in_landscape:
+        assert getattr(landscape, name) is getattr(io, name), name

@@ -269,3 +269,18 @@ def test_plot_all_1d(tmp_path):
     assert [p.name for p in paths] == ["run_1d_loss_acc_log.png", "run_1d_loss_acc_log.pdf"]
     assert paths[1].read_bytes().startswith(b"%PDF")
     assert_not_blank(mpimg.imread(paths[0]))
+
+
+def test_public_names_still_import_from_landscape_plot():
+    """The code lives in private modules (``landscape/_plot_*.py``); the public names are the
+    same objects when imported from ``landscape.plot``, and :func:`plot_all` calls them there."""
+    import landscape._plot_2d as plot_2d
+    import landscape._plot_grid as grid
+    import landscape.plot as plot
+
+    two_d = ("plot_contour", "plot_heatmap", "plot_surface_3d", "plot_trajectory")
+    for module, names in ((plot_2d, two_d), (grid, ("noise_floor",))):
+        for name in names:
+            assert getattr(plot, name) is getattr(module, name), name
+    assert plot.__all__ == ["noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d]
+    assert plot.plot_all.__globals__ is vars(plot)  # monkeypatching landscape.plot reaches it

@@ -1,0 +1,306 @@
+"""The surface file's layout (:mod:`landscape.io`): constants, attributes, creation, checks.
+
+:data:`SCHEMA_VERSION` and :data:`NON_IDENTITY_PROVENANCE_KEYS`; provenance stored as HDF5
+attributes (JSON where not a plain scalar or string) and read back; the evaluated samples'
+indices (``train_indices`` / ``test_indices``); the datasets and attributes of a new file
+(:func:`_write_layout`), written atomically (:func:`_create_atomically`); opening an existing
+file with a clear error (:func:`_open_existing`) and checking that it is one written by
+landscape (:func:`_check_landscape_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+"""Version of the HDF5 layout written by this module (attribute ``schema_version``)."""
+
+NON_IDENTITY_PROVENANCE_KEYS = frozenset(
+    {
+        "batch_size",
+        "mode",
+        "mode_requested",
+        "execution",
+        "points_per_call",
+        "cudnn_allow_tf32",
+        "matmul_allow_tf32",
+        "device",
+        "dir_file",
+        "hostname",
+        "created",
+        "command",
+        "chunk_size",
+        "nproc",
+        "ranks",
+    }
+)
+"""Provenance entries that may differ when a run resumes (with every ``*version(s)`` key).
+
+They describe how the points were computed (batch size, evaluation mode and its details,
+device, paths, versions), not which surface. Every other entry (direction meta and hash,
+``dir_type``, model hash and class, data subset and its hash, loss, BatchNorm mode, dtype, ...)
+is identity: a resumed file must match it exactly.
+"""
+
+_COORD_KEYS = ("xcoordinates", "ycoordinates")
+_INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
+_RESERVED_DATASETS = frozenset(
+    {"xcoordinates", "ycoordinates", "done", "dir_file"} | {f"{n}_indices" for n in _INDEX_SETS}
+)
+_RESERVED_ATTRS = frozenset({"schema_version", "acc_units", "provenance_json_keys"})
+_INT64 = np.iinfo(np.int64)
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError as err:  # pragma: no cover - h5py is a dependency
+        raise ImportError(
+            "landscape.io needs h5py to read and write surface files: pip install h5py"
+        ) from err
+    return h5py
+
+
+# --------------------------------------------------------------------------------------------
+# grid and provenance helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _coordinates(values: Any, name: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1D array, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite")
+    return array
+
+
+def _grid_shape(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
+    return (x.size,) if y is None else (y.size, x.size)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and paths turned into JSON-able Python."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def _canonical(value: Any) -> str:
+    """A string that is equal for equal provenance values (key order ignored)."""
+    return json.dumps(_plain(value), sort_keys=True)
+
+
+def _is_native_attr(value: Any) -> bool:
+    if isinstance(value, (bool, str, float)):
+        return True
+    if isinstance(value, int):
+        return _INT64.min <= value <= _INT64.max
+    return False
+
+
+def _write_provenance(h5file: Any, provenance: Mapping[str, Any]) -> None:
+    json_keys = []
+    for key, value in provenance.items():
+        if not isinstance(key, str):
+            raise ValueError(f"provenance keys must be strings, got {key!r}")
+        if key in _RESERVED_ATTRS:
+            raise ValueError(f"provenance key {key!r} is reserved by the surface file format")
+        value = _plain(value)
+        if _is_native_attr(value):
+            h5file.attrs[key] = value
+        else:
+            h5file.attrs[key] = json.dumps(value)
+            json_keys.append(key)
+    h5file.attrs["provenance_json_keys"] = json.dumps(json_keys)
+
+
+def _attr_value(value: Any) -> Any:
+    return _plain(value)
+
+
+def _read_provenance(h5file: Any) -> dict[str, Any]:
+    json_keys = set(json.loads(_attr_value(h5file.attrs.get("provenance_json_keys", "[]"))))
+    provenance = {}
+    for key, value in h5file.attrs.items():
+        if key in _RESERVED_ATTRS:
+            continue
+        value = _attr_value(value)
+        provenance[key] = json.loads(value) if key in json_keys else value
+    return provenance
+
+
+def _identity_keys(provenance: Mapping[str, Any]) -> set[str]:
+    return {
+        key
+        for key in provenance
+        if key not in NON_IDENTITY_PROVENANCE_KEYS
+        and not key.endswith(("version", "versions"))
+        and key not in _RESERVED_ATTRS
+    }
+
+
+def _metric_names(h5file: Any, shape: tuple[int, ...]) -> list[str]:
+    """Names of the metric datasets: every dataset of the grid shape but the reserved ones."""
+    h5py = _h5py()
+    return [
+        name
+        for name, item in h5file.items()
+        if name not in _RESERVED_DATASETS and isinstance(item, h5py.Dataset) and item.shape == shape
+    ]
+
+
+def _decode_string(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        value = value.item() if value.size == 1 else value.tolist()
+        return _decode_string(value)
+    return str(value)
+
+
+def _index_arrays(sample_indices: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """``sample_indices`` checked: keys among ``_INDEX_SETS``, values 1-D int64 arrays."""
+    arrays = {}
+    for name, values in dict(sample_indices or {}).items():
+        if name not in _INDEX_SETS:
+            raise ValueError(f"sample_indices keys must be in {_INDEX_SETS}, got {name!r}")
+        array = np.asarray(values)
+        if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
+            raise ValueError(f"sample_indices[{name!r}] must be a 1-D integer array")
+        arrays[name] = array.astype(np.int64)
+    return arrays
+
+
+def _write_indices(h5file: Any, sample_indices: Mapping[str, np.ndarray]) -> None:
+    for name, array in sample_indices.items():
+        h5file.create_dataset(f"{name}_indices", data=array, dtype=np.int64)
+
+
+def _read_indices(h5file: Any) -> dict[str, np.ndarray]:
+    return {
+        name: np.asarray(h5file[f"{name}_indices"][()], dtype=np.int64)
+        for name in _INDEX_SETS
+        if f"{name}_indices" in h5file
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# file creation
+# --------------------------------------------------------------------------------------------
+
+
+def _write_layout(
+    h5file: Any,
+    *,
+    x: np.ndarray,
+    y: np.ndarray | None,
+    metrics: Mapping[str, np.ndarray | None],
+    done: np.ndarray | None,
+    provenance: Mapping[str, Any],
+    sample_indices: Mapping[str, np.ndarray] | None = None,
+) -> None:
+    """Coordinates, metric datasets (NaN-filled where ``None``), ``done``, the evaluated
+    samples' indices and attributes."""
+    shape = _grid_shape(x, y)
+    h5file.create_dataset("xcoordinates", data=x)
+    if y is not None:
+        h5file.create_dataset("ycoordinates", data=y)
+    for name, values in metrics.items():
+        if name in _RESERVED_DATASETS:
+            raise ValueError(f"metric name {name!r} is reserved by the surface file format")
+        h5file.create_dataset(
+            name,
+            shape=shape,
+            dtype=np.float64,
+            data=values,
+            chunks=True,
+            fillvalue=np.nan,
+        )
+    h5file.create_dataset(
+        "done",
+        shape=shape,
+        dtype=np.uint8,
+        data=None if done is None else done.astype(np.uint8),
+        chunks=True,
+        fillvalue=0,
+    )
+    dir_file = _plain(provenance.get("dir_file", ""))
+    h5file.create_dataset("dir_file", data=str(dir_file))
+    _write_indices(h5file, sample_indices or {})
+    _write_provenance(h5file, provenance)
+    h5file.attrs["schema_version"] = SCHEMA_VERSION
+    h5file.attrs["acc_units"] = "fraction"
+
+
+def _create_atomically(path: Path, overwrite: bool, fill: Any) -> None:
+    """Write a new file next to ``path`` with ``fill(h5file)``, then rename it onto ``path``."""
+    h5py = _h5py()
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        with h5py.File(tmp_name, "w") as h5file:
+            fill(h5file)
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+
+
+def _open_existing(path: Path, mode: str) -> Any:
+    h5py = _h5py()
+    if not path.is_file():
+        raise FileNotFoundError(f"surface file {path} does not exist")
+    try:
+        return h5py.File(path, mode)
+    except OSError as err:
+        if "lock" in str(err).lower():
+            raise ValueError(
+                f"{path} is open in another process (HDF5 file lock): wait for that run to "
+                f"finish, or stop it, then retry ({err})"
+            ) from err
+        raise ValueError(
+            f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}"
+        ) from err
+
+
+def _check_landscape_file(h5file: Any, path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` unless it is a surface file written by this module."""
+    if "xcoordinates" not in h5file:
+        raise ValueError(f"{path} is not a loss-surface file (no 'xcoordinates' dataset)")
+    if "schema_version" not in h5file.attrs or "done" not in h5file:
+        raise ValueError(
+            f"{path} was not written by landscape (no schema_version/done; a loss-landscape "
+            "file?) and cannot be resumed; use --overwrite (overwrite=True) to replace it"
+        )
+    version = int(h5file.attrs["schema_version"])
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"{path} has schema_version {version}, newer than this landscape "
+            f"({SCHEMA_VERSION}); upgrade landscape"
+        )
