@@ -9,11 +9,13 @@ from samlab.train.closures import (
     bn_update_context,
     make_closure,
 )
+from samlab.train.fused_step import FusedStep
 
 __all__ = [
     "BN_POLICIES",
     "ClassifyConfig",
     "EpochMetrics",
+    "FusedStep",
     "TrainResult",
     "train_classifier",
     "PERTURBATION_MODES",
