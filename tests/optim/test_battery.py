@@ -636,3 +636,22 @@ def test_step_recorder_passes(name):
             assert r["perturbation_norm"] is not None and r["grad_norm"] is not None
         if name == "onestep-sam":
             assert r["clean_loss"] is None and r["sharpness_gap"] is None
+
+
+# --------------------------------------------------------------------------- module layout
+def test_sambase_and_current_pass_still_import_from_samlab_optim_base() -> None:
+    """``SAMBase``'s machinery lives in private base classes (``samlab/optim/_base_*.py``); the
+    public names are the same objects from ``samlab.optim._base`` and ``samlab.optim``, and no
+    method is defined twice along the way (one would silently shadow the other)."""
+    import samlab.optim
+    import samlab.optim._base as base
+    import samlab.optim._base_passes as passes
+
+    assert base.__all__ == ["SAMBase", "current_pass"]
+    assert samlab.optim.SAMBase is base.SAMBase
+    assert samlab.optim.current_pass is base.current_pass is passes.current_pass
+    mro = base.SAMBase.__mro__
+    private = mro[: mro.index(torch.optim.Optimizer)]
+    assert len(private) == 4 and all(cls.__module__.startswith(base.__name__) for cls in private)
+    names = [n for cls in private for n, v in vars(cls).items() if callable(v)]
+    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
