@@ -90,14 +90,27 @@ def test_training_lowers_the_validation_loss(data_dir, tmp_path, model, rho):
     result = train_forecaster(_config(data_dir, model=model, rho=rho), tmp_path / "run")
     history = result["history"]
     assert len(history) == 3 and result["epochs_run"] == 3
-    first_val = history[0]["val_mse"]
-    assert min(h["val_mse"] for h in history) < first_val or history[0]["train_loss"] > min(
-        h["train_loss"] for h in history
-    )
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert math.isfinite(result["test_mse"]) and math.isfinite(result["test_mae"])
     assert result["optimizer"] == ("sam" if rho else "adam")
     assert (tmp_path / "run" / "best.pt").is_file() and (tmp_path / "run" / "result.json").is_file()
+
+
+@pytest.mark.parametrize("model, rho", [("samformer", 0.7), ("tsmixer", 0.7)])
+def test_one_epoch_on_a_tiny_slice_lowers_the_training_loss(data_dir, model, rho):
+    from samlab.datasets.timeseries import load_forecast_data
+    from samlab.optim import create_optimizer
+
+    config = _config(data_dir, model=model, rho=rho)
+    data = load_forecast_data(config.dataset, config.horizon, seq_len=32, data_dir=data_dir)
+    torch.manual_seed(0)
+    net = forecast.build_forecaster(config, data.n_channels)
+    before = forecast.evaluate_forecaster(net, data.train)["mse"]
+    optimizer = create_optimizer("sam", list(net.parameters()), base="adam", rho=rho, lr=1e-3)
+    step_fn = forecast._step_fn(net, net, optimizer, config)
+    forecast._train_epoch(net, step_fn, data, config, 0, torch.device("cpu"))
+    after = forecast.evaluate_forecaster(net, data.train)["mse"]
+    assert after < 0.9 * before, (before, after)
 
 
 def test_sam_runs_two_passes_and_adam_one(data_dir, tmp_path, monkeypatch):
