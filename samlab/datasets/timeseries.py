@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,13 +145,19 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
     known = [k for k in FORECAST_DATASETS if k.lower() == str(name).lower()]
     stem = known[0] if known else str(name)
     tried: list[str] = []
-    for folder in _search_dirs(data_dir):
+    for index, folder in enumerate(_search_dirs(data_dir)):
         tried += [str(folder / f"{stem}{s}") for s in (".csv", ".csv.gz")]
         tried += [str(folder / "*" / f"{stem}{s}") for s in (".csv", ".csv.gz")]
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
         for candidate in (folder, *subdirs):
             found = _match_in(candidate, stem)
             if found is not None:
+                if data_dir is not None and index > 0:  # the folder the caller named lacks it
+                    warnings.warn(
+                        f"{stem}.csv(.gz) is not in data_dir {str(data_dir)!r}; reading {found}",
+                        UserWarning,
+                        stacklevel=2,
+                    )
                 return found
     raise FileNotFoundError(
         f"no data file for {stem!r}; tried:\n  " + "\n  ".join(tried) + "\n"

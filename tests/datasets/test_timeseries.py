@@ -133,6 +133,13 @@ def test_search_order_and_subfolders(tmp_path, monkeypatch) -> None:
     assert find_dataset_file("ETTh1") == second / "ETTh1.csv"
 
 
+def test_a_data_dir_without_the_file_warns_where_it_read_instead(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("SAMLAB_DATA", raising=False)
+    (tmp_path / "mine").mkdir()
+    with pytest.warns(UserWarning, match="ETTh1.csv\\(.gz\\) is not in data_dir .*mine.*reading"):
+        assert find_dataset_file("ETTh1", tmp_path / "mine") == EMBEDDED / "ETTh1.csv"
+
+
 def test_missing_file_lists_every_path_tried(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SAMLAB_DATA", str(tmp_path / "env"))
     with pytest.raises(FileNotFoundError) as info:
