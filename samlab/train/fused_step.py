@@ -84,8 +84,7 @@ class FusedStep:
     def _loss(self, params: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
         named = dict(zip(self._names, params, strict=True))
         named.update(self._frozen)
-        if x.ndim == 3:  # channel-major memory in, the model's (B, T, D) view
-            x, y = x.transpose(1, 2), y.transpose(1, 2)
+        x, y = _channel_major(x), _channel_major(y)  # its own inverse: the model's views
         return self.loss_fn(functional_call(self.model, named, (x,)), y)
 
     def _step(self, params, exp_avgs, exp_avg_sqs, hyper, x, y, two_pass: bool):
@@ -112,13 +111,17 @@ class FusedStep:
         steps, avgs, sqs = plan.state()
         rho = plan.rho()
         hyper = plan.fill_hyper(steps, rho)
-        if x.ndim == 3:
-            x, y = x.transpose(1, 2).contiguous(), y.transpose(1, 2).contiguous()
+        x, y = _channel_major(x).contiguous(), _channel_major(y).contiguous()
         with torch.no_grad():
             detached = [p.detach() for p in plan.params]  # same storage: updates land in place
         loss, perturbed_loss, norm = self._graph(rho > 0)(detached, avgs, sqs, hyper, x, y)
         plan.finish(steps, loss, perturbed_loss, norm, rho)
         return loss.detach()
+
+
+def _channel_major(t: Tensor) -> Tensor:
+    """A 3-D window (B, T, D) as (B, D, T); anything else unchanged."""
+    return t.transpose(1, 2) if t.ndim == 3 else t
 
 
 def try_fused_step(

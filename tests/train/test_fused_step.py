@@ -84,6 +84,23 @@ def test_fused_step_matches_optimizer_step(setup):
         torch.testing.assert_close(mine["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-4, atol=1e-9)
 
 
+def test_fused_step_takes_windows_with_class_targets():
+    # 3-D inputs go in channel-major; targets of another rank are passed as they are
+    _needs_compiler()
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    twin = copy.deepcopy(model)
+    eager_opt = create_optimizer("sam", list(model.parameters()), base="adam", rho=0.2, lr=1e-2)
+    fused_opt = create_optimizer("sam", list(twin.parameters()), base="adam", rho=0.2, lr=1e-2)
+    fused = FusedStep(twin, fused_opt, F.cross_entropy)
+    for _ in range(3):
+        x, y = torch.randn(5, 4, 3), torch.randint(0, 3, (5,))
+        want = eager_opt.step(make_closure(model, F.cross_entropy, x, y, eager_opt))
+        torch.testing.assert_close(fused(x, y), want.detach(), rtol=1e-5, atol=1e-7)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
+
+
 def test_fused_step_names_what_it_does_not_cover():
     model = samformer(3, seq_len=32, horizon=8)
     params = list(model.parameters())
