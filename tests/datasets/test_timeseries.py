@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from samlab.datasets import _timeseries_csv as ts_csv
+from samlab.datasets import _timeseries_files as ts_files
 from samlab.datasets import timeseries as ts
 from samlab.datasets.timeseries import (
     FORECAST_DATASETS,
@@ -387,7 +389,8 @@ def test_parsed_files_are_cached_per_mtime(tmp_path, monkeypatch) -> None:
     path = shutil.copy(EMBEDDED / "ETTh1.csv", tmp_path / "ETTh1.csv")
     calls = []
     real = ts.read_series
-    monkeypatch.setattr(ts, "read_series", lambda p: calls.append(p) or real(p))
+    # the cache calls read_series where both are defined (samlab/datasets/_timeseries_csv.py)
+    monkeypatch.setattr(ts_csv, "read_series", lambda p: calls.append(p) or real(p))
     for h in (96, 192, 336):
         load_forecast_data("ETTh1", h, data_dir=tmp_path)
     assert len(calls) == 1
@@ -418,7 +421,7 @@ def _fake_urlopen(monkeypatch, payload: bytes, dest: Path) -> list[str]:
         seen.append(request.full_url)
         return _FakeResponse(payload, dest)
 
-    monkeypatch.setattr(ts.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(ts_files.urllib.request, "urlopen", urlopen)
     return seen
 
 
@@ -458,3 +461,27 @@ def test_cli_reports_a_missing_file_without_traceback(tmp_path, monkeypatch, cap
     assert ts.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no data file for 'traffic'") and "--download traffic" in err
+
+
+def test_names_still_import_from_timeseries() -> None:
+    """The code lives in private modules (``samlab/datasets/_timeseries_*.py``); every name
+    defined in ``samlab.datasets.timeseries`` before the split is the same object from there."""
+    import samlab.datasets._timeseries_windows as ts_windows
+
+    for module, names in (
+        (ts_files, ("EMBEDDED_DATA_DIR", "_ETT_URL", "_PILE_URL", "DatasetSpec", "_spec")),
+        (ts_files, ("FORECAST_DATASETS", "get_dataset_spec", "_search_dirs", "_match_in")),
+        (ts_files, ("find_dataset_file", "download_dir", "download")),
+        (ts_csv, ("_read_lines", "_locate_bad_cell", "read_series", "_CACHE", "_read_cached")),
+        (ts_windows, ("_HOURS_PER_MONTH", "split_borders", "_check_positive", "StandardScaler")),
+        (ts_windows, ("WindowDataset", "ForecastData")),
+    ):
+        for name in names:
+            assert getattr(ts, name) is getattr(module, name), name
+    assert ts.HORIZONS == HORIZONS and callable(ts.load_forecast_data) and callable(ts.main)
+    assert callable(ts._print_info)
+    assert ts.__all__ == [
+        "FORECAST_DATASETS", "DatasetSpec", "ForecastData", "StandardScaler", "WindowDataset",
+        "download", "find_dataset_file", "get_dataset_spec", "load_forecast_data", "read_series",
+        "split_borders",
+    ]  # fmt: skip

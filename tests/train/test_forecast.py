@@ -329,11 +329,13 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     trained = json.loads((out / "metrics.json").read_text())
     assert shown["test_mse"] == pytest.approx(trained["test_mse"], rel=1e-12)
     # --download without --data-dir saves into $SAMLAB_DATA, which the run then reads
+    import samlab.datasets._timeseries_files as ts_files
     import samlab.datasets.timeseries as ts
 
     target = tmp_path / "env_data"
     monkeypatch.setenv("SAMLAB_DATA", str(target))
-    monkeypatch.setattr(ts, "EMBEDDED_DATA_DIR", tmp_path / "no_embedded")
+    # where the file search reads it (samlab/datasets/_timeseries_files.py)
+    monkeypatch.setattr(ts_files, "EMBEDDED_DATA_DIR", tmp_path / "no_embedded")
     fetched = []
 
     def fake_download(name, folder, **kw):

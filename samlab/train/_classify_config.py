@@ -1,0 +1,176 @@
+"""What a classification run is and what it returns (:mod:`samlab.train.classify`).
+
+:class:`ClassifyConfig` is the frozen, JSON-able config of a run (validated on creation, with a
+``smoke()`` profile and the keywords it hands to :func:`samlab.optim.create_optimizer`);
+:class:`EpochMetrics` is one epoch (one row of ``metrics.csv``) and :class:`TrainResult` a finished
+run (history and final model state, with summary properties).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from samlab.optim import get_optimizer_info
+from samlab.train.closures import BN_POLICIES
+
+LR_SCHEDULES = ("cosine", "step", "constant")
+
+Pairs = tuple[tuple[str, Any], ...]
+
+
+def _as_pairs(name: str, value: Any) -> Pairs:
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = tuple((str(k), v) for k, v in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a dict or (key, value) pairs, got {value!r}") from None
+    return tuple(sorted(pairs))
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Everything that decides a classification run (JSON-able; saved beside its outputs)."""
+
+    model: str = "digits_cnn"  # a samlab.models registry name (a label when model= is given)
+    model_kwargs: Pairs = ()  # keywords for the model factory, a dict or (key, value) pairs
+    optimizer: str = "sgd"  # a samlab.optim registry name: sgd, sam, asam, gsam, looksam, ...
+    lr: float = 0.05  # peak learning rate
+    momentum: float | None = 0.9  # SGD momentum; None: not passed (Adam/AdamW bases)
+    weight_decay: float = 5e-4  # L2 penalty through the (base) optimizer
+    rho: float | None = None  # SAM radius; None: the registry default (sgd/adam take none)
+    optimizer_kwargs: Pairs = ()  # further keywords, e.g. {"alpha": 0.4} or {"k": 5}
+    epochs: int = 20  # passes over the training data
+    batch_size: int = 64  # training batch size
+    eval_batch_size: int = 1024  # evaluation batch size (does not change results)
+    drop_last: bool = False  # drop a last, smaller training batch
+    steps_per_epoch: int | None = None  # cap on steps per epoch (smoke runs); None: all batches
+    seed: int = 0  # model initialisation, data order, dropout
+    bn_policy: str = "clean"  # BatchNorm running statistics: clean/perturbed/both/none
+    lr_schedule: str = "cosine"  # cosine | step | constant, stepped per iteration
+    lr_milestones: tuple[float, ...] = (0.5, 0.75)  # "step": fractions of training ...
+    lr_gamma: float = 0.1  # ... at which the lr is multiplied by lr_gamma
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in training
+    device: str = "auto"  # cpu | cuda | cuda:N | auto (cuda when available)
+    threads: int | None = None  # torch.set_num_threads during the run; None: leave as is
+    num_workers: int = 0  # DataLoader workers for Dataset inputs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_kwargs", _as_pairs("model_kwargs", self.model_kwargs))
+        extra = _as_pairs("optimizer_kwargs", self.optimizer_kwargs)
+        object.__setattr__(self, "optimizer_kwargs", extra)
+        object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+        get_optimizer_info(self.optimizer)  # ValueError naming the known optimizers
+        clash = {k for k, _ in extra} & {"lr", "momentum", "weight_decay", "rho"}
+        if clash:
+            raise ValueError(f"set {sorted(clash)} through the config fields, not optimizer_kwargs")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1 or None, got {self.steps_per_epoch}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if self.bn_policy not in BN_POLICIES:
+            raise ValueError(f"bn_policy must be one of {BN_POLICIES}, got {self.bn_policy!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads!r}")
+
+    @classmethod
+    def smoke(cls, **overrides: Any) -> ClassifyConfig:
+        """A profile that runs in about a second on CPU: 2 epochs of at most 8 steps, one
+        thread (tiny models run fastest on one, and many times slower on two busy cores)."""
+        settings = dict(epochs=2, steps_per_epoch=8, device="cpu", threads=1)
+        return cls(**{**settings, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON types (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    def optimizer_options(self) -> dict[str, Any]:
+        """The keywords handed to :func:`samlab.optim.create_optimizer`."""
+        options: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.momentum is not None:
+            options["momentum"] = self.momentum
+        if self.rho is not None:
+            options["rho"] = self.rho
+        return {**options, **dict(self.optimizer_kwargs)}
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """One epoch of a run (one row of ``metrics.csv``)."""
+
+    epoch: int  # 1-based
+    lr: float  # learning rate of the epoch's first step
+    train_loss: float  # mean over the epoch's training samples
+    train_acc: float  # fraction in [0, 1]
+    test_loss: float
+    test_acc: float
+    seconds: float  # wall time of the training steps (evaluation and I/O excluded)
+    cpu_seconds: float  # CPU time of this process in those steps (steady on busy shared cores)
+    steps: int
+    passes: int  # forward+backward passes over all steps
+    sharpness_gap: float  # mean loss(w + e) - loss(w) over the steps that recorded it; nan if none
+
+    @property
+    def passes_per_step(self) -> float:
+        return self.passes / self.steps
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    """A finished run: its config, per-epoch history and the final model state (on CPU)."""
+
+    config: ClassifyConfig
+    history: tuple[EpochMetrics, ...]
+    model_state: dict[str, Tensor] = field(repr=False)
+    output_dir: Path | None = None
+    resumed_from_epoch: int = 0  # epochs loaded from a checkpoint instead of trained now
+
+    def column(self, name: str) -> list[float]:
+        """One metric per epoch, e.g. ``result.column("test_acc")``."""
+        return [getattr(m, name) for m in self.history]
+
+    @property
+    def final_test_acc(self) -> float:
+        return self.history[-1].test_acc
+
+    @property
+    def best_test_acc(self) -> float:
+        return max(self.column("test_acc"))
+
+    @property
+    def final_train_loss(self) -> float:
+        return self.history[-1].train_loss
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.column("seconds"))
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(self.column("cpu_seconds"))
+
+    @property
+    def passes_per_step(self) -> float:
+        return sum(self.column("passes")) / sum(self.column("steps"))
+
+    @property
+    def mean_sharpness_gap(self) -> float:
+        """Mean over the epochs that recorded a gap (nan when none did, e.g. SGD)."""
+        gaps = [g for g in self.column("sharpness_gap") if not math.isnan(g)]
+        return sum(gaps) / len(gaps) if gaps else math.nan
