@@ -15,7 +15,8 @@ in about half the time of the eager SAM step on CPU). Each epoch ends with an at
 where it stopped and finishes bit for bit as an uninterrupted one; a finished run leaves
 ``result.json`` and is skipped.
 
-Command line: ``python -m samlab.train.forecast`` (see :mod:`samlab.train._forecast_cli`).
+Command line: ``python -m samlab.train.forecast`` (see :mod:`samlab.train._forecast_cli`). The
+training step and epoch loop, eager or compiled, are in :mod:`samlab.train._forecast_steps`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import dataclasses
 import json
 import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,14 @@ from samlab.datasets.timeseries import ForecastData, get_dataset_spec, load_fore
 from samlab.models import create_model
 from samlab.models._keras_init import check_init
 from samlab.optim import create_optimizer
+from samlab.train._forecast_steps import (  # noqa: F401 - the benchmark and tests use them
+    _compiled,
+    _EagerFallback,
+    _epoch_generator,
+    _step_fn,
+    _train_epoch,
+)
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
-from samlab.train.closures import make_closure
-from samlab.train.fused_step import try_fused_step, warn_unfused
 from samlab.utils import seed_everything
 
 __all__ = [
@@ -164,50 +169,6 @@ def build_forecaster(config: ForecastConfig, n_channels: int) -> nn.Module:
     )
 
 
-class _EagerFallback(nn.Module):
-    """``torch.compile(model)`` that falls back to the eager ``model`` (one RuntimeWarning)
-    when compilation fails at its first call: ``torch.compile`` itself is lazy, so a missing
-    or broken compiler only shows up there."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        object.__setattr__(self, "_compiled_fn", torch.compile(model))  # not a submodule
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self._compiled_fn is not None:
-            try:
-                return self._compiled_fn(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-                object.__setattr__(self, "_compiled_fn", None)
-                _warn_eager(f"{type(err).__name__}: {err}".splitlines()[0][:300])
-        return self.model(*args, **kwargs)
-
-
-def _warn_eager(reason: str) -> None:
-    warnings.warn(
-        f"torch.compile is unavailable ({reason}); training the eager model instead",
-        RuntimeWarning,
-        stacklevel=4,
-    )
-
-
-def _compiled(model: nn.Module, enabled: bool) -> nn.Module:
-    """The model to call in training and evaluation: ``model`` itself, or with ``enabled`` its
-    compiled twin with a clean eager fallback (no C++ compiler, or compilation failing)."""
-    if not enabled:
-        return model
-    try:
-        from kernels.compiled import compiler_available
-
-        if not compiler_available():
-            raise RuntimeError("no working C++ compiler for torch.compile")
-        return _EagerFallback(model)
-    except Exception as err:  # noqa: BLE001 - any compile setup failure falls back
-        _warn_eager(str(err))
-        return model
-
-
 @torch.no_grad()
 def evaluate_forecaster(
     model: nn.Module,
@@ -237,10 +198,6 @@ def evaluate_forecaster(
     return {"mse": float(sq) / count, "mae": float(ab) / count}
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
 @dataclass
 class _State:
     """Early-stopping state carried across epochs (and checkpoints)."""
@@ -251,74 +208,6 @@ class _State:
     wait: int = 0
     seconds: float = 0.0
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
-
-
-def _step_fn(model: nn.Module, fwd: nn.Module, optimizer, config: ForecastConfig):
-    """``step(x, y) -> loss``: ``optimizer.step`` with a closure on ``fwd``, or with
-    ``config.compile`` the whole step as one compiled graph (:class:`FusedStep`) where it
-    applies (SAMformer and the Transformer with SAM or Adam; not TSMixer, whose BatchNorm keeps
-    running statistics), reverting to the eager step with a warning if that fails to compile."""
-
-    def eager(x: Tensor, y: Tensor) -> Tensor:
-        return optimizer.step(make_closure(fwd, nn.functional.mse_loss, x, y, optimizer))
-
-    fused = try_fused_step(model, optimizer) if config.compile and fwd is not model else None
-    if fused is None:
-        return eager
-    current: list = [fused]  # the step in use
-    compiled_shapes: set[tuple[int, ...]] = set()  # batch shapes whose graph compiled
-
-    def step(x: Tensor, y: Tensor) -> Tensor:
-        # every new batch shape (the last, shorter batch of an epoch) compiles its own graph:
-        # its first call is guarded too
-        if current[0] is eager or x.shape in compiled_shapes:
-            return current[0](x, y)
-        try:
-            loss = fused(x, y)
-        except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-            warn_unfused(f"{type(err).__name__}: {err}".splitlines()[0][:300])
-            if isinstance(fwd, _EagerFallback):  # the same compiler would fail there too
-                object.__setattr__(fwd, "_compiled_fn", None)
-            current[0] = eager
-            return eager(x, y)
-        compiled_shapes.add(tuple(x.shape))
-        return loss
-
-    return step
-
-
-def _train_epoch(model, step_fn, data: ForecastData, config, epoch, device) -> float:
-    model.train()
-    total = torch.zeros((), dtype=torch.float64)
-    steps = 0
-    batches = data.train.batches(
-        config.batch_size, shuffle=True, generator=_epoch_generator(config.seed, epoch)
-    )
-    n_batches = math.ceil(len(data.train) / config.batch_size)
-    if config.max_train_batches is not None:
-        n_batches = min(n_batches, config.max_train_batches)
-    bar = tqdm(
-        batches,
-        total=n_batches,
-        desc=f"epoch {epoch + 1}",
-        leave=False,
-        disable=not config.progress,
-    )
-    for x, y in bar:
-        if steps == n_batches or len(x) == 1:
-            break  # a trailing single-window batch is dropped: BatchNorm cannot train on it
-        loss = step_fn(x.to(device), y.to(device))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss became {float(loss)} at epoch {epoch + 1}, step {steps + 1} "
-                f"({config.model} on {config.dataset}, lr {config.resolved_lr}, rho "
-                f"{config.resolved_rho}); lower the learning rate or rho. Finished epochs are "
-                "kept in last.pt"
-            )
-        total += loss.detach().double().cpu()
-        steps += 1
-    bar.close()
-    return float(total) / max(steps, 1)
 
 
 def _resume(run_dir: Path, config: ForecastConfig, model, optimizer) -> _State:

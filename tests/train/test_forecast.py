@@ -114,15 +114,17 @@ def test_one_epoch_on_a_tiny_slice_lowers_the_training_loss(data_dir, model, rho
 
 
 def test_sam_runs_two_passes_and_adam_one(data_dir, tmp_path, monkeypatch):
+    from samlab.train import _forecast_steps
+
     calls = []
-    real = forecast.make_closure
+    real = _forecast_steps.make_closure
 
     def counting(*args, **kw):
         closure = real(*args, **kw)
         calls.append(closure)
         return closure
 
-    monkeypatch.setattr(forecast, "make_closure", counting)
+    monkeypatch.setattr(_forecast_steps, "make_closure", counting)
     for rho, passes in ((0.5, 2), (0.0, 1)):
         calls.clear()
         train_forecaster(
@@ -403,7 +405,9 @@ def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager(monkeypat
             raise RuntimeError("inductor: the second graph failed\nlong log")
         return torch.tensor(1.0)
 
-    monkeypatch.setattr(forecast, "try_fused_step", lambda m, o: fake_fused)
+    from samlab.train import _forecast_steps
+
+    monkeypatch.setattr(_forecast_steps, "try_fused_step", lambda m, o: fake_fused)
     config = ForecastConfig(horizon=8, seq_len=32, compile=True, progress=False)
     fwd = forecast._EagerFallback(model)
     step = forecast._step_fn(model, fwd, optimizer, config)
