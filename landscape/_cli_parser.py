@@ -2,22 +2,29 @@
 
 :func:`build_parser` builds the four subcommands from shared argument groups (model,
 directions, data, plots) and argument types that report a malformed value as an argparse error
-(exit status 2); :func:`parse_range` reads ``MIN:MAX:NUM``. :func:`_join_negative_values`
-rewrites ``--x -1:1:51`` as ``--x=-1:1:51`` before parsing, since argparse would take
-``-1:1:51`` for an option.
+(exit status 2), both defined in :mod:`landscape._cli_options`; :func:`parse_range` reads
+``MIN:MAX:NUM``. :func:`_join_negative_values` rewrites ``--x -1:1:51`` as ``--x=-1:1:51``
+before parsing, since argparse would take ``-1:1:51`` for an option.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from collections.abc import Sequence
-from typing import Any
 
-NORM_CHOICES = ("filter", "layer", "weight", "dfilter", "dlayer", "none", "")
-IGNORE_CHOICES = ("biasbn", "none", "")
+from landscape._cli_options import (
+    IGNORE_CHOICES,
+    _add_data_args,
+    _add_direction_args,
+    _add_model_args,
+    _add_plot_args,
+    _factory_type,
+    _json_object,
+    _positive_int,
+)
+
 _RANGE_HELP = "MIN:MAX:NUM with NUM an integer >= 1, e.g. -1:1:51"
 
 
@@ -70,45 +77,6 @@ def _range_type(text: str) -> tuple[float, float, int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def _factory_type(text: str) -> str:
-    module, sep, attr = text.partition(":")
-    if not sep or not module.strip() or not attr.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected MODULE:FACTORY (e.g. samlab.models:digits_cnn), got {text!r}"
-        )
-    return text
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r} ({err})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
-    return value
-
-
 _NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf)")
 
 
@@ -131,155 +99,6 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
         out.append(token)
         i += 1
     return out
-
-
-def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument(
-        "--model",
-        type=_factory_type,
-        required=required,
-        metavar="MODULE:FACTORY",
-        help="importable factory returning the nn.Module (e.g. samlab.models:digits_cnn); "
-        "resolved from the current directory and sys.path",
-    )
-    g.add_argument(
-        "--model_kwargs",
-        type=_json_object,
-        default={},
-        metavar="JSON",
-        help="keyword arguments for the model factory, as a JSON object",
-    )
-    g.add_argument(
-        "--model_file",
-        default="",
-        help="weights of the centre: a samlab checkpoint (dict with a 'model' entry) or a plain "
-        "state_dict, loaded with torch.load(weights_only=True)",
-    )
-
-
-def _add_direction_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("directions")
-    g.add_argument(
-        "--dir_file",
-        default="",
-        help="direction file to use (created there if missing); default: created from --seed "
-        "and saved next to the surface file under a name made of the settings",
-    )
-    g.add_argument(
-        "--dir_type",
-        choices=("weights", "states"),
-        default=None,
-        help="weights: parameters only (default); states: BatchNorm running statistics too",
-    )
-    for axis in ("x", "y"):
-        g.add_argument(
-            f"--{axis}norm",
-            choices=NORM_CHOICES,
-            default=None,
-            help=f"normalisation of the {axis} direction (default filter; '' = none)",
-        )
-        g.add_argument(
-            f"--{axis}ignore",
-            choices=IGNORE_CHOICES,
-            default=None,
-            help=f"biasbn: the {axis} direction is 0 on 1-D tensors (default); "
-            "'' / none: loss-landscape's rule (a copy of the tensor)",
-        )
-    g.add_argument("--same_dir", action="store_true", help="y direction = x direction")
-    g.add_argument(
-        "--orthogonalize", action="store_true", help="make y orthogonal to x (Gram-Schmidt)"
-    )
-    g.add_argument("--seed", type=int, default=0, help="seed of the random directions (0)")
-    g.add_argument(
-        "--idx",
-        type=_nonnegative_int,
-        default=0,
-        help="repeat index: draws another direction (seed + idx) and tags the file names",
-    )
-    g.add_argument("--model_file2", default="", help="x direction = model_file2 - model_file")
-    g.add_argument("--model_file3", default="", help="y direction = model_file3 - model_file")
-
-
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data",
-        type=_factory_type,
-        metavar="MODULE:FACTORY",
-        help="factory returning the evaluation data: a DataLoader, a Dataset, an "
-        "(inputs, targets) pair of tensors, or a (train, test) pair of loaders/datasets",
-    )
-    g.add_argument(
-        "--test_data",
-        type=_factory_type,
-        metavar="MODULE:FACTORY",
-        help="factory for a test set evaluated at the same points (test_* metrics); for a "
-        "(train, test) pair its second element",
-    )
-    g.add_argument(
-        "--data_kwargs",
-        type=_json_object,
-        default={},
-        metavar="JSON",
-        help="keyword arguments for the data factories, as a JSON object",
-    )
-    g.add_argument("--batch_size", type=_positive_int, default=128, help="evaluation batch (128)")
-    g.add_argument(
-        "--loss_name",
-        "-l",
-        choices=("crossentropy", "mse"),
-        default="crossentropy",
-        help="crossentropy (loss and accuracy) or mse (MSE and MAE)",
-    )
-    g.add_argument(
-        "--data_split",
-        type=_positive_int,
-        default=1,
-        help="S > 1: evaluate on part --split_idx of a seeded random split into S parts",
-    )
-    g.add_argument(
-        "--split_idx", type=_nonnegative_int, default=0, help="which part of --data_split (0)"
-    )
-    g.add_argument(
-        "--subset", type=_positive_int, default=None, help="evaluate on N seeded random samples"
-    )
-    g.add_argument("--subset_seed", type=int, default=0, help="seed of --subset / --data_split (0)")
-    g.add_argument("--test_subset", type=_positive_int, default=None, help="N random test samples")
-    legacy = p.add_argument_group("loss-landscape data flags (not used: give --data)")
-    legacy.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
-    legacy.add_argument("--datapath", default=None, help=argparse.SUPPRESS)
-    legacy.add_argument("--raw_data", action="store_true", help=argparse.SUPPRESS)
-    legacy.add_argument("--trainloader", default="", help=argparse.SUPPRESS)
-    legacy.add_argument("--testloader", default="", help=argparse.SUPPRESS)
-
-
-def _add_plot_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("plots")
-    g.add_argument("--surf_name", default="train_loss", help="metric to draw (train_loss)")
-    g.add_argument("--vmin", type=float, default=None, help="lowest contour level (from data)")
-    g.add_argument("--vmax", type=float, default=None, help="highest contour level (from data)")
-    g.add_argument("--vlevel", type=float, default=None, help="contour spacing (from data)")
-    g.add_argument("--zmax", type=float, default=None, help="clip the 3D surface at this loss")
-    g.add_argument("--log", action="store_true", help="logarithmic loss axis / colours")
-    g.add_argument("--loss_max", type=float, default=None, help="upper limit of 1D loss axes")
-    g.add_argument(
-        "--xmin", type=float, default=-1.0, help="x-axis lower limit of 1D plots (-1: the data's)"
-    )
-    g.add_argument(
-        "--xmax", type=float, default=1.0, help="x-axis upper limit of 1D plots (1: the data's)"
-    )
-    g.add_argument(
-        "--zlim",
-        type=float,
-        default=None,
-        help="upper z limit of the 3D surface (default: the data's; loss-landscape's plot_2D.py "
-        "parses --zlim but ignores it)",
-    )
-    g.add_argument("--show", action="store_true", help="also show the figures (plt.show)")
-    g.add_argument(
-        "--formats", default="png", help="comma-separated figure formats (png; e.g. png,pdf)"
-    )
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:

@@ -5,8 +5,10 @@ evaluation mode and evaluates points; the module docstring of :mod:`landscape.su
 describes the modes, the forward chunk and determinism. Its machinery lives in its base
 classes, one private module each: the moved tensors (:mod:`landscape._surface_weights`), the
 forward-chunk probe (:mod:`landscape._surface_probe`), the compiled path
-(:mod:`landscape._surface_compiled`), ``vmap`` (:mod:`landscape._surface_vmap`) and the
-metrics (:mod:`landscape._surface_stats`).
+(:mod:`landscape._surface_compiled`), ``vmap`` (:mod:`landscape._surface_vmap`), the
+metrics (:mod:`landscape._surface_stats`), the metric names, sample indices and provenance
+(:mod:`landscape._surface_provenance`) and the centre's restoration and check
+(:mod:`landscape._surface_center`).
 """
 
 from __future__ import annotations
@@ -18,25 +20,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landscape._surface_center import _CenterCheck
 from landscape._surface_compiled import _CompiledPath, _fail_on_recompile
 from landscape._surface_data import (
-    _describe_subset,
     _EvalSet,
-    _hash_indices,
     _hash_tensors,
-    _jsonable,
     _model_device,
     _model_dtype,
     _nbytes,
-    _package_version,
     _unaliased,
     as_tensors,
 )
 from landscape._surface_probe import _ForwardChunks
+from landscape._surface_provenance import _Provenance
 from landscape._surface_stats import _Statistics
 from landscape._surface_vmap import _VmapPath
 from landscape._surface_weights import _MovedTensors
@@ -54,16 +53,17 @@ _OUTPUT_BUDGET = 64 << 20
 # True: the ``auto`` probe of vmap (:mod:`landscape._surface_vmap`) runs on any device (CPU
 # too), for tests; normally CUDA only.
 _AUTO_VMAP_PROBE_ANY_DEVICE = False
-# (rtol, atol) of check_center per parameter dtype.
-CENTER_TOLERANCE = {
-    torch.float64: (1e-9, 1e-12),
-    torch.float32: (1e-4, 1e-6),
-    torch.float16: (1e-2, 1e-3),
-    torch.bfloat16: (2e-2, 1e-3),
-}
 
 
-class SurfaceEvaluator(_MovedTensors, _ForwardChunks, _CompiledPath, _VmapPath, _Statistics):
+class SurfaceEvaluator(
+    _MovedTensors,
+    _ForwardChunks,
+    _CompiledPath,
+    _VmapPath,
+    _Statistics,
+    _Provenance,
+    _CenterCheck,
+):
     """Evaluates a model's loss and metrics at points ``theta0 + a * dx (+ b * dy)``.
 
     Args:
@@ -253,78 +253,9 @@ class SurfaceEvaluator(_MovedTensors, _ForwardChunks, _CompiledPath, _VmapPath, 
     # ----------------------------------------------------------------- public API
 
     @property
-    def metric_names(self) -> tuple[str, ...]:
-        """The metrics this evaluator returns, e.g. ``("train_loss", "train_acc", ...)``."""
-        names = []
-        stats = ["loss"] + ([self._second] if self._second else [])
-        for evalset in self._sets:
-            names += [f"{evalset.name}_{s}" for s in stats]
-            names += [f"{evalset.name}_{s}_se" for s in stats]
-        return tuple(names)
-
-    @property
     def default_chunk_size(self) -> int:
         """Points per chunk that keep fast paths busy: K for vmap, otherwise 16."""
         return self.points_per_call if self.points_per_call > 1 else 16
-
-    @property
-    def train_indices(self) -> np.ndarray:
-        """Indices (into the training data) of the evaluated samples, in evaluation order."""
-        return self._sets[0].indices.copy()
-
-    @property
-    def test_indices(self) -> np.ndarray | None:
-        """Indices of the evaluated test samples, or None without test data."""
-        return self._sets[1].indices.copy() if len(self._sets) > 1 else None
-
-    @property
-    def sample_indices(self) -> dict[str, np.ndarray]:
-        """``{"train": indices}`` when ``subset`` was given, plus ``"test"`` when
-        ``test_subset`` was: what a surface file stores as ``train_indices`` /
-        ``test_indices`` (with their sha256 in the provenance either way)."""
-        result = {}
-        if self._subset is not None:
-            result["train"] = self.train_indices
-        if len(self._sets) > 1 and self._test_subset is not None:
-            result["test"] = self.test_indices
-        return result
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """JSON-able description of what this evaluator computes (stored with the surface)."""
-        execution: dict[str, Any] = {"mode_requested": self.mode_requested}
-        if self.points_per_call > 1:
-            execution["points_per_call"] = self.points_per_call
-        if self.device.type == "cuda":
-            execution["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
-            execution["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        execution.update(self._notes)
-        result: dict[str, Any] = {
-            "directions": _jsonable(dict(self.directions.meta)),
-            "directions_sha256": self.directions_sha256,
-            "dir_type": self.dir_type,
-            "loss_name": self.loss_name,
-            "bn_mode": self.bn_mode,
-            "subset": _describe_subset(self._subset),
-            "subset_seed": self._subset_seed,
-            "train_size": int(self._sets[0].indices.size),
-            "train_indices_sha256": _hash_indices(self._sets[0].indices),
-            "model_sha256": self.model_sha256,
-            "model_class": type(self.model).__qualname__,
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "batch_size": self.batch_size,
-            "mode": self.mode,
-            "device": self.device.type,
-            "execution": execution,
-            "torch_version": str(torch.__version__),
-            "numpy_version": str(np.__version__),
-            "landscape_version": _package_version(),
-        }
-        if len(self._sets) > 1:
-            result["test_subset"] = _describe_subset(self._test_subset)
-            result["test_size"] = int(self._sets[1].indices.size)
-            result["test_indices_sha256"] = _hash_indices(self._sets[1].indices)
-        return result
 
     def evaluate_points(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """Metrics at ``coords`` ``(K, ndim)``: each metric as a float64 array ``(K,)``."""
@@ -366,38 +297,7 @@ class SurfaceEvaluator(_MovedTensors, _ForwardChunks, _CompiledPath, _VmapPath, 
                         pending, held, first = [], 0, k + 1
         return results
 
-    def center(self) -> dict[str, float]:
-        """Metrics at the unperturbed weights (coordinates 0)."""
-        values = self.evaluate_points(np.zeros((1, self.ndim)))
-        return {name: float(value[0]) for name, value in values.items()}
-
-    def check_center(self, rtol: float | None = None, atol: float | None = None) -> dict:
-        """:meth:`center`, after checking it against the model's own loss.
-
-        The reference runs the model as it is (no weight writes, no fast path) over the same
-        samples, concatenates the outputs and applies the loss once (with ``bn_mode=
-        "recompute"`` the statistics are re-estimated on a deep copy first). Raises
-        ``RuntimeError`` naming the metric when they differ by more than ``rtol``/``atol``
-        (defaults per dtype in ``CENTER_TOLERANCE``).
-        """
-        default_rtol, default_atol = CENTER_TOLERANCE.get(self.dtype, (1e-4, 1e-6))
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
-        values = self.center()
-        reference = self._reference_center()
-        for name, expected in reference.items():
-            got = values[name]
-            if not abs(got - expected) <= atol + rtol * abs(expected):
-                raise RuntimeError(
-                    f"centre check failed: {name} is {got!r} on the surface but {expected!r} "
-                    f"from the model itself (mode={self.mode!r}, rtol={rtol}, atol={atol})"
-                )
-        return values
-
     # ----------------------------------------------------------------- evaluation internals
-
-    def _prepared(self):
-        return _Prepared(self)
 
     def _recompute_batchnorm(self) -> None:
         momenta = [bn.momentum for bn in self._batchnorms]
@@ -438,71 +338,3 @@ class SurfaceEvaluator(_MovedTensors, _ForwardChunks, _CompiledPath, _VmapPath, 
             [_unaliased(model(inputs), owned) for inputs in evalset.chunk_inputs]
             for evalset in self._sets
         ]
-
-    def _reference_center(self) -> dict[str, float]:
-        model = self.model
-        if self.bn_mode == "recompute" and self._batchnorms:
-            model = copy.deepcopy(self.model)
-            for module in model.modules():
-                if isinstance(module, _BatchNorm) and module.track_running_stats:
-                    module.reset_running_stats()
-                    module.momentum = None
-        result = {}
-        with _Prepared(self, model), torch.no_grad():
-            if model is not self.model:
-                first = self._sets[0]
-                for module in model.modules():
-                    if isinstance(module, _BatchNorm):
-                        module.train()
-                for start, stop in first.bounds:
-                    model(first.inputs[start:stop])
-                model.eval()
-            for evalset in self._sets:
-                outputs = torch.cat(
-                    [model(evalset.inputs[start:stop]) for start, stop in evalset.bounds]
-                )
-                if outputs.dtype in (torch.float16, torch.bfloat16):
-                    outputs = outputs.float()
-                targets = evalset.targets
-                if self.loss == "crossentropy":
-                    loss = F.cross_entropy(outputs, targets)
-                    labels = targets.argmax(1) if targets.is_floating_point() else targets
-                    result[f"{evalset.name}_acc"] = float(
-                        (outputs.argmax(1) == labels).double().mean()
-                    )
-                elif self.loss == "mse":
-                    targets = targets.reshape(outputs.shape)
-                    loss = F.mse_loss(outputs, targets)
-                    result[f"{evalset.name}_mae"] = float(F.l1_loss(outputs, targets))
-                else:
-                    loss = self.loss(outputs, targets).double().mean()
-                result[f"{evalset.name}_loss"] = float(loss)
-        return result
-
-
-class _Prepared:
-    """Context: model in eval mode; on exit the centre, the BatchNorm buffers (recompute) and
-    every module's training flag are restored, whatever happened."""
-
-    def __init__(self, evaluator: SurfaceEvaluator, model: nn.Module | None = None) -> None:
-        self.evaluator = evaluator
-        self.model = evaluator.model if model is None else model
-
-    def __enter__(self) -> _Prepared:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.buffers = []
-        if self.model is self.evaluator.model and self.evaluator.bn_mode == "recompute":
-            for bn in self.evaluator._batchnorms:
-                for buffer in bn.buffers(recurse=False):
-                    self.buffers.append((buffer, buffer.detach().clone()))
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        with torch.no_grad():
-            if self.model is self.evaluator.model:
-                self.evaluator._restore()
-            for buffer, saved in self.buffers:
-                buffer.copy_(saved)
-        for module, flag in self.flags:
-            module.training = flag

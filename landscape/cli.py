@@ -44,9 +44,10 @@ empty data) end with a one-line ``error:`` message and exit status 1 (2 for flag
 
 The code: this module holds :func:`main`; the parser and the commands are defined in private
 modules beside it, their public names re-exported here: ``_cli_parser.py`` (the argparse parser,
-:func:`parse_range`), ``_cli_inputs.py`` (:class:`CLIError`, the run's context, factories,
-checkpoints, data, file names and directions), ``_cli_surface.py`` (``surface``) and
-``_cli_plot.py`` (``plot``, ``project``, ``vtk`` and the figures of ``surface --plot``).
+:func:`parse_range`), ``_cli_options.py`` (its shared argument groups and argument types),
+``_cli_inputs.py`` (:class:`CLIError`, the run's context, factories, checkpoints, data, file
+names and directions), ``_cli_surface.py`` (``surface``) and ``_cli_plot.py`` (``plot``,
+``project``, ``vtk`` and the figures of ``surface --plot``).
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ from landscape._cli_inputs import default_dir_file as default_dir_file
 from landscape._cli_inputs import default_surf_file as default_surf_file
 from landscape._cli_inputs import load_state as load_state
 from landscape._cli_inputs import resolve_factory as resolve_factory
-from landscape._cli_parser import IGNORE_CHOICES as IGNORE_CHOICES
-from landscape._cli_parser import NORM_CHOICES as NORM_CHOICES
+from landscape._cli_options import IGNORE_CHOICES as IGNORE_CHOICES
+from landscape._cli_options import NORM_CHOICES as NORM_CHOICES
 from landscape._cli_parser import _join_negative_values
 from landscape._cli_parser import build_parser as build_parser
 from landscape._cli_parser import parse_range as parse_range

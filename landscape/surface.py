@@ -94,9 +94,9 @@ import numpy as np
 from torch import nn
 
 # Defined in the private modules, importable from here as before.
+from landscape._surface_center import CENTER_TOLERANCE as CENTER_TOLERANCE
 from landscape._surface_data import as_tensors as as_tensors
 from landscape._surface_evaluator import BN_MODES as BN_MODES
-from landscape._surface_evaluator import CENTER_TOLERANCE as CENTER_TOLERANCE
 from landscape._surface_evaluator import LOSSES as LOSSES
 from landscape._surface_evaluator import MODES as MODES
 from landscape._surface_evaluator import SurfaceEvaluator as SurfaceEvaluator

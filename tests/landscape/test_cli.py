@@ -356,13 +356,15 @@ def test_public_names_still_import_from_landscape_cli():
     """The code lives in private modules (``landscape/_cli_*.py``); the public names are the
     same objects when imported from ``landscape.cli``."""
     import landscape._cli_inputs as inputs
+    import landscape._cli_options as options
     import landscape._cli_parser as parser
     import landscape._cli_plot as plot
     import landscape._cli_surface as surface
     import landscape.cli as cli
 
     for module, names in (
-        (parser, ("build_parser", "parse_range", "NORM_CHOICES", "IGNORE_CHOICES")),
+        (parser, ("build_parser", "parse_range")),
+        (options, ("NORM_CHOICES", "IGNORE_CHOICES")),
         (inputs, ("CLIError", "FLAG_DEFAULTS", "resolve_factory", "load_state", "build_model")),
         (inputs, ("build_data", "default_dir_file", "default_surf_file")),
         (surface, ("cmd_surface",)),

@@ -15,9 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import landscape._surface_center as center_module
 import landscape._surface_compiled as compiled_module
 import landscape._surface_evaluator as evaluator_module
 import landscape._surface_probe as probe_module
+import landscape._surface_provenance as provenance_module
 import landscape._surface_stats as stats_module
 import landscape._surface_vmap as vmap_module
 from landscape._fold import fold_batchnorm
@@ -899,3 +901,17 @@ def test_eager_cross_entropy_stats_equal_cross_entropy_and_argmax():
     # out-of-range class indices take F.cross_entropy's path and its error
     with pytest.raises((IndexError, RuntimeError)):
         evaluator._per_sample(outputs, torch.full((300,), 12), eager=True)
+
+
+def test_evaluator_mixins_and_reexports():
+    """The evaluator's code lives in mixins (``landscape/_surface_*.py``) that never import it;
+    ``CENTER_TOLERANCE`` is the same object from :mod:`landscape.surface`."""
+    import landscape.surface as surface
+
+    for mixin in (provenance_module._Provenance, center_module._CenterCheck):
+        assert mixin in SurfaceEvaluator.__mro__
+    assert SurfaceEvaluator.provenance is provenance_module._Provenance.provenance
+    assert SurfaceEvaluator.check_center is center_module._CenterCheck.check_center
+    assert surface.CENTER_TOLERANCE is center_module.CENTER_TOLERANCE
+    for module in (provenance_module, center_module):
+        assert not hasattr(module, "SurfaceEvaluator"), module.__name__
