@@ -2,8 +2,8 @@
 
 ``samlab.train.fused_step`` traces a whole step (both gradients, the perturbation, the base
 update) into one ``torch.compile`` graph. What it needs from the optimizer lives here, where
-the optimizers are known: :func:`fused_plan` says whether an optimizer's step can be written
-that way and returns a :class:`FusedPlan` with
+the optimizers are known: :func:`fused_plan_unsupported` says whether an optimizer's step can
+be written that way, and a :class:`FusedPlan` holds
 
 * the update rules as pure functions of tensors (:meth:`FusedPlan.perturbed`, SAM's
   ``w + rho * g / (||g|| + perturb_eps)``, and :meth:`FusedPlan.adam_update_`, the update of
@@ -32,7 +32,7 @@ from torch.optim import optimizer as _torch_optimizer
 
 from samlab.optim.sam import SAM
 
-__all__ = ["FusedPlan", "fused_plan", "fused_plan_unsupported"]
+__all__ = ["FusedPlan", "fused_plan_unsupported"]
 
 # slots of the float32 hyper-parameter vector handed to the graph
 _RHO, _STEP_SIZE, _BC2_SQRT, _BETA1, _BETA2, _EPS, _WD, _PERTURB_EPS = range(8)
@@ -78,14 +78,6 @@ def fused_plan_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
     if len({p.device for p in params}) != 1 or any(p.dtype != torch.float32 for p in params):
         return "parameters must all be float32 on one device"
     return None
-
-
-def fused_plan(optimizer: torch.optim.Optimizer) -> FusedPlan | None:
-    """A :class:`FusedPlan` for ``optimizer``, or None where :func:`fused_plan_unsupported`
-    gives a reason."""
-    if fused_plan_unsupported(optimizer) is not None:
-        return None
-    return FusedPlan(optimizer)
 
 
 class FusedPlan:

@@ -39,9 +39,18 @@ class _EagerFallback(nn.Module):
             try:
                 return self._compiled_fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-                object.__setattr__(self, "_compiled_fn", None)
-                _warn_eager(f"{type(err).__name__}: {err}".splitlines()[0][:300])
+                self.disable()
+                _warn_eager(_reason(err))
         return self.model(*args, **kwargs)
+
+    def disable(self) -> None:
+        """Call the eager model from now on."""
+        object.__setattr__(self, "_compiled_fn", None)
+
+
+def _reason(err: Exception) -> str:
+    """One line naming a compiler failure, for the fallback warnings."""
+    return f"{type(err).__name__}: {err}".splitlines()[0][:300]
 
 
 def _warn_eager(reason: str) -> None:
@@ -84,21 +93,23 @@ def _step_fn(model: nn.Module, fwd: nn.Module, optimizer, config: ForecastConfig
     fused = try_fused_step(model, optimizer) if config.compile and fwd is not model else None
     if fused is None:
         return eager
-    current: list = [fused]  # the step in use
     compiled_shapes: set[tuple[int, ...]] = set()  # batch shapes whose graph compiled
 
     def step(x: Tensor, y: Tensor) -> Tensor:
+        nonlocal fused
+        if fused is None:  # compilation failed earlier
+            return eager(x, y)
+        if x.shape in compiled_shapes:
+            return fused(x, y)
         # every new batch shape (the last, shorter batch of an epoch) compiles its own graph:
-        # its first call is guarded too
-        if current[0] is eager or x.shape in compiled_shapes:
-            return current[0](x, y)
+        # its first call is guarded like the very first one
         try:
             loss = fused(x, y)
         except Exception as err:  # noqa: BLE001 - any compiler failure falls back
-            warn_unfused(f"{type(err).__name__}: {err}".splitlines()[0][:300])
+            warn_unfused(_reason(err))
             if isinstance(fwd, _EagerFallback):  # the same compiler would fail there too
-                object.__setattr__(fwd, "_compiled_fn", None)
-            current[0] = eager
+                fwd.disable()
+            fused = None
             return eager(x, y)
         compiled_shapes.add(tuple(x.shape))
         return loss

@@ -11,8 +11,9 @@ model's parameters and the base optimizer's own state tensors, so checkpoints, r
 
 What it takes (:func:`fused_step_unsupported` gives the reason where not):
 
-* an optimizer with a fused form (:func:`samlab.optim.fused.fused_plan`: SAM over Adam, or
-  Adam; the update rules and the optimizer's bookkeeping live there);
+* an optimizer with a fused form (SAM over Adam, or Adam; see
+  :func:`samlab.optim.fused.fused_plan_unsupported`: the update rules and the optimizer's
+  bookkeeping live there);
 * the model: no buffers (nothing that training updates in place, such as BatchNorm's running
   statistics), its trainable parameters exactly the optimizer's, all float32 on one device;
 * the loss: ``loss_fn(model(x), y)`` for tensors x, y.
@@ -112,8 +113,7 @@ class FusedStep:
         rho = plan.rho()
         hyper = plan.fill_hyper(steps, rho)
         x, y = _channel_major(x).contiguous(), _channel_major(y).contiguous()
-        with torch.no_grad():
-            detached = [p.detach() for p in plan.params]  # same storage: updates land in place
+        detached = [p.detach() for p in plan.params]  # same storage: updates land in place
         loss, perturbed_loss, norm = self._graph(rho > 0)(detached, avgs, sqs, hyper, x, y)
         plan.finish(steps, loss, perturbed_loss, norm, rho)
         return loss.detach()
