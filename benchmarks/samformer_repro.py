@@ -234,7 +234,7 @@ def run_stage(jobs: list[Job], args, budget: list[int]) -> None:
 
 def sharpness_stage(args) -> None:
     """λmax of every finished SAMformer run with and without SAM (each measured once)."""
-    from samlab.train.sharpness import _METHOD, run_top_eigenvalue
+    from samlab.train.sharpness import METHOD, run_top_eigenvalue
 
     out = Path(args.out)
     if args.threads:
@@ -242,7 +242,7 @@ def sharpness_stage(args) -> None:
 
         torch.set_num_threads(args.threads)
     jobs = [j for j in table_jobs(args) if j.model == "samformer" and _result(j, out)]
-    todo = [j for j in jobs if _result(j, out).get("lambda_max_method") != _METHOD]
+    todo = [j for j in jobs if _result(j, out).get("lambda_max_method") != METHOD]
     for k, job in enumerate(todo, 1):
         value = run_top_eigenvalue(job.run_dir(out), windows=1024, iters=30)
         print(f"[sharpness {k}/{len(todo)}] H={job.horizon} {job.label} seed {job.seed}: "

@@ -66,6 +66,9 @@ from typing import Any
 
 import numpy as np
 
+from landscape.curvature import FIT_WINDOW, sharpness_1d, sharpness_2d
+from samlab.datasets import digits_eval_data
+
 __all__ = [
     "FULL_SETTINGS",
     "LANDSCAPE_MODELS",
@@ -73,15 +76,12 @@ __all__ = [
     "SMOKE_SETTINGS",
     "LandscapeResult",
     "LandscapeSettings",
-    "digits_eval_data",
     "find_mpiexec",
     "format_sharpness",
     "launch_prefix",
     "plot_landscapes",
     "run_demo_landscapes",
     "run_landscape_section",
-    "sharpness_1d",
-    "sharpness_2d",
 ]
 
 #: the optimizers of the comparison whose final models get a landscape
@@ -89,9 +89,7 @@ LANDSCAPE_MODELS = ("sgd", "sam")
 LABELS = {"sgd": "SGD", "sam": "SAM"}
 COLORS = {"sgd": "C0", "sam": "C3"}
 MODEL_FACTORY = "samlab.models:digits_cnn"
-DATA_FACTORY = "samlab._demo_landscape:digits_eval_data"
-FIT_WINDOW = 0.1  # |a| <= FIT_WINDOW for the quadratic fit of the 1D slice
-CIRCLE_POINTS = 72
+DATA_FACTORY = "samlab.datasets:digits_eval_data"
 SUBPROCESS_TIMEOUT = 900  # seconds per surface command; a hung MPI job is killed after this
 SHARPNESS_COLUMNS = (
     "optimizer",
@@ -148,30 +146,6 @@ class LandscapeResult:
     cpu_seconds: float  # CPU time of the section: this process plus the surface subprocesses
     points_computed: int  # grid points evaluated now (0 when everything was reused)
     slice_mismatch: dict[str, float] = field(default_factory=dict)  # 1D vs 2D y=0 row
-
-
-# --------------------------------------------------------------------------------------------
-# data factory (imported by the landscape command line in every rank)
-# --------------------------------------------------------------------------------------------
-
-
-def digits_eval_data(seed: int = 0, limit: int | None = None) -> tuple[Any, Any]:
-    """The demo's training digits as ``(inputs (N, 1, 8, 8) float32, labels (N,) int64)``.
-
-    The same split and standardisation as :func:`samlab.datasets.load_digits` with ``seed``
-    (what :func:`samlab.demo.run_optimizer_comparison` trains on); ``limit`` keeps the first
-    ``limit`` rows (the smoke demo trains on the first 512). Deterministic, so every MPI rank
-    gets the same tensors. Used as ``--data samlab._demo_landscape:digits_eval_data``.
-    """
-    from samlab.datasets import load_digits
-
-    data = load_digits(seed=seed)
-    inputs, targets = data.x_train, data.y_train
-    if limit is not None:
-        if int(limit) < 1:
-            raise ValueError(f"limit must be a positive integer, got {limit!r}")
-        inputs, targets = inputs[: int(limit)], targets[: int(limit)]
-    return inputs, targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,90 +343,6 @@ def _forget_stale(files: Mapping[str, Path], stamp: Path, inputs: Mapping[str, A
 # --------------------------------------------------------------------------------------------
 # sharpness from the surfaces
 # --------------------------------------------------------------------------------------------
-
-
-def sharpness_1d(
-    x: Sequence[float], loss: Sequence[float], rho: float, *, window: float = FIT_WINDOW
-) -> dict[str, float]:
-    """Curvature at the centre and loss rise at ``±rho`` of a 1D slice ``loss(x)``.
-
-    ``x`` must contain 0 with a point on each side. Returns ``loss_center``, ``fd_step`` (the
-    larger neighbour distance ``h``), ``curv_fd`` (the three-point second difference, for
-    unequal steps too), ``curv_fit`` (``2 c2`` of the least-squares quadratic over ``|x| <=
-    max(window, h)``), ``rise1d`` (mean of ``L(rho)`` and ``L(-rho)`` minus ``L(0)``, from a
-    cubic interpolating spline) and ``rise1d_max`` (the larger of the two rises).
-    """
-    from scipy.interpolate import make_interp_spline
-
-    x = np.asarray(x, dtype=np.float64)
-    loss = np.asarray(loss, dtype=np.float64)
-    if x.shape != loss.shape or x.ndim != 1:
-        raise ValueError(f"x and loss must be 1-D of one length, got {x.shape}, {loss.shape}")
-    if not np.all(np.isfinite(loss)):
-        raise ValueError("the 1D slice has points that are not computed (NaN)")
-    centre = np.flatnonzero(np.isclose(x, 0.0, rtol=0.0, atol=1e-12))
-    if centre.size != 1 or centre[0] in (0, x.size - 1):
-        raise ValueError("the 1D slice needs x = 0 with a point on each side")
-    c = int(centre[0])
-    h_minus, h_plus = x[c] - x[c - 1], x[c + 1] - x[c]
-    curv_fd = (
-        2.0
-        * (h_minus * loss[c + 1] - (h_minus + h_plus) * loss[c] + h_plus * loss[c - 1])
-        / (h_minus * h_plus * (h_minus + h_plus))
-    )
-    step = max(h_minus, h_plus)
-    near = np.abs(x) <= max(window, step) * (1 + 1e-9)
-    curv_fit = 2.0 * np.polyfit(x[near], loss[near], 2)[0]
-    spline = make_interp_spline(x, loss, k=min(3, x.size - 1))
-    up, down = float(spline(rho)), float(spline(-rho))
-    return {
-        "loss_center": float(loss[c]),
-        "fd_step": float(step),
-        "curv_fd": float(curv_fd),
-        "curv_fit": float(curv_fit),
-        "rise1d": 0.5 * (up + down) - float(loss[c]),
-        "rise1d_max": max(up, down) - float(loss[c]),
-    }
-
-
-def sharpness_2d(
-    x: Sequence[float],
-    y: Sequence[float],
-    loss: np.ndarray,
-    rho: float,
-    *,
-    points: int = CIRCLE_POINTS,
-) -> dict[str, float]:
-    """Loss rise on the circle of radius ``rho`` around the centre of a 2D surface.
-
-    ``loss`` is ``(ny, nx)`` with element ``[i, j]`` at ``(x[j], y[i])``; the grid must contain
-    ``(0, 0)``. Values on the circle come from a bicubic interpolating spline through the grid
-    (exact for polynomials up to degree 3 in each coordinate). Returns ``rise2d`` (mean over
-    ``points`` equally spaced angles minus ``L(0, 0)``), ``rise2d_max`` and ``loss_2d_max``
-    (the largest loss on the grid).
-    """
-    from scipy.interpolate import RectBivariateSpline
-
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    loss = np.asarray(loss, dtype=np.float64)
-    if loss.shape != (y.size, x.size):
-        raise ValueError(f"loss must have shape (ny, nx) = {(y.size, x.size)}, got {loss.shape}")
-    if not np.all(np.isfinite(loss)):
-        raise ValueError("the 2D surface has points that are not computed (NaN)")
-    cx = np.flatnonzero(np.isclose(x, 0.0, rtol=0.0, atol=1e-12))
-    cy = np.flatnonzero(np.isclose(y, 0.0, rtol=0.0, atol=1e-12))
-    if cx.size != 1 or cy.size != 1:
-        raise ValueError("the 2D surface needs the point (0, 0) on its grid")
-    centre = float(loss[cy[0], cx[0]])
-    spline = RectBivariateSpline(y, x, loss, kx=min(3, y.size - 1), ky=min(3, x.size - 1), s=0)
-    angles = np.linspace(0.0, 2.0 * math.pi, points, endpoint=False)
-    circle = spline.ev(rho * np.sin(angles), rho * np.cos(angles))
-    return {
-        "rise2d": float(circle.mean()) - centre,
-        "rise2d_max": float(circle.max()) - centre,
-        "loss_2d_max": float(loss.max()),
-    }
 
 
 def _sharpness_row(name: str, surf_1d: Any, surf_2d: Any, rho: float, samples: int) -> dict:

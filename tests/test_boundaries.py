@@ -18,6 +18,8 @@ violations in a scratch tree to show the checker catches them.
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,6 +63,8 @@ class ImportRef:
     importer: str  # dotted module name of the importing file
     target: str  # absolute dotted name imported (module, or module.name for `from m import name`)
     lazy: bool
+    type_only: bool = False  # under `if TYPE_CHECKING:` (never runs)
+    from_base: str | None = None  # `from BASE import name`: BASE (target is BASE.name)
 
     @property
     def top(self) -> str:
@@ -83,6 +87,27 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _own(node: ast.expr) -> bool:
+    """``self``, ``cls``, ``super()`` or ``type(self)``: the object's own attributes."""
+    if isinstance(node, ast.Name):
+        return node.id in {"self", "cls"}
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return node.func.id == "super" or (
+            node.func.id == "type" and len(node.args) == 1 and _own(node.args[0])
+        )
+    return False
+
+
+def _root_name(node: ast.expr) -> str | None:
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
 def _resolve_relative(importer: str, is_package: bool, level: int, module: str | None) -> str:
     package = importer if is_package else importer.rpartition(".")[0]
     parts = package.split(".") if package else []
@@ -102,9 +127,25 @@ class _Collector(ast.NodeVisitor):
         self.type_checks: list[tuple[int, str]] = []  # (line, class argument of isinstance)
         self.optim_aliases: set[str] = set()  # local names bound to samlab.optim or its members
         self._depth = 0  # > 0 inside a function or an `if TYPE_CHECKING:` block
+        self._type_checking = 0  # > 0 inside an `if TYPE_CHECKING:` block
+        self.private_imports: list[tuple[int, list[str]]] = []  # `from m import _name` lines
+        # obj._name: (line, text, root name of obj, _name)
+        self.private_access: list[tuple[int, str, str | None, str]] = []
+        self.module_names: set[str] = set()  # local names bound by `import x` / `import x as y`
+        self.from_names: dict[str, str] = {}  # local name -> dotted origin of `from m import n`
 
-    def _add(self, node: ast.AST, target: str) -> None:
-        self.refs.append(ImportRef(self.rel, node.lineno, self.importer, target, self._depth > 0))
+    def _add(self, node: ast.AST, target: str, from_base: str | None = None) -> None:
+        self.refs.append(
+            ImportRef(
+                self.rel,
+                node.lineno,
+                self.importer,
+                target,
+                self._depth > 0,
+                self._type_checking > 0,
+                from_base,
+            )
+        )
 
     def _lazy(self, node: ast.AST) -> None:
         self._depth += 1
@@ -116,9 +157,11 @@ class _Collector(ast.NodeVisitor):
     def visit_If(self, node: ast.If) -> None:
         if _is_type_checking(node.test):
             self._depth += 1
+            self._type_checking += 1
             for child in node.body:
                 self.visit(child)
             self._depth -= 1
+            self._type_checking -= 1
             for child in node.orelse:
                 self.visit(child)
         else:
@@ -127,6 +170,7 @@ class _Collector(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self._add(node, alias.name)
+            self.module_names.add(alias.asname or alias.name.split(".", 1)[0])
             if alias.asname and _in(alias.name, "samlab.optim"):
                 self.optim_aliases.add(alias.asname)
 
@@ -136,11 +180,15 @@ class _Collector(ast.NodeVisitor):
         else:
             base = node.module or ""
         if base:
-            self._add(node, base)
+            self._add(node, base, from_base=base)
+        private = [a.name for a in node.names if a.name.startswith("_")]
+        if private and base != "__future__":
+            self.private_imports.append((node.lineno, private))
         for alias in node.names:
             if alias.name != "*":
                 target = f"{base}.{alias.name}" if base else alias.name
-                self._add(node, target)
+                self._add(node, target, from_base=base)
+                self.from_names[alias.asname or alias.name] = target
                 if _in(target, "samlab.optim"):
                     self.optim_aliases.add(alias.asname or alias.name)
 
@@ -157,11 +205,43 @@ class _Collector(ast.NodeVisitor):
             self._add(node, node.args[0].value)
         if name in {"isinstance", "issubclass"} and len(node.args) == 2:
             self.type_checks.append((node.lineno, ast.unparse(node.args[1])))
+        if (
+            isinstance(func, ast.Name)
+            and func.id in {"getattr", "setattr", "hasattr", "delattr"}
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and _is_private(str(node.args[1].value))
+            and not _own(node.args[0])
+        ):
+            text = f"{func.id}({ast.unparse(node.args[0])}, {node.args[1].value!r})"
+            attr = str(node.args[1].value)
+            self.private_access.append((node.lineno, text, _root_name(node.args[0]), attr))
+        self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if _is_private(node.attr) and not _own(node.value):
+            root = _root_name(node.value)
+            self.private_access.append((node.lineno, ast.unparse(node), root, node.attr))
         self.generic_visit(node)
 
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         self.module_classes.append((node.lineno, node.name, [ast.unparse(b) for b in node.bases]))
         self.generic_visit(node)
+
+
+def _module_exists(dotted: str, project: set[str]) -> bool:
+    """Whether ``dotted`` names a module (of the project, or an importable third-party one)."""
+    if dotted in project:
+        return True
+    top = dotted.split(".", 1)[0]
+    if top in {p.split(".", 1)[0] for p in project}:
+        return False
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(dotted) is not None
+    except (ImportError, ValueError, AttributeError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -172,6 +252,11 @@ class ScannedFile:
     classes: tuple[tuple[int, str, list[str]], ...]
     type_checks: tuple[tuple[int, str], ...]
     optim_aliases: frozenset[str]
+    private_imports: tuple[tuple[int, list[str]], ...] = ()
+    private_access: tuple[tuple[int, str, str | None, str], ...] = ()
+    module_names: frozenset[str] = frozenset()
+    from_names: tuple[tuple[str, str], ...] = ()
+    lines: int = 0
 
 
 def scan(root: Path, packages: Iterable[str] = PACKAGES) -> list[ScannedFile]:
@@ -183,7 +268,8 @@ def scan(root: Path, packages: Iterable[str] = PACKAGES) -> list[ScannedFile]:
                 continue
             rel = path.relative_to(root)
             importer = _module_name(root, path)
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(rel))
+            text = path.read_text(encoding="utf-8")
+            tree = ast.parse(text, filename=str(rel))
             collector = _Collector(rel, importer, path.name == "__init__.py")
             collector.visit(tree)
             files.append(
@@ -194,6 +280,11 @@ def scan(root: Path, packages: Iterable[str] = PACKAGES) -> list[ScannedFile]:
                     tuple(collector.module_classes),
                     tuple(collector.type_checks),
                     frozenset(collector.optim_aliases),
+                    tuple(collector.private_imports),
+                    tuple(collector.private_access),
+                    frozenset(collector.module_names),
+                    tuple(sorted(collector.from_names.items())),
+                    text.count("\n"),
                 )
             )
     return files
@@ -284,6 +375,178 @@ def optimizer_type_check_violations(files: Iterable[ScannedFile]) -> list[str]:
     return problems
 
 
+# --- structure (issue 11): cycles, private names, module and class size ----------------------
+
+#: at most this many `from … import _name` lines in samlab, landscape and kernels together
+MAX_PRIVATE_IMPORT_LINES = 15
+#: a module past this many lines wants a seam (DESIGN.md §2: about 300)
+MAX_MODULE_LINES = 400
+#: a class with this many base classes is assembled from mixins (DESIGN.md §9.9)
+MAX_BASES = 2
+#: torch's own private attributes that have no public accessor, read on torch objects (never
+#: names of samlab's own attributes): why each is needed
+TORCH_INTERNALS = {
+    "_version": "a Tensor's in-place version counter: whether .grad changed since a pass",
+    "_per_optimizer_states": "GradScaler's per-optimizer record (unscaled or not)",
+    "_opt_called": "the flag LR schedulers read to tell that optimizer.step ran",
+    "_optimizer_step_pre_hooks": "an optimizer's step pre-hooks (no public getter)",
+    "_optimizer_step_post_hooks": "an optimizer's step post-hooks (no public getter)",
+}
+#: a module-level constant written in upper case with a leading underscore
+_PRIVATE_CONSTANT = re.compile(r"(^|\.)_[A-Z][A-Z0-9_]*$")
+
+
+def import_graph(files: Iterable[ScannedFile]) -> dict[str, dict[str, str]]:
+    """importer -> {imported project module: where}. Module- and function-level imports count,
+    ``if TYPE_CHECKING:`` ones do not; ``from pkg import sub`` imports ``pkg.sub`` when that is
+    a module, else ``pkg``."""
+    files = list(files)
+    project = {f.importer for f in files}
+
+    def owner(dotted: str) -> str | None:
+        while dotted and dotted not in project:
+            dotted = dotted.rpartition(".")[0]
+        return dotted or None
+
+    graph: dict[str, dict[str, str]] = {f.importer: {} for f in files}
+    for scanned in files:
+        for ref in scanned.refs:
+            if ref.type_only or (ref.from_base is not None and ref.target == ref.from_base):
+                continue
+            if ref.target in project:
+                module = ref.target
+            else:
+                module = owner(ref.from_base if ref.from_base is not None else ref.target)
+            if module is not None and module != ref.importer:
+                graph[ref.importer].setdefault(module, ref.where())
+    return graph
+
+
+def _cycles(graph: dict[str, dict[str, str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in graph.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def cycle_violations(files: Iterable[ScannedFile]) -> list[str]:
+    graph = import_graph(files)
+    problems = []
+    for component in _cycles(graph):
+        members = set(component)
+        arrows = [
+            f"{a} -> {b} ({where})"
+            for a in component
+            for b, where in sorted(graph[a].items())
+            if b in members
+        ]
+        problems.append("import cycle: " + "; ".join(arrows))
+    return problems
+
+
+def private_import_violations(files: Iterable[ScannedFile]) -> list[str]:
+    lines = [
+        f"{f.path.as_posix()}:{line}: from ... import {', '.join(names)}"
+        for f in files
+        for line, names in f.private_imports
+    ]
+    if len(lines) <= MAX_PRIVATE_IMPORT_LINES:
+        return []
+    return [
+        f"{len(lines)} `from ... import _name` lines (at most {MAX_PRIVATE_IMPORT_LINES}): "
+        "make the name public in its subpackage or move the code to where the name lives",
+        *lines,
+    ]
+
+
+def private_access_violations(files: Iterable[ScannedFile]) -> list[str]:
+    """``obj._name`` (read, write or through getattr) where ``obj`` is not the object itself,
+    a module or a class of the same file (torch internals of :data:`TORCH_INTERNALS` aside)."""
+    files = list(files)
+    project = {f.importer for f in files}
+    problems = []
+    for scanned in files:
+        allowed = set(scanned.module_names) | {name for _, name, _ in scanned.classes}
+        for name, origin in scanned.from_names:
+            if _module_exists(origin, project):
+                allowed.add(name)
+        for line, text, root, attr in scanned.private_access:
+            if (root is not None and root in allowed) or attr in TORCH_INTERNALS:
+                continue
+            problems.append(
+                f"{scanned.path.as_posix()}:{line}: {text}: reads another object's private "
+                "attribute; give that object a public method or property"
+            )
+    return problems
+
+
+def size_violations(files: Iterable[ScannedFile]) -> list[str]:
+    problems = [
+        f"{f.path.as_posix()}: {f.lines} lines (at most {MAX_MODULE_LINES}; split by concept)"
+        for f in files
+        if f.lines > MAX_MODULE_LINES
+    ]
+    for scanned in files:
+        for line, name, bases in scanned.classes:
+            if len(bases) > MAX_BASES:
+                problems.append(
+                    f"{scanned.path.as_posix()}:{line}: class {name}({', '.join(bases)}) "
+                    f"inherits from {len(bases)} classes: compose objects instead of mixins"
+                )
+    return problems
+
+
+def patched_constant_violations(root: Path) -> list[str]:
+    """Tests steer code through parameters, never by patching a module's ``_UPPER_CASE``."""
+    problems = []
+    for path in sorted((root / "tests").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+                continue
+            if node.func.attr not in {"setattr", "delattr", "patch", "object"}:
+                continue
+            for arg in node.args[:2]:
+                if (
+                    isinstance(arg, ast.Constant)
+                    and isinstance(arg.value, str)
+                    and _PRIVATE_CONSTANT.search(arg.value)
+                ):
+                    problems.append(
+                        f"{path.relative_to(root).as_posix()}:{node.lineno}: patches "
+                        f"{arg.value!r}; make it a constructor or function parameter"
+                    )
+    return problems
+
+
 def _report(rule: str, problems: list[str]) -> str:
     return f"broken rule: {rule} (DESIGN.md §3):\n  " + "\n  ".join(problems)
 
@@ -305,6 +568,10 @@ CHECKS = {
     "heavy-optional-packages-imported-lazily": heavy_violations,
     "no-optimizer-isinstance-outside-samlab-optim": optimizer_type_check_violations,
     "kernels-hold-no-module-code": kernels_module_violations,
+    "no-import-cycles": cycle_violations,
+    "few-private-name-imports": private_import_violations,
+    "no-reads-of-other-objects-private-attributes": private_access_violations,
+    "modules-small-and-classes-composed": size_violations,
 }
 
 
@@ -420,3 +687,83 @@ def test_checker_accepts_lazy_and_type_checking_imports(tmp_path: Path):
     assert not optimizer_type_check_violations(files)
     targets = {ref.target for ref in _refs(files)}
     assert {"samlab.optim._base", "landscape.surface.Surface", "matplotlib"} <= targets
+
+
+def test_tests_do_not_patch_private_module_constants():
+    problems = patched_constant_violations(REPO)
+    assert not problems, _report("tests-use-parameters-not-patched-constants", problems)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["samlab.train.forecast", "--help"], ["samlab.train.classify", "--help"]],
+    ids=["forecast", "classify"],
+)
+def test_cli_modules_run_without_runpy_warning(argv):
+    """``python -m`` runs each CLI once: no "found in sys.modules" RuntimeWarning, no second
+    import of the library module."""
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "RuntimeWarning" not in done.stderr and "usage:" in done.stdout
+
+
+def test_forecast_module_without_arguments_fails_cleanly():
+    done = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "samlab.train.forecast"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "--output" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_structure_checks_catch_planted_violations(tmp_path: Path):
+    big = "x = 1\n" * (MAX_MODULE_LINES + 1)
+    files = _plant(
+        tmp_path,
+        {
+            "samlab/__init__.py": "",
+            "samlab/a.py": "from samlab import b\n",
+            "samlab/b.py": "def f():\n    from samlab.a import thing\n",
+            "samlab/c.py": (
+                "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from samlab import d\n"
+                "from samlab.e import _hidden, public\n"
+                "import torch\nfrom torch.optim import optimizer as opt_module\n"
+                "class Own:\n    _k = 1\n"
+                "    def f(self, other):\n"
+                "        torch._foreach_add_([], 1)\n"
+                "        opt_module._global_optimizer_pre_hooks\n"
+                "        Own._k\n        self._x = other._y\n        getattr(other, '_z')\n"
+                "        type(self)._k\n        super()._w\n        other.sam._step_index += 1\n"
+                "class Mixed(A, B, C):\n    pass\n"
+            ),
+            "samlab/d.py": "from samlab import c\n",
+            "samlab/e.py": big,
+            "tests/test_x.py": (
+                "def test(monkeypatch):\n"
+                "    monkeypatch.setattr(mod, '_BUDGET', 1)\n"
+                "    monkeypatch.setattr('pkg.mod._PROBE_MIN', 1)\n"
+                "    monkeypatch.setattr(mod, '_helper', 1)\n"
+            ),
+        },
+    )
+    cycles = cycle_violations(files)
+    assert len(cycles) == 1 and "samlab.a -> samlab.b" in cycles[0], cycles  # not c <-> d
+    assert "samlab.b -> samlab.a (samlab/b.py:2)" in cycles[0]
+    private = private_import_violations(files * (MAX_PRIVATE_IMPORT_LINES + 1))
+    assert private and "samlab/c.py:4: from ... import _hidden" in private[1]
+    assert not private_import_violations(files)
+    access = [p.split(": ", 2)[1] for p in private_access_violations(files)]
+    assert access == ["other._y", "getattr(other, '_z')", "other.sam._step_index"], access
+    sizes = "\n".join(size_violations(files))
+    assert "samlab/e.py" in sizes and "class Mixed(A, B, C)" in sizes
+    patched = [p.split(": ", 1)[0] for p in patched_constant_violations(tmp_path)]
+    assert patched == ["tests/test_x.py:2", "tests/test_x.py:3"]

@@ -2,7 +2,7 @@
 
 from typing import TYPE_CHECKING
 
-from .digits import DigitsData, digits_loaders, load_digits
+from .digits import DigitsData, digits_eval_data, digits_loaders, load_digits
 
 if TYPE_CHECKING:
     from .timeseries import (
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DigitsData",
+    "digits_eval_data",
     "digits_loaders",
     "load_digits",
     "FORECAST_DATASETS",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["DigitsData", "digits_loaders", "load_digits"]
+__all__ = ["DigitsData", "digits_eval_data", "digits_loaders", "load_digits"]
 
 NUM_SAMPLES = 1797
 NUM_CLASSES = 10
@@ -136,3 +136,21 @@ def digits_loaders(
         TensorDataset(data.x_test, data.y_test), batch_size=batch_size, shuffle=False
     )
     return train_loader, test_loader
+
+
+def digits_eval_data(seed: int = 0, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training digits of :func:`load_digits` as ``(inputs (N, 1, 8, 8) float32, labels (N,)
+    int64)``: the data a model trained on them is evaluated on (loss surfaces, sharpness).
+
+    The same split and standardisation as ``load_digits(seed=seed)``; ``limit`` keeps the first
+    ``limit`` rows (the demo's smoke profile trains on the first 512). Deterministic, so every MPI
+    rank gets the same tensors. The landscape command line takes it as
+    ``--data samlab.datasets:digits_eval_data`` (keywords through ``--data_kwargs``).
+    """
+    data = load_digits(seed=seed)
+    inputs, targets = data.x_train, data.y_train
+    if limit is not None:
+        if int(limit) < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        inputs, targets = inputs[: int(limit)], targets[: int(limit)]
+    return inputs, targets

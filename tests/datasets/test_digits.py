@@ -134,3 +134,15 @@ def test_loaders_shuffle_reproducibly() -> None:
     epoch_one = torch.cat([y for _, y in first])
     epoch_two = torch.cat([y for _, y in first])
     assert not torch.equal(epoch_one, epoch_two)
+
+
+def test_digits_eval_data_is_the_training_split():
+    from samlab.datasets import digits_eval_data
+
+    data = load_digits(seed=3)
+    inputs, labels = digits_eval_data(seed=3)
+    assert torch.equal(inputs, data.x_train) and torch.equal(labels, data.y_train)
+    first, first_labels = digits_eval_data(seed=3, limit=10)
+    assert torch.equal(first, data.x_train[:10]) and torch.equal(first_labels, data.y_train[:10])
+    with pytest.raises(ValueError, match="limit must be a positive integer"):
+        digits_eval_data(limit=0)

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from samlab.train import _forecast_cli as cli
 from samlab.train import forecast
@@ -252,17 +251,6 @@ def test_embedded_etth1_smoke_run(tmp_path):
     assert metrics["rho"] == 0.7 and metrics["lambda_max"] > 0
 
 
-def test_hessian_top_eigenvalue_matches_a_quadratic():
-    torch.manual_seed(0)
-    x = torch.randn(64, 5, dtype=torch.float64) * torch.tensor([3.0, 1, 1, 0.5, 0.2]).double()
-    y = torch.randn(64, 1, dtype=torch.float64)
-    model = nn.Linear(5, 1, bias=False).double()
-    eig = hessian_top_eigenvalue(model, [(x[:40], y[:40]), (x[40:], y[40:])], iters=200, tol=1e-12)
-    exact = np.linalg.eigvalsh((2 / 64 * x.T @ x).numpy()).max()
-    assert eig.converged
-    assert eig.eigenvalue == pytest.approx(exact, rel=1e-8)
-
-
 def test_hessian_through_samformer_is_finite_and_restores_mode():
     from samlab.models import create_model
 
@@ -348,20 +336,6 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     monkeypatch.setattr(ts, "download", fake_download)
     assert cli.main([*common, "--output", str(tmp_path / "dl"), "--download"]) == 0
     assert fetched == [target]
-
-
-def test_hessian_top_eigenvalue_is_the_largest_not_the_largest_in_magnitude():
-    # loss = mean_i c_i (x_i . w)^2 with x = e1 (c = 1), e2 (c = -3): H = diag(1, -3)
-    model = nn.Linear(2, 1, bias=False).double()
-    x = torch.eye(2, dtype=torch.float64)
-    c = torch.tensor([[1.0], [-3.0]], dtype=torch.float64)
-
-    def loss_fn(out, coef):
-        return (coef * out.square()).mean()
-
-    eig = hessian_top_eigenvalue(model, [(x, c)], loss_fn, iters=200, tol=1e-12)
-    assert eig.eigenvalue == pytest.approx(1.0, rel=1e-8)
-    assert min(eig.history) == pytest.approx(-3.0, rel=1e-6)  # the first pass: the dominant one
 
 
 def test_compiled_training_runs_the_fused_step_and_matches_eager(data_dir, tmp_path, monkeypatch):
