@@ -30,7 +30,7 @@ from landscape._io_format import (
     _read_provenance,
     _write_layout,
 )
-from landscape._surface_data import _hash_indices
+from landscape.evaluate.data import _hash_indices
 from landscape.surface import Surface
 
 

@@ -21,7 +21,7 @@ Evaluation modes of :class:`SurfaceEvaluator`:
   metric bookkeeping costs O(1) tensor ops per group of points instead of a few per batch.
 - ``"compiled"``: the same loop with the forward under ``torch.compile`` (at the chunk shape;
   the last chunk is padded) and, BatchNorm being in eval mode, folded into the preceding
-  conv/linear layer (:mod:`landscape._fold`); the folded weights are recomputed from the
+  conv/linear layer (:mod:`landscape.evaluate.fold`); the folded weights are recomputed from the
   perturbed weights at every point and written in place, so the compiled graph is built once
   (a recompile raises). Falls back to eager with one warning when compilation fails, and
   without a warning (noted in ``provenance["execution"]["compiled_fallback"]``) when, on a model
@@ -80,7 +80,7 @@ needs deterministic kernels (``torch.use_deterministic_algorithms(True)``).
 
 The code: this module holds :class:`Surface`, the grid and the entry points
 (:func:`surface_1d`, :func:`surface_2d`); :class:`SurfaceEvaluator` and :func:`as_tensors` are
-defined in private modules (``landscape/_surface_*.py``, see :mod:`landscape._surface_evaluator`)
+defined in private modules (``landscape/_surface_*.py``, see :mod:`landscape.evaluate.evaluator`)
 and re-exported here.
 """
 
@@ -93,14 +93,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from torch import nn
 
-# Defined in the private modules, importable from here as before.
-from landscape._surface_center import CENTER_TOLERANCE as CENTER_TOLERANCE
-from landscape._surface_data import as_tensors as as_tensors
-from landscape._surface_evaluator import BN_MODES as BN_MODES
-from landscape._surface_evaluator import LOSSES as LOSSES
-from landscape._surface_evaluator import MODES as MODES
-from landscape._surface_evaluator import SurfaceEvaluator as SurfaceEvaluator
-from landscape._surface_stats import standard_error as standard_error
+from landscape.evaluate import BN_MODES as BN_MODES
+
+# Defined in landscape.evaluate, importable from here as before.
+from landscape.evaluate import CENTER_TOLERANCE as CENTER_TOLERANCE
+from landscape.evaluate import LOSSES as LOSSES
+from landscape.evaluate import MODES as MODES
+from landscape.evaluate import SurfaceEvaluator as SurfaceEvaluator
+from landscape.evaluate import as_tensors as as_tensors
+from landscape.evaluate import standard_error as standard_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.directions import Directions

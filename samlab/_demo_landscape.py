@@ -55,9 +55,6 @@ import json
 import math
 import os
 import resource
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from landscape.curvature import FIT_WINDOW, sharpness_1d, sharpness_2d
+from landscape.mpi import launch_environment, launch_prefix, run_command
 from samlab.datasets import digits_eval_data
 
 __all__ = [
@@ -76,9 +74,7 @@ __all__ = [
     "SMOKE_SETTINGS",
     "LandscapeResult",
     "LandscapeSettings",
-    "find_mpiexec",
     "format_sharpness",
-    "launch_prefix",
     "plot_landscapes",
     "run_demo_landscapes",
     "run_landscape_section",
@@ -90,7 +86,6 @@ LABELS = {"sgd": "SGD", "sam": "SAM"}
 COLORS = {"sgd": "C0", "sam": "C3"}
 MODEL_FACTORY = "samlab.models:digits_cnn"
 DATA_FACTORY = "samlab.datasets:digits_eval_data"
-SUBPROCESS_TIMEOUT = 900  # seconds per surface command; a hung MPI job is killed after this
 SHARPNESS_COLUMNS = (
     "optimizer",
     "samples",
@@ -153,84 +148,9 @@ class LandscapeResult:
 # --------------------------------------------------------------------------------------------
 
 
-def find_mpiexec() -> tuple[Path | None, str]:
-    """``(the venv's own mpiexec, "")``, or ``(None, why it cannot be used)``.
-
-    Only the ``mpiexec`` next to the running interpreter is used (pip's mpich, matching the
-    venv's mpi4py); a system MPI could be another implementation than mpi4py was built for.
-    """
-    import importlib.util
-
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    if not (mpiexec.is_file() and os.access(mpiexec, os.X_OK)):
-        return None, f"no mpiexec next to {sys.executable} (pip install mpi4py mpich)"
-    if importlib.util.find_spec("mpi4py") is None:
-        return None, "mpi4py is not installed (pip install mpi4py mpich)"
-    return mpiexec, ""
-
-
-def launch_prefix(ranks: int) -> tuple[list[str], int, str]:
-    """``(command prefix up to "landscape", processes, note)`` for ``ranks`` MPI ranks.
-
-    With ``ranks > 1`` and a usable ``mpiexec``: ``mpiexec -n RANKS python -m mpi4py -m
-    landscape`` (the caller adds ``--mpi``). Otherwise ``python -m landscape`` on one process
-    and a note saying why.
-    """
-    note = ""
-    if ranks > 1:
-        mpiexec, why = find_mpiexec()
-        if mpiexec is not None:
-            prefix = [str(mpiexec), "-n", str(ranks), sys.executable, "-m", "mpi4py"]
-            return [*prefix, "-m", "landscape"], ranks, ""
-        note = f"{why}: computing the landscapes on one process instead of {ranks} MPI ranks"
-    return [sys.executable, "-m", "landscape"], 1, note
-
-
-def _environment(processes: int) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("PMI_", "OMPI_", "HYDRA_", "PMIX_", "MPIR_"))
-    }
-    if processes > 1:
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env.setdefault("MPLBACKEND", "Agg")
-    return env
-
-
 def _children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-def _run_surface_command(command: list[str], env: Mapping[str, str], label: str) -> str:
-    """Run one ``landscape surface`` command; its output comes back (and is printed)."""
-    process = subprocess.Popen(
-        command,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # a timeout kills mpiexec and its ranks together
-    )
-    try:
-        output, _ = process.communicate(timeout=SUBPROCESS_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        raise RuntimeError(
-            f"landscape {label}: no result after {SUBPROCESS_TIMEOUT} s, killed:\n{output}"
-        ) from None
-    except BaseException:  # Ctrl-C: do not leave the ranks running
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"landscape {label} failed (exit status {process.returncode}):\n"
-            f"  {' '.join(command)}\n{output}"
-        )
-    return output
 
 
 def _surface_arguments(
@@ -591,7 +511,7 @@ def run_landscape_section(
     data_kwargs = dict(data_kwargs or {})
     samples = min(settings.samples, train_samples) if train_samples else settings.samples
     prefix, processes, note = launch_prefix(settings.ranks)
-    env = _environment(processes)
+    env = launch_environment(processes)
     if note:
         print(f"note: {note}")
     where = f"{processes} MPI ranks" if processes > 1 else "1 process"
@@ -635,7 +555,7 @@ def run_landscape_section(
             else:
                 args += ["--threads", str(max(1, min(settings.ranks, os.cpu_count() or 1)))]
             began = time.perf_counter()
-            text = _run_surface_command([*prefix, *args], env, label)
+            text = run_command([*prefix, *args], env, label)
             print(f"  {label} ({time.perf_counter() - began:.1f} s):")
             for line in text.strip().splitlines():
                 print(f"    {line}")

@@ -80,6 +80,8 @@ EXCLUDED = (
     "output",
     "output_dir",
     "data_dir",
+    "ranks",  # MPI's dynamic schedule: which rank took how many points varies run to run
+    "checkpoint_sha256",  # the file holds the epoch timings too (its tensors are compared)
 )
 #: patterns of field names excluded in the same way (timings named by unit)
 EXCLUDED_PATTERNS = (r".*_seconds$", r".*_s$", r"^seconds_.*", r".*_time$", r".*timing.*")
@@ -129,6 +131,11 @@ def _tensors(value: Any, prefix: str, out: dict[str, str]) -> None:
     elif isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _tensors(item, f"{prefix}[{i}]", out)
+    elif isinstance(value, str) and value[:1] in "[{":
+        try:
+            _json_items(json.loads(value), prefix, out)  # e.g. a history stored as JSON text
+        except json.JSONDecodeError:
+            out[prefix] = repr(value)
     elif isinstance(value, (int, float, bool, str)) or value is None:
         out[prefix] = repr(value)
 

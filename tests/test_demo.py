@@ -12,11 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from samlab._demo_landscape import (
-    SHARPNESS_COLUMNS,
-    find_mpiexec,
-    launch_prefix,
-)
+from landscape.mpi import find_mpiexec
+from samlab._demo_landscape import SHARPNESS_COLUMNS
 from samlab.demo import SUMMARY_COLUMNS, main
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
@@ -135,19 +132,6 @@ def test_sharpness_rows_are_finite(smoke_run) -> None:
         assert float(row["loss_center"]) > 0 and 0 <= float(row["acc_center"]) <= 1
         assert float(row["loss_2d_max"]) > float(row["loss_center"])
         assert float(row["fd_step"]) == pytest.approx(1 / 3)  # 7 points on [-1, 1]
-
-
-def test_launch_falls_back_to_one_process_without_mpiexec(monkeypatch, tmp_path) -> None:
-    mpiexec, _ = find_mpiexec()
-    prefix, processes, note = launch_prefix(2)
-    if mpiexec is not None:
-        assert processes == 2 and note == ""
-        assert prefix[:3] == [str(mpiexec), "-n", "2"]
-        assert prefix[-4:] == ["-m", "mpi4py", "-m", "landscape"]
-    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))  # no mpiexec next to it
-    prefix, processes, note = launch_prefix(2)
-    assert processes == 1 and prefix[1:] == ["-m", "landscape"]
-    assert "no mpiexec" in note and "one process" in note
 
 
 def test_second_run_loads_finished_runs(smoke_run, capsys) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
-from landscape._surface_data import _hash_indices  # noqa: E402
+from landscape.evaluate.data import _hash_indices  # noqa: E402
 from landscape.io import (  # noqa: E402
     SCHEMA_VERSION,
     SurfaceWriter,

@@ -15,15 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import landscape._surface_center as center_module
-import landscape._surface_compiled as compiled_module
-import landscape._surface_evaluator as evaluator_module
-import landscape._surface_probe as probe_module
-import landscape._surface_provenance as provenance_module
-import landscape._surface_stats as stats_module
-import landscape._surface_vmap as vmap_module
-from landscape._fold import fold_batchnorm
+import landscape.evaluate.center as center_module
+import landscape.evaluate.compiled as compiled_module
+import landscape.evaluate.evaluator as evaluator_module
+import landscape.evaluate.probe as probe_module
+import landscape.evaluate.provenance as provenance_module
+import landscape.evaluate.stats as stats_module
+import landscape.evaluate.vmap as vmap_module
 from landscape.directions import Directions, create_directions
+from landscape.evaluate.fold import fold_batchnorm
 from landscape.surface import (
     Surface,
     SurfaceEvaluator,

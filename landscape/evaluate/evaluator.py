@@ -3,12 +3,12 @@
 :class:`SurfaceEvaluator` validates its options, materialises the evaluation data, picks the
 evaluation mode and evaluates points; the module docstring of :mod:`landscape.surface`
 describes the modes, the forward chunk and determinism. Its machinery lives in its base
-classes, one private module each: the moved tensors (:mod:`landscape._surface_weights`), the
-forward-chunk probe (:mod:`landscape._surface_probe`), the compiled path
-(:mod:`landscape._surface_compiled`), ``vmap`` (:mod:`landscape._surface_vmap`), the
-metrics (:mod:`landscape._surface_stats`), the metric names, sample indices and provenance
-(:mod:`landscape._surface_provenance`) and the centre's restoration and check
-(:mod:`landscape._surface_center`).
+classes, one private module each: the moved tensors (:mod:`landscape.evaluate.weights`), the
+forward-chunk probe (:mod:`landscape.evaluate.probe`), the compiled path
+(:mod:`landscape.evaluate.compiled`), ``vmap`` (:mod:`landscape.evaluate.vmap`), the
+metrics (:mod:`landscape.evaluate.stats`), the metric names, sample indices and provenance
+(:mod:`landscape.evaluate.provenance`) and the centre's restoration and check
+(:mod:`landscape.evaluate.center`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape._surface_center import _CenterCheck
-from landscape._surface_compiled import _CompiledPath, _fail_on_recompile
-from landscape._surface_data import (
+from landscape.evaluate.center import _CenterCheck
+from landscape.evaluate.compiled import _CompiledPath, _fail_on_recompile
+from landscape.evaluate.data import (
     _EvalSet,
     _hash_tensors,
     _model_device,
@@ -34,11 +34,11 @@ from landscape._surface_data import (
     _unaliased,
     as_tensors,
 )
-from landscape._surface_probe import _ForwardChunks
-from landscape._surface_provenance import _Provenance
-from landscape._surface_stats import _Statistics
-from landscape._surface_vmap import _VmapPath
-from landscape._surface_weights import _MovedTensors
+from landscape.evaluate.probe import _ForwardChunks
+from landscape.evaluate.provenance import _Provenance
+from landscape.evaluate.stats import _Statistics
+from landscape.evaluate.vmap import _VmapPath
+from landscape.evaluate.weights import _MovedTensors
 
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.directions import Directions
@@ -50,7 +50,7 @@ _SECOND_STAT = {"crossentropy": "acc", "mse": "mae"}
 # Model outputs of this many bytes are kept before the metrics of those points are computed
 # (in one go: O(1) tensor ops per group of points, not per batch).
 _OUTPUT_BUDGET = 64 << 20
-# True: the ``auto`` probe of vmap (:mod:`landscape._surface_vmap`) runs on any device (CPU
+# True: the ``auto`` probe of vmap (:mod:`landscape.evaluate.vmap`) runs on any device (CPU
 # too), for tests; normally CUDA only.
 _AUTO_VMAP_PROBE_ANY_DEVICE = False
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from landscape._surface_data import _EvalSet
+from landscape.evaluate.data import _EvalSet
 
 
 def standard_error(batch_sums: np.ndarray, batch_sizes: np.ndarray) -> float:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._surface_data import _flatten_tensors, _prefix_set
-from landscape._surface_probe import _PROBE_MIN_GAIN, _launched_ranks
+from landscape.evaluate.data import _flatten_tensors, _prefix_set
+from landscape.evaluate.probe import _PROBE_MIN_GAIN, _launched_ranks
 
 _MAX_POINTS_PER_CALL = 64  # K at most (vmap, and compiled K points per call)
 # vmap on CPU: activations of all K points of one call (measured best: K = 4 for the digits

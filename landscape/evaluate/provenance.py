@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from landscape._surface_data import (
+from landscape.evaluate.data import (
     _describe_subset,
     _hash_indices,
     _jsonable,

@@ -1,12 +1,13 @@
 """``mode="compiled"`` of :mod:`landscape.surface`: ``torch.compile`` with BatchNorm folded.
 
 The forward runs under ``torch.compile`` at the chunk shape (the last chunk padded) with
-eval-mode BatchNorm folded into the preceding conv/linear layer (:mod:`landscape._fold`), the
-folded weights recomputed from the perturbed ones at every point, so the graph is built once (a
-recompile raises). On models cheap enough to time whole passes it is kept only where it
-measures faster than eager, and K points per compiled call (``vmap`` inside the graph) are
-tried as well (see the module docstring of :mod:`landscape.surface`). :class:`_CompiledPath`
-holds these methods of :class:`~landscape.surface.SurfaceEvaluator`.
+eval-mode BatchNorm folded into the preceding conv/linear layer
+(:mod:`landscape.evaluate.fold`), the folded weights recomputed from the perturbed ones at every
+point, so the graph is built once (a recompile raises). On models cheap enough to time whole
+passes it is kept only where it measures faster than eager, and K points per compiled call
+(``vmap`` inside the graph) are tried as well (see the module docstring of
+:mod:`landscape.surface`). :class:`_CompiledPath` holds these methods of
+:class:`~landscape.surface.SurfaceEvaluator`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from landscape._surface_data import _EvalSet, _unaliased
-from landscape._surface_probe import _PROBE_MIN_GAIN
-from landscape._surface_stats import _class_indices, _fast_cross_entropy_stats
-from landscape._surface_vmap import _CPU_ACTIVATION_BUDGET, _MAX_POINTS_PER_CALL
+from landscape.evaluate.data import _EvalSet, _unaliased
+from landscape.evaluate.probe import _PROBE_MIN_GAIN
+from landscape.evaluate.stats import _class_indices, _fast_cross_entropy_stats
+from landscape.evaluate.vmap import _CPU_ACTIVATION_BUDGET, _MAX_POINTS_PER_CALL
 
 # compiled mode: K points per compiled call only where at least this many fit the budget
 _MIN_COMPILED_POINTS = 4
@@ -35,7 +36,7 @@ class _CompiledPath:
     """
 
     def _setup_compiled(self) -> None:
-        from landscape._fold import fold_batchnorm
+        from landscape.evaluate.fold import fold_batchnorm
 
         first = self._sets[0]
         chunk = first.chunks[0][1] - first.chunks[0][0]

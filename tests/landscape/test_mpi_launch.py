@@ -1,0 +1,43 @@
+"""landscape.mpi.launch: the venv's own mpiexec, the one-process fallback, running a command."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+from landscape.mpi import find_mpiexec, launch_environment, launch_prefix, run_command
+
+
+def test_launch_falls_back_to_one_process_without_mpiexec(monkeypatch, tmp_path) -> None:
+    mpiexec, _ = find_mpiexec()
+    prefix, processes, note = launch_prefix(2)
+    if mpiexec is not None:
+        assert processes == 2 and note == ""
+        assert prefix[:3] == [str(mpiexec), "-n", "2"]
+        assert prefix[-4:] == ["-m", "mpi4py", "-m", "landscape"]
+    monkeypatch.setattr("sys.executable", str(tmp_path / "python"))  # no mpiexec next to it
+    prefix, processes, note = launch_prefix(2)
+    assert processes == 1 and prefix[1:] == ["-m", "landscape"]
+    assert "no mpiexec" in note and "one process" in note
+
+
+def test_environment_drops_an_enclosing_job_and_pins_threads(monkeypatch) -> None:
+    monkeypatch.setenv("PMI_RANK", "3")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    env = launch_environment(2)
+    assert "PMI_RANK" not in env and "OMPI_COMM_WORLD_SIZE" not in env
+    assert env["OMP_NUM_THREADS"] == "1" and env["MKL_NUM_THREADS"] == "1"
+    assert launch_environment(1).get("OMP_NUM_THREADS") == os.environ.get("OMP_NUM_THREADS")
+
+
+def test_run_command_returns_output_and_reports_failure_and_timeout() -> None:
+    env = launch_environment(1)
+    assert run_command([sys.executable, "-c", "print('hello')"], env, "probe") == "hello\n"
+    with pytest.raises(RuntimeError, match=r"landscape probe failed \(exit status 3\)"):
+        run_command([sys.executable, "-c", "import sys; print('bad'); sys.exit(3)"], env, "probe")
+    with pytest.raises(RuntimeError, match="no result after 0.5 s, killed"):
+        run_command(
+            [sys.executable, "-c", "import time; time.sleep(30)"], env, "probe", timeout=0.5
+        )
