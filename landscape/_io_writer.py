@@ -30,7 +30,7 @@ from landscape._io_format import (
     _read_provenance,
     _write_layout,
 )
-from landscape.evaluate.data import _hash_indices
+from landscape.evaluate import hash_indices
 from landscape.surface import Surface
 
 
@@ -193,7 +193,7 @@ class SurfaceWriter:
                     )
                 continue
             recorded = h5file.attrs.get(f"{key}_sha256")
-            if recorded is None or _attr_value(recorded) != _hash_indices(indices[name]):
+            if recorded is None or _attr_value(recorded) != hash_indices(indices[name]):
                 raise ValueError(
                     f"cannot resume {path}: it does not record {key!r} and its recorded "
                     f"sha256 is not that of this run's {name} samples; {hint}"

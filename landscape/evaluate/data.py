@@ -197,7 +197,7 @@ def _hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
     return digest.hexdigest()
 
 
-def _hash_indices(indices: np.ndarray) -> str:
+def hash_indices(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
 
 

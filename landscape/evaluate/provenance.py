@@ -16,9 +16,9 @@ import torch
 
 from landscape.evaluate.data import (
     _describe_subset,
-    _hash_indices,
     _jsonable,
     _package_version,
+    hash_indices,
 )
 
 
@@ -77,7 +77,7 @@ class _Provenance:
             "subset": _describe_subset(self._subset),
             "subset_seed": self._subset_seed,
             "train_size": int(self._sets[0].indices.size),
-            "train_indices_sha256": _hash_indices(self._sets[0].indices),
+            "train_indices_sha256": hash_indices(self._sets[0].indices),
             "model_sha256": self.model_sha256,
             "model_class": type(self.model).__qualname__,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -92,5 +92,5 @@ class _Provenance:
         if len(self._sets) > 1:
             result["test_subset"] = _describe_subset(self._test_subset)
             result["test_size"] = int(self._sets[1].indices.size)
-            result["test_indices_sha256"] = _hash_indices(self._sets[1].indices)
+            result["test_indices_sha256"] = hash_indices(self._sets[1].indices)
         return result

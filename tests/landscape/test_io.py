@@ -12,7 +12,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
-from landscape.evaluate.data import _hash_indices  # noqa: E402
+from landscape.evaluate import hash_indices  # noqa: E402
 from landscape.io import (  # noqa: E402
     SCHEMA_VERSION,
     SurfaceWriter,
@@ -602,7 +602,7 @@ def test_surface_1d_with_subset_round_trips_its_indices(tmp_path):
 def test_resume_checks_the_stored_indices(tmp_path):
     path = tmp_path / "s.h5"
     indices = np.array([3, 1, 4, 15, 9], dtype=np.int64)
-    digest = _hash_indices(indices)
+    digest = hash_indices(indices)
 
     def writer(sample_indices, **changes):
         return open_writer(
