@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from landscape.mpi import find_mpiexec
-from samlab._demo_landscape import SHARPNESS_COLUMNS
 from samlab.demo import SUMMARY_COLUMNS, main
+from samlab.demo.sharpness import SHARPNESS_COLUMNS
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
 NO_GAP = {"sgd", "onestep-sam"}  # one pass at one point: no loss(w + e) - loss(w) to record
@@ -158,7 +158,7 @@ def test_no_landscape_flag(smoke_run, capsys) -> None:
 def test_forecast_rows_and_figure(smoke_run) -> None:
     import matplotlib.image
 
-    from samlab._demo_forecast import FORECAST_COLUMNS
+    from samlab.demo.forecast import FORECAST_COLUMNS
 
     output, _ = smoke_run
     with (output / "forecast_summary.csv").open() as handle:
@@ -187,7 +187,7 @@ def test_no_forecast_flag(smoke_run, capsys) -> None:
 
 
 def test_forecast_runs_are_reused_and_fresh_retrains(smoke_run) -> None:
-    from samlab._demo_forecast import run_demo_forecast
+    from samlab.demo.forecast import run_demo_forecast
 
     output, _ = smoke_run
     result = output / "runs" / "forecast" / "smoke" / "samformer+sam" / "result.json"
