@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from landscape.mpi import find_mpiexec
-from samlab._demo_landscape import SHARPNESS_COLUMNS
 from samlab.demo import SUMMARY_COLUMNS, main
+from samlab.demo.sharpness import SHARPNESS_COLUMNS
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
 NO_GAP = {"sgd", "onestep-sam"}  # one pass at one point: no loss(w + e) - loss(w) to record
@@ -33,12 +33,28 @@ def smoke_run(tmp_path_factory) -> tuple[Path, float]:
     return output, time.perf_counter() - start
 
 
+def _csv_rows(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
+    """The rows of a CSV file the demo wrote, after checking its header is ``columns``."""
+    with path.open() as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == columns
+        return list(reader)
+
+
+def _figure_pixels(path: Path, min_height: int, min_width: int) -> np.ndarray:
+    """The RGBA pixels of a PNG the demo wrote, after checking it is a large, not blank image."""
+    import matplotlib.image
+
+    assert path.is_file()
+    pixels = matplotlib.image.imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > min_height and pixels.shape[1] > min_width
+    assert pixels[..., :3].var() > 1e-3
+    return pixels
+
+
 def test_summary_has_six_finite_rows(smoke_run) -> None:
     output, _ = smoke_run
-    with (output / "summary.csv").open() as handle:
-        reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == SUMMARY_COLUMNS
-        rows = list(reader)
+    rows = _csv_rows(output / "summary.csv", SUMMARY_COLUMNS)
     assert [r["optimizer"] for r in rows] == OPTIMIZERS
     for row in rows:
         for column in SUMMARY_COLUMNS[1:]:
@@ -56,13 +72,7 @@ def test_summary_has_six_finite_rows(smoke_run) -> None:
 
 
 def test_learning_curves_png_is_not_blank(smoke_run) -> None:
-    import matplotlib.image
-
-    path = smoke_run[0] / "learning_curves.png"
-    assert path.is_file()
-    pixels = matplotlib.image.imread(path)
-    assert pixels.ndim == 3 and pixels.shape[0] > 200 and pixels.shape[1] > 400
-    assert pixels[..., :3].var() > 1e-3
+    _figure_pixels(smoke_run[0] / "learning_curves.png", min_height=200, min_width=400)
 
 
 def test_demo_config_and_runs(smoke_run) -> None:
@@ -107,23 +117,16 @@ def test_landscape_surfaces_are_complete(smoke_run) -> None:
 
 
 def test_landscape_figure_is_not_blank(smoke_run) -> None:
-    import matplotlib.image
-
-    path = smoke_run[0] / "landscape_sgd_vs_sam.png"
-    assert path.is_file()
-    pixels = matplotlib.image.imread(path)
-    assert pixels.ndim == 3 and pixels.shape[0] > 800 and pixels.shape[1] > 800
-    assert pixels[..., :3].var() > 1e-3
+    pixels = _figure_pixels(
+        smoke_run[0] / "landscape_sgd_vs_sam.png", min_height=800, min_width=800
+    )
     third = pixels.shape[0] // 3  # every row of panels (contour, 3D, 1D) has drawn data
     for band in range(3):
         assert pixels[band * third : (band + 1) * third, :, :3].var() > 1e-3, band
 
 
 def test_sharpness_rows_are_finite(smoke_run) -> None:
-    with (smoke_run[0] / "sharpness.csv").open() as handle:
-        reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == SHARPNESS_COLUMNS
-        rows = list(reader)
+    rows = _csv_rows(smoke_run[0] / "sharpness.csv", SHARPNESS_COLUMNS)
     assert [r["optimizer"] for r in rows] == LANDSCAPE_MODELS
     for row in rows:  # both models get a 1D curvature (two estimates) and the rises at rho
         for column in SHARPNESS_COLUMNS[1:]:
@@ -158,13 +161,10 @@ def test_no_landscape_flag(smoke_run, capsys) -> None:
 def test_forecast_rows_and_figure(smoke_run) -> None:
     import matplotlib.image
 
-    from samlab._demo_forecast import FORECAST_COLUMNS
+    from samlab.demo.forecast import FORECAST_COLUMNS
 
     output, _ = smoke_run
-    with (output / "forecast_summary.csv").open() as handle:
-        reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == FORECAST_COLUMNS
-        rows = list(reader)
+    rows = _csv_rows(output / "forecast_summary.csv", FORECAST_COLUMNS)
     assert [(r["model"], r["optimizer"]) for r in rows] == [
         ("samformer+sam", "sam"),
         ("samformer (no SAM)", "adam"),
@@ -187,7 +187,7 @@ def test_no_forecast_flag(smoke_run, capsys) -> None:
 
 
 def test_forecast_runs_are_reused_and_fresh_retrains(smoke_run) -> None:
-    from samlab._demo_forecast import run_demo_forecast
+    from samlab.demo.forecast import run_demo_forecast
 
     output, _ = smoke_run
     result = output / "runs" / "forecast" / "smoke" / "samformer+sam" / "result.json"

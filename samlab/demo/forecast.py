@@ -10,7 +10,6 @@ channel on test windows, and the validation curves).
 
 from __future__ import annotations
 
-import csv
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,25 +18,25 @@ from typing import Any
 
 import torch
 
-from samlab.datasets.timeseries import load_forecast_data
-from samlab.train.checkpoint import load_checkpoint
-from samlab.train.forecast import (
-    ForecastConfig,
-    build_forecaster,
-    train_forecaster,
-)
+from samlab.datasets import load_forecast_data
+from samlab.demo.tables import heading, write_csv
+from samlab.train import load_checkpoint
+from samlab.train.forecast import ForecastConfig, build_forecaster, train_forecaster
 from samlab.train.sharpness import run_top_eigenvalue
-
-__all__ = ["FORECAST_COLUMNS", "ForecastDemo", "run_demo_forecast"]
 
 FORECAST_COLUMNS = ("model", "optimizer", "rho", "epochs_run", "best_epoch", "test_mse",
                     "test_mae", "val_mse", "lambda_max", "seconds")  # fmt: skip
+#: the printed table's column titles and their widths
+FORECAST_HEADINGS = (("model", "<20"), ("epochs", ">6"), ("test MSE", ">9"), ("test MAE", ">9"),
+                     ("lambda_max", ">11"), ("seconds", ">8"))  # fmt: skip
 RUNS = {"samformer+sam": 0.7, "samformer (no SAM)": 0.0}
 HORIZON = 96
 
 
 @dataclass
 class ForecastDemo:
+    """What the forecasting part wrote: the summary rows, their CSV, the figure, wall time."""
+
     rows: list[dict[str, Any]]
     summary_csv: Path
     figure: Path
@@ -133,11 +132,7 @@ def run_demo_forecast(
             "test_mse": result["test_mse"], "test_mae": result["test_mae"],
             "val_mse": result["val_mse"], "lambda_max": lam, "seconds": result["seconds"],
         })  # fmt: skip
-    summary = output / "forecast_summary.csv"
-    with summary.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FORECAST_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    summary = write_csv(output / "forecast_summary.csv", FORECAST_COLUMNS, rows)
     figure = plot_forecasts(models, data, results, output / "forecast_etth1.png")
     print(format_forecast(rows))
     return ForecastDemo(rows, summary, figure, time.perf_counter() - start)
@@ -147,8 +142,7 @@ def format_forecast(rows: list[dict[str, Any]]) -> str:
     lines = [
         f"\nSAMformer on ETTh1 (H={HORIZON}, standardised scale; lambda_max = top Hessian "
         "eigenvalue of the train MSE)",
-        f"{'model':<20} {'epochs':>6} {'test MSE':>9} {'test MAE':>9} {'lambda_max':>11} "
-        f"{'seconds':>8}",
+        heading(FORECAST_HEADINGS),
     ]
     for r in rows:
         lines.append(
