@@ -19,8 +19,6 @@ from torch import Tensor
 LOSSES = ("crossentropy", "mse")
 MODES = ("auto", "eager", "compiled", "vmap")
 BN_MODES = ("eval", "recompute")
-#: the second metric of a built-in loss (besides ``loss``)
-SECOND_METRIC = {"crossentropy": "acc", "mse": "mae"}
 #: model outputs of this many bytes are kept before the metrics of those points are computed
 #: (in one go: O(1) tensor ops per group of points, not per batch)
 OUTPUT_BUDGET = 64 << 20
@@ -106,11 +104,6 @@ class EvaluationSpec:
         """The loss as provenance: its name, or a callable's qualified name."""
         loss = self.loss
         return loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
-
-    @property
-    def second_metric(self) -> str | None:
-        """``"acc"`` (cross-entropy), ``"mae"`` (mse) or None (a loss callable)."""
-        return SECOND_METRIC.get(self.loss) if isinstance(self.loss, str) else None
 
     def probes_vmap(self, device: torch.device) -> bool:
         """Whether ``mode="auto"`` measures ``vmap`` against eager at construction: with
