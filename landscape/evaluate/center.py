@@ -8,10 +8,11 @@ with the model's own loss over the same samples (no weight writes, no fast path)
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from landscape.evaluate.data import EvalSet
 from landscape.evaluate.weights import BATCHNORM, MovedWeights, Prepared
@@ -34,7 +35,11 @@ class CenterCheck:
     """
 
     def __init__(
-        self, weights: MovedWeights, sets: Sequence[EvalSet], loss, recompute: bool
+        self,
+        weights: MovedWeights,
+        sets: Sequence[EvalSet],
+        loss: str | Callable[[Tensor, Tensor], Tensor],
+        recompute: bool,
     ) -> None:
         self.weights = weights
         self.sets = list(sets)

@@ -13,6 +13,7 @@ evaluation sets and the metrics, and answers
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ from landscape.evaluate.stats import Metrics
 from landscape.evaluate.weights import MovedWeights
 
 
-class EvaluationPath:
+class EvaluationPath(ABC):
     """Base of the evaluation paths: ``weights`` moved to the points, the evaluation ``sets``
     and the ``metrics`` computed over them; subclasses give ``mode`` and ``batch_sums``."""
 
@@ -35,10 +36,10 @@ class EvaluationPath:
         self.sets = list(sets)
         self.metrics = metrics
 
+    @abstractmethod
     def batch_sums(self, coords: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """``(first, sums)`` per group of consecutive points: the index of the group's first
         point and its per-batch sums ``(k, n_batches, n_stats)``."""
-        raise NotImplementedError
 
     def evaluate(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """Metrics at ``coords`` ``(K, ndim)`` (finite): each a float64 array ``(K,)``. The
@@ -67,9 +68,9 @@ class PointsPath(EvaluationPath):
         super().__init__(weights, sets, metrics)
         self.points_per_call = points_per_call
 
+    @abstractmethod
     def point_stats(self, coords: np.ndarray) -> np.ndarray:
         """Per-batch sums ``(K, n_batches, n_stats)`` of exactly K points (one host sync)."""
-        raise NotImplementedError
 
     def batch_sums(self, coords: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         width = self.points_per_call

@@ -42,8 +42,10 @@ from landscape.evaluate.spec import EvaluationSpec
 from landscape.evaluate.stats import Metrics
 from landscape.evaluate.weights import MovedWeights
 
-# compiled mode: K points per compiled call only where at least this many fit the budget
+# compiled mode: K points per compiled call only where at least this many fit the budget;
+# timed against the path chosen so far in this many interleaved rounds
 MIN_COMPILED_POINTS = 4
+POINTS_PROBE_ROUNDS = 3
 # mode="auto": eager against vmap at the centre (PathChooser.auto_vmap), on at most this many
 # training rows, the eager loop over this many points, best of rounds.
 AUTO_PROBE_ROWS = 1024
@@ -201,7 +203,8 @@ class PathChooser:
             points.point_stats(coords)
 
         with weights.prepared(), torch.no_grad():
-            timings = self.timer({current.mode: per_point_current, "points": per_call_points}, 3)
+            passes = {current.mode: per_point_current, "points": per_call_points}
+            timings = self.timer(passes, POINTS_PROBE_ROUNDS)
         self.notes["compiled_points_probe_ms_per_point"] = {
             key: round(value * 1e3 / width, 4) for key, value in timings.items()
         }
