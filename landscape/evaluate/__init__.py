@@ -1,8 +1,16 @@
-"""Evaluating a model at points of a direction grid: :class:`SurfaceEvaluator` and its data."""
+"""Evaluating a model at points of a direction grid: :class:`SurfaceEvaluator` and its data.
+
+The evaluator (``evaluator.py``) is composed of its frozen settings (``spec.py``), the
+evaluation data (``data.py``), the moved weights (``weights.py``), the metrics (``stats.py``),
+the centre check (``center.py``), the provenance (``provenance.py``) and one evaluation path
+chosen at construction (the ``paths`` subpackage).
+"""
 
 from landscape.evaluate.center import CENTER_TOLERANCE
-from landscape.evaluate.data import as_tensors, hash_indices
-from landscape.evaluate.evaluator import BN_MODES, LOSSES, MODES, SurfaceEvaluator
+from landscape.evaluate.data import as_tensors
+from landscape.evaluate.evaluator import SurfaceEvaluator
+from landscape.evaluate.provenance import hash_indices
+from landscape.evaluate.spec import BN_MODES, LOSSES, MODES
 from landscape.evaluate.stats import standard_error
 
 __all__ = [

@@ -1,23 +1,21 @@
-"""The centre of :class:`~landscape.surface.SurfaceEvaluator`: kept, and checked.
+"""The centre check of a :class:`~landscape.evaluate.SurfaceEvaluator`: :class:`CenterCheck`.
 
-Every evaluation runs inside :class:`_Prepared`, which puts the model in eval mode and on exit
-writes the centre back (bitwise), restores the BatchNorm buffers (``bn_mode="recompute"``) and
-every module's training flag, whatever happened. :meth:`_CenterCheck.check_center` compares the
-metrics at the centre with the model's own loss over the same samples (no weight writes, no fast
-path), within ``CENTER_TOLERANCE``. :class:`_CenterCheck` holds these methods of
-:class:`~landscape.surface.SurfaceEvaluator`.
+The metrics at the centre (coordinates 0, as the evaluation path computes them) are compared
+with the model's own loss over the same samples (no weight writes, no fast path), within
+``CENTER_TOLERANCE``.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
+from torch import Tensor
+
+from landscape.evaluate.data import EvalSet
+from landscape.evaluate.weights import BATCHNORM, MovedWeights, Prepared
 
 # (rtol, atol) of check_center per parameter dtype.
 CENTER_TOLERANCE = {
@@ -28,60 +26,49 @@ CENTER_TOLERANCE = {
 }
 
 
-class _CenterCheck:
-    """The centre of :class:`~landscape.surface.SurfaceEvaluator` (a base class of it): the
-    context of every evaluation, the metrics at the centre and their check."""
+class CenterCheck:
+    """The model's own metrics at the centre over ``sets`` (:meth:`reference`) and their
+    comparison with the metrics of the evaluation path (:meth:`check`).
 
-    def center(self) -> dict[str, float]:
-        """Metrics at the unperturbed weights (coordinates 0)."""
-        values = self.evaluate_points(np.zeros((1, self.ndim)))
-        return {name: float(value[0]) for name, value in values.items()}
+    With ``recompute`` (``bn_mode="recompute"``) the BatchNorm statistics are re-estimated on a
+    deep copy of the model first, by train-mode passes over the training batches.
+    """
 
-    def check_center(self, rtol: float | None = None, atol: float | None = None) -> dict:
-        """:meth:`center`, after checking it against the model's own loss.
+    def __init__(
+        self,
+        weights: MovedWeights,
+        sets: Sequence[EvalSet],
+        loss: str | Callable[[Tensor, Tensor], Tensor],
+        recompute: bool,
+    ) -> None:
+        self.weights = weights
+        self.sets = list(sets)
+        self.loss = loss
+        self.recompute = recompute
 
-        The reference runs the model as it is (no weight writes, no fast path) over the same
-        samples, concatenates the outputs and applies the loss once (with ``bn_mode=
-        "recompute"`` the statistics are re-estimated on a deep copy first). Raises
-        ``RuntimeError`` naming the metric when they differ by more than ``rtol``/``atol``
-        (defaults per dtype in ``CENTER_TOLERANCE``).
-        """
-        default_rtol, default_atol = CENTER_TOLERANCE.get(self.dtype, (1e-4, 1e-6))
-        rtol = default_rtol if rtol is None else rtol
-        atol = default_atol if atol is None else atol
-        values = self.center()
-        reference = self._reference_center()
-        for name, expected in reference.items():
-            got = values[name]
-            if not abs(got - expected) <= atol + rtol * abs(expected):
-                raise RuntimeError(
-                    f"centre check failed: {name} is {got!r} on the surface but {expected!r} "
-                    f"from the model itself (mode={self.mode!r}, rtol={rtol}, atol={atol})"
-                )
-        return values
-
-    def _prepared(self):
-        return _Prepared(self)
-
-    def _reference_center(self) -> dict[str, float]:
-        model = self.model
-        if self.bn_mode == "recompute" and self._batchnorms:
-            model = copy.deepcopy(self.model)
+    def reference(self) -> dict[str, float]:
+        """The metrics at the centre from the model itself: its outputs over the nominal
+        batches concatenated and the loss applied once (``<set>_loss`` and ``<set>_acc`` or
+        ``<set>_mae``)."""
+        model = self.weights.model
+        if self.recompute and self.weights.batchnorms:
+            model = copy.deepcopy(model)
             for module in model.modules():
-                if isinstance(module, _BatchNorm) and module.track_running_stats:
+                if isinstance(module, BATCHNORM) and module.track_running_stats:
                     module.reset_running_stats()
                     module.momentum = None
+        own = model is self.weights.model
         result = {}
-        with _Prepared(self, model), torch.no_grad():
-            if model is not self.model:
-                first = self._sets[0]
+        with self.weights.prepared() if own else Prepared(model), torch.no_grad():
+            if not own:
+                first = self.sets[0]
                 for module in model.modules():
-                    if isinstance(module, _BatchNorm):
+                    if isinstance(module, BATCHNORM):
                         module.train()
                 for start, stop in first.bounds:
                     model(first.inputs[start:stop])
                 model.eval()
-            for evalset in self._sets:
+            for evalset in self.sets:
                 outputs = torch.cat(
                     [model(evalset.inputs[start:stop]) for start, stop in evalset.bounds]
                 )
@@ -103,30 +90,13 @@ class _CenterCheck:
                 result[f"{evalset.name}_loss"] = float(loss)
         return result
 
-
-class _Prepared:
-    """Context: model in eval mode; on exit the centre, the BatchNorm buffers (recompute) and
-    every module's training flag are restored, whatever happened."""
-
-    def __init__(self, evaluator: _CenterCheck, model: nn.Module | None = None) -> None:
-        self.evaluator = evaluator
-        self.model = evaluator.model if model is None else model
-
-    def __enter__(self) -> _Prepared:
-        self.flags = [(m, m.training) for m in self.model.modules()]
-        self.buffers = []
-        if self.model is self.evaluator.model and self.evaluator.bn_mode == "recompute":
-            for bn in self.evaluator._batchnorms:
-                for buffer in bn.buffers(recurse=False):
-                    self.buffers.append((buffer, buffer.detach().clone()))
-        self.model.eval()
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        with torch.no_grad():
-            if self.model is self.evaluator.model:
-                self.evaluator._restore()
-            for buffer, saved in self.buffers:
-                buffer.copy_(saved)
-        for module, flag in self.flags:
-            module.training = flag
+    def check(self, values: dict[str, float], *, mode: str, rtol: float, atol: float) -> None:
+        """Raise ``RuntimeError`` naming the first metric of :meth:`reference` that differs
+        from ``values`` (the metrics at the centre) by more than ``atol + rtol * |expected|``."""
+        for name, expected in self.reference().items():
+            got = values[name]
+            if not abs(got - expected) <= atol + rtol * abs(expected):
+                raise RuntimeError(
+                    f"centre check failed: {name} is {got!r} on the surface but {expected!r} "
+                    f"from the model itself (mode={mode!r}, rtol={rtol}, atol={atol})"
+                )

@@ -1,24 +1,20 @@
-"""Evaluation data and provenance helpers of :mod:`landscape.surface`.
+"""The evaluation data of a :class:`~landscape.evaluate.SurfaceEvaluator`.
 
-:func:`as_tensors` materialises the evaluation data once on the device; :class:`_EvalSet` holds
-one such set split into contiguous nominal batches and forward chunks. The hashes and JSON-able
-descriptions here go into a surface's provenance; the last helpers read a model's device and
-dtype and walk (possibly nested) model outputs.
+:func:`as_tensors` materialises the evaluation data once on the device; :class:`EvalSet` holds
+one such set (training or test) in the model's dtype, split into contiguous nominal batches of
+``batch_size`` (what statistics are summed over) and forward chunks (what one forward call
+takes).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
-
-# --------------------------------------------------------------------------- data
+from torch import Tensor
 
 
 def _is_tensor_like(value: Any) -> bool:
@@ -131,7 +127,7 @@ def as_tensors(
 
 
 @dataclass
-class _EvalSet:
+class EvalSet:
     """One materialised evaluation set split into contiguous batches."""
 
     name: str
@@ -146,15 +142,75 @@ class _EvalSet:
     # always per nominal batch (``bounds``).
     chunks: list[tuple[int, int]] = field(default_factory=list)
     chunk_inputs: list[Tensor] = field(default_factory=list)  # input views, one per chunk
-    padded: list[Tensor] = field(default_factory=list)  # compiled mode: chunks of fixed shape
     repeated_targets: dict[int, Tensor] = field(default_factory=dict)  # K -> targets K times
+
+    @classmethod
+    def load(
+        cls,
+        name: str,
+        data: Any,
+        *,
+        subset: Any,
+        subset_seed: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        loss: Any,
+        batch_size: int,
+    ) -> EvalSet:
+        """``data`` (see :func:`as_tensors`) on ``device``: floating inputs in ``dtype``, and
+        targets as the loss takes them (class indices as int64, probabilities and regression
+        targets in ``dtype``); forward chunks of ``batch_size``."""
+        inputs, targets, indices = as_tensors(
+            data, subset=subset, subset_seed=subset_seed, device=device
+        )
+        if inputs.is_floating_point() and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
+        if loss == "crossentropy":
+            if not targets.is_floating_point():
+                targets = targets.long()
+            elif targets.dtype != dtype:
+                targets = targets.to(dtype)
+        elif loss == "mse" and targets.dtype != dtype:
+            targets = targets.to(dtype)
+        size = len(inputs)
+        bounds = [(s, min(s + batch_size, size)) for s in range(0, size, batch_size)]
+        evalset = cls.from_bounds(name, inputs, targets, indices, bounds)
+        evalset.set_chunk(batch_size)
+        return evalset
+
+    @classmethod
+    def from_bounds(
+        cls,
+        name: str,
+        inputs: Tensor,
+        targets: Tensor,
+        indices: np.ndarray,
+        bounds: list[tuple[int, int]],
+    ) -> EvalSet:
+        """A set whose nominal batches are the rows ``bounds`` (no forward chunks yet)."""
+        sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
+        batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
+        return cls(name, inputs, targets, indices, bounds, sizes, batches)
+
+    @property
+    def chunk_size(self) -> int:
+        """Rows per forward call (of every chunk but the last)."""
+        return self.chunks[0][1] - self.chunks[0][0]
 
     def set_chunk(self, chunk: int) -> None:
         """Forward ``chunk`` rows per call."""
         size = len(self.inputs)
         self.chunks = [(start, min(start + chunk, size)) for start in range(0, size, chunk)]
         self.chunk_inputs = [self.inputs[start:stop] for start, stop in self.chunks]
-        self.padded = []
+
+    def prefix(self, rows: int) -> EvalSet:
+        """The first ``rows`` samples (views), same nominal batches and forward chunk."""
+        bounds = [(start, min(stop, rows)) for start, stop in self.bounds if start < rows]
+        prefix = EvalSet.from_bounds(
+            self.name, self.inputs[:rows], self.targets[:rows], self.indices[:rows], bounds
+        )
+        prefix.set_chunk(self.chunk_size)
+        return prefix
 
     def targets_times(self, count: int) -> Tensor:
         """The targets repeated ``count`` times along dim 0 (for ``count`` points at once)."""
@@ -167,108 +223,3 @@ class _EvalSet:
             repeats = (count,) + (1,) * (self.targets.ndim - 1)
             cached = self.repeated_targets[count] = self.targets.repeat(repeats)
         return cached
-
-
-def _prefix_set(evalset: _EvalSet, rows: int) -> _EvalSet:
-    """The first ``rows`` samples of ``evalset`` (views), same nominal batches and forward
-    chunk."""
-    bounds = [(start, min(stop, rows)) for start, stop in evalset.bounds if start < rows]
-    sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
-    inputs, targets = evalset.inputs[:rows], evalset.targets[:rows]
-    batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
-    prefix = _EvalSet(evalset.name, inputs, targets, evalset.indices[:rows], bounds, sizes, batches)
-    prefix.set_chunk(evalset.chunks[0][1] - evalset.chunks[0][0])
-    return prefix
-
-
-# --------------------------------------------------------------------------- provenance
-
-
-def _tensor_bytes(tensor: Tensor) -> bytes:
-    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-    return flat.view(torch.uint8).numpy().tobytes()
-
-
-def _hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in items:
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(_tensor_bytes(tensor))
-    return digest.hexdigest()
-
-
-def hash_indices(indices: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
-
-
-def _package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("samlab-toolkit")
-    except Exception:  # noqa: BLE001 - not installed as a distribution
-        return "unknown"
-
-
-def _describe_subset(subset: Any) -> int | str | None:
-    """A subset option as provenance: None, its size, or "indices" (their hash is recorded)."""
-    if subset is None:
-        return None
-    return int(subset) if isinstance(subset, (int, np.integer)) else "indices"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Tensor):
-        return _jsonable(value.tolist())
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
-# --------------------------------------------------------------------------- models and outputs
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype:
-    for tensor in itertools.chain(model.parameters(), model.buffers()):
-        if tensor.is_floating_point():
-            return tensor.dtype
-    return torch.get_default_dtype()
-
-
-def _unaliased(value: Any, storages: set[int]) -> Any:
-    """``value`` with every tensor that shares one of ``storages`` replaced by a copy."""
-    if isinstance(value, Tensor):
-        return value.clone() if value.untyped_storage().data_ptr() in storages else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_unaliased(item, storages) for item in value)
-    if isinstance(value, dict):
-        return {key: _unaliased(item, storages) for key, item in value.items()}
-    return value
-
-
-def _nbytes(value: Any) -> int:
-    return sum(t.numel() * t.element_size() for t in _flatten_tensors(value))
-
-
-def _flatten_tensors(value: Any) -> list[Tensor]:
-    if isinstance(value, Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _flatten_tensors(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in _flatten_tensors(item)]
-    return []

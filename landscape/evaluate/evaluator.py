@@ -1,69 +1,39 @@
-"""The evaluator of :mod:`landscape.surface`: metrics of a model at grid points.
+"""The evaluator of a loss surface: metrics of a model at grid points, :class:`SurfaceEvaluator`.
 
-:class:`SurfaceEvaluator` validates its options, materialises the evaluation data, picks the
-evaluation mode and evaluates points; the module docstring of :mod:`landscape.surface`
-describes the modes, the forward chunk and determinism. Its machinery lives in its base
-classes, one private module each: the moved tensors (:mod:`landscape.evaluate.weights`), the
-forward-chunk probe (:mod:`landscape.evaluate.probe`), the compiled path
-(:mod:`landscape.evaluate.compiled`), ``vmap`` (:mod:`landscape.evaluate.vmap`), the
-metrics (:mod:`landscape.evaluate.stats`), the metric names, sample indices and provenance
-(:mod:`landscape.evaluate.provenance`) and the centre's restoration and check
-(:mod:`landscape.evaluate.center`).
+A :class:`SurfaceEvaluator` validates its options into a frozen
+:class:`~landscape.evaluate.spec.EvaluationSpec`, materialises the evaluation data once
+(:class:`~landscape.evaluate.data.EvalSet`, one per set) and holds what evaluates points: the
+moved weights (:class:`~landscape.evaluate.weights.MovedWeights`: a point written into the
+model, the centre restored), the metrics (:class:`~landscape.evaluate.stats.Metrics`), the
+centre check (:class:`~landscape.evaluate.center.CenterCheck`), the provenance
+(:class:`~landscape.evaluate.provenance.Provenance`) and one evaluation path chosen at
+construction (:mod:`landscape.evaluate.paths`: eager, compiled, K points per compiled call,
+``vmap``).
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from landscape.evaluate.center import _CenterCheck
-from landscape.evaluate.compiled import _CompiledPath, _fail_on_recompile
-from landscape.evaluate.data import (
-    _EvalSet,
-    _hash_tensors,
-    _model_device,
-    _model_dtype,
-    _nbytes,
-    _unaliased,
-    as_tensors,
-)
-from landscape.evaluate.probe import _ForwardChunks
-from landscape.evaluate.provenance import _Provenance
-from landscape.evaluate.stats import _Statistics
-from landscape.evaluate.vmap import _VmapPath
-from landscape.evaluate.weights import _MovedTensors
+from landscape.evaluate.center import CENTER_TOLERANCE, CenterCheck
+from landscape.evaluate.data import EvalSet
+from landscape.evaluate.paths import PathChooser
+from landscape.evaluate.provenance import Provenance
+from landscape.evaluate.spec import OUTPUT_BUDGET, EvaluationSpec, ProbeSettings
+from landscape.evaluate.stats import Metrics
+from landscape.evaluate.weights import MovedWeights, model_device, model_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.directions import Directions
 
-LOSSES = ("crossentropy", "mse")
-MODES = ("auto", "eager", "compiled", "vmap")
-BN_MODES = ("eval", "recompute")
-_SECOND_STAT = {"crossentropy": "acc", "mse": "mae"}
-# Model outputs of this many bytes are kept before the metrics of those points are computed
-# (in one go: O(1) tensor ops per group of points, not per batch).
-_OUTPUT_BUDGET = 64 << 20
-# True: the ``auto`` probe of vmap (:mod:`landscape.evaluate.vmap`) runs on any device (CPU
-# too), for tests; normally CUDA only.
-_AUTO_VMAP_PROBE_ANY_DEVICE = False
 
-
-class SurfaceEvaluator(
-    _MovedTensors,
-    _ForwardChunks,
-    _CompiledPath,
-    _VmapPath,
-    _Statistics,
-    _Provenance,
-    _CenterCheck,
-):
+class SurfaceEvaluator:
     """Evaluates a model's loss and metrics at points ``theta0 + a * dx (+ b * dy)``.
 
     Args:
@@ -91,7 +61,8 @@ class SurfaceEvaluator(
         batch_size: evaluation batch size (batches are contiguous slices in index order).
         subset, subset_seed: a subset of ``data`` (see :func:`as_tensors`).
         test_subset: a subset of ``test_data`` (same seed), by default all of it.
-        mode: ``"auto"``, ``"eager"``, ``"compiled"`` or ``"vmap"`` (see :mod:`landscape.surface`).
+        mode: ``"auto"``, ``"eager"``, ``"compiled"`` or ``"vmap"`` (see
+            :mod:`landscape.evaluate.paths`).
         device: evaluation device, by default the model's.
         points_per_call: K of ``vmap`` (points per forward), at most 64 by default: on CUDA
             as many points as fit in half the free GPU memory (activations of one batch, measured
@@ -102,15 +73,33 @@ class SurfaceEvaluator(
             number, at most the largest data set; the outputs of the chunks are concatenated).
             ``None`` (default): chosen at construction by a timing probe at the centre
             (``batch_size`` halved or doubled while it measures at least 10% faster; see
-            :mod:`landscape.surface`), kept only where the outputs are bitwise those of the
-            batch-by-batch forward, so the values never depend on the probe; ``batch_size``
-            without a probe for one of several MPI ranks. Metrics and standard errors are
-            always per nominal batch of ``batch_size``. The choice and the probe's timings are
-            in ``provenance["execution"]`` (``forward_chunk``, ``forward_chunk_choice``,
-            ``forward_chunk_probe``).
+            :mod:`landscape.evaluate.paths.chunks`), kept only where the outputs are bitwise
+            those of the batch-by-batch forward, so the values never depend on the probe;
+            ``batch_size`` without a probe for one of several MPI ranks. Metrics and standard
+            errors are always per nominal batch of ``batch_size``. The choice and the probe's
+            timings are in ``provenance["execution"]`` (``forward_chunk``,
+            ``forward_chunk_choice``, ``forward_chunk_probe``).
+        probe_vmap: whether ``mode="auto"`` measures ``vmap`` against eager at construction
+            (with ``bn_mode="eval"``, one process): None (default) on CUDA only, True on any
+            device, False never.
+        probes: thresholds and clock of the timing probes run at construction
+            (:class:`~landscape.evaluate.spec.ProbeSettings`; default: its defaults, passes of
+            at most 0.25 s timed whole, no probe beyond 5 s per batch, fast paths kept where
+            at least 10% faster, on :class:`~landscape.evaluate.paths.PassTimer`).
+        output_budget: bytes of model outputs the eager and compiled loops keep before the
+            metrics of those points are computed together (default 64 MiB; 0: point by
+            point). The values do not depend on it.
 
     Per-point values are deterministic: the same coordinates give the same bits whichever
     chunk evaluates them.
+
+    Attributes: ``spec`` (the options, a frozen
+    :class:`~landscape.evaluate.spec.EvaluationSpec`), ``model`` (the evaluated model, a copy
+    on ``device`` if it was moved), ``directions``, ``dir_type``, ``ndim`` (1 or 2),
+    ``device``, ``dtype`` (of the model's first floating tensor), ``loss``, ``loss_name``,
+    ``bn_mode``, ``batch_size``, ``mode_requested`` (the ``mode`` argument), ``mode`` (as
+    chosen: ``"eager"``, ``"compiled"`` or ``"vmap"``), ``points_per_call`` (K of the chosen
+    path, 1 point by point), ``model_sha256`` and ``directions_sha256`` (as in the provenance).
     """
 
     def __init__(
@@ -130,132 +119,119 @@ class SurfaceEvaluator(
         device: torch.device | str | None = None,
         points_per_call: int | None = None,
         forward_chunk: int | None = None,
+        probe_vmap: bool | None = None,
+        probes: ProbeSettings | None = None,
+        output_budget: int = OUTPUT_BUDGET,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-        if isinstance(loss, str):
-            if loss not in LOSSES:
-                raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
-        elif not callable(loss):
-            raise TypeError("loss must be 'crossentropy', 'mse' or a callable")
-        if bn_mode not in BN_MODES:
-            raise ValueError(f"bn_mode must be one of {BN_MODES}, got {bn_mode!r}")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if points_per_call is not None and (
-            not isinstance(points_per_call, int) or points_per_call < 1
-        ):
-            raise ValueError(f"points_per_call must be a positive integer, got {points_per_call}")
-        if forward_chunk is not None and (
-            isinstance(forward_chunk, bool)
-            or not isinstance(forward_chunk, int)
-            or forward_chunk < 1
-        ):
-            raise ValueError(f"forward_chunk must be a positive integer, got {forward_chunk!r}")
-        if directions.y is None:
-            self.ndim = 1
-        else:
-            self.ndim = 2
-
-        model_device = _model_device(model)
-        self.device = model_device if device is None else torch.device(device)
+        self.spec = spec = EvaluationSpec(
+            loss=loss,
+            bn_mode=bn_mode,
+            batch_size=batch_size,
+            subset=subset,
+            subset_seed=subset_seed,
+            test_subset=test_subset,
+            mode=mode,
+            points_per_call=points_per_call,
+            forward_chunk=forward_chunk,
+            probe_vmap=probe_vmap,
+            probes=ProbeSettings() if probes is None else probes,
+            output_budget=output_budget,
+        )
+        self.ndim = 1 if directions.y is None else 2
+        found = model_device(model)
+        self.device = found if device is None else torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        if model_device != self.device:
+        if found != self.device:
             model = copy.deepcopy(model).to(self.device)
         self.model = model
-        self.dtype = _model_dtype(model)
+        self.dtype = model_dtype(model)
         self.directions = directions
         self.dir_type = directions.dir_type
-        self.bn_mode = bn_mode
-        self.batch_size = batch_size
-        self.loss = loss
-        self.loss_name = (
-            loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss))
-        )
-        self._second = _SECOND_STAT.get(loss) if isinstance(loss, str) else None
-        self._stat_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        self._subset = subset
-        self._subset_seed = subset_seed
-        self._test_subset = test_subset
-        self.model_sha256 = _hash_tensors(list(model.state_dict().items()))
-        directions_items = [(f"x.{k}", v) for k, v in directions.x.items()]
-        if self.ndim == 2:
-            directions_items += [(f"y.{k}", v) for k, v in directions.y.items()]
-        self.directions_sha256 = _hash_tensors(directions_items)
+        self.loss, self.loss_name, self.bn_mode = loss, spec.loss_name, bn_mode
+        self.batch_size, self.mode_requested = batch_size, mode
 
-        self._sets = [self._materialise("train", data, subset, subset_seed)]
+        options = dict(
+            subset_seed=subset_seed,
+            device=self.device,
+            dtype=self.dtype,
+            loss=loss,
+            batch_size=batch_size,
+        )
+        self._sets = [EvalSet.load("train", data, subset=subset, **options)]
         if test_data is not None:
-            self._sets.append(self._materialise("test", test_data, test_subset, subset_seed))
-        self._num_batches = sum(len(s.bounds) for s in self._sets)
-        self._groups = self._build_groups(directions)
-        self._batchnorms = [
-            m for m in model.modules() if isinstance(m, _BatchNorm) and m.track_running_stats
-        ]
-        self._storages = {
-            t.untyped_storage().data_ptr()
-            for t in itertools.chain(model.parameters(), model.buffers())
-        }
-
-        self.mode_requested = mode
-        self._requested_points_per_call = points_per_call
-        self.points_per_call = 1
-        self._notes: dict[str, Any] = {}
-        self._folded = None
-        self._compiled = None
-        # compiled mode, K points per call: one compiled function per evaluation set
-        self._points_compiled: list[Callable[..., Tensor]] | None = None
-        probe_vmap = False
-        if mode == "auto":
-            # eager, unless (CUDA, eval-mode BatchNorm) vmap measures faster at the centre
-            mode = "eager"
-            probe_vmap = bn_mode == "eval" and (
-                self.device.type == "cuda" or _AUTO_VMAP_PROBE_ANY_DEVICE
-            )
-        self.mode = mode
-        self._probe_batch_seconds: float | None = None  # one nominal batch forward (probe)
-        self._probe_cheap = False  # the probe timed whole passes (then compiled is probed too)
-        if mode == "vmap":
-            self._setup_vmap(strict=self.mode_requested == "vmap")
-        else:
-            self._setup_forward_chunks(forward_chunk)
-            if mode == "compiled":
-                self._setup_compiled()
-                self._setup_compiled_points()
-            elif probe_vmap:
-                self._probe_auto_vmap()
-
-    # ----------------------------------------------------------------- construction helpers
-
-    def _materialise(self, name: str, data: Any, subset: Any, seed: int) -> _EvalSet:
-        inputs, targets, indices = as_tensors(
-            data, subset=subset, subset_seed=seed, device=self.device
+            self._sets.append(EvalSet.load("test", test_data, subset=test_subset, **options))
+        train_batches = [inputs for inputs, _ in self._sets[0].batches]
+        self._weights = MovedWeights(
+            model,
+            directions,
+            self.ndim,
+            self.device,
+            recompute=train_batches if bn_mode == "recompute" else None,
         )
-        if inputs.is_floating_point() and inputs.dtype != self.dtype:
-            inputs = inputs.to(self.dtype)
-        if self.loss == "crossentropy":
-            if not targets.is_floating_point():
-                targets = targets.long()
-            elif targets.dtype != self.dtype:
-                targets = targets.to(self.dtype)
-        elif self.loss == "mse" and targets.dtype != self.dtype:
-            targets = targets.to(self.dtype)
-        size = len(inputs)
-        bounds = [(s, min(s + self.batch_size, size)) for s in range(0, size, self.batch_size)]
-        sizes = np.array([stop - start for start, stop in bounds], dtype=np.float64)
-        batches = [(inputs[start:stop], targets[start:stop]) for start, stop in bounds]
-        evalset = _EvalSet(name, inputs, targets, indices, bounds, sizes, batches)
-        evalset.set_chunk(self.batch_size)
-        return evalset
+        stat_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self._metrics = Metrics(loss, batch_size, self._sets, stat_dtype)
+        self._center = CenterCheck(self._weights, self._sets, loss, bn_mode == "recompute")
+        self._provenance = Provenance(spec, model, directions, self._sets, self.device, self.dtype)
+        self.model_sha256 = self._provenance.model_sha256
+        self.directions_sha256 = self._provenance.directions_sha256
+        chooser = PathChooser(spec, self._weights, self._sets, self._metrics, self.dtype)
+        self._path = chooser.choose()
+        self._notes = chooser.notes
 
-    # ----------------------------------------------------------------- public API
+    # ----------------------------------------------------------------- what it chose
+
+    @property
+    def mode(self) -> str:
+        """The evaluation mode chosen at construction: ``"eager"``, ``"compiled"`` or
+        ``"vmap"``."""
+        return self._path.mode
+
+    @property
+    def points_per_call(self) -> int:
+        """K: the points one call evaluates (``vmap`` and compiled K points; otherwise 1)."""
+        return self._path.points_per_call
 
     @property
     def default_chunk_size(self) -> int:
         """Points per chunk that keep fast paths busy: K for vmap, otherwise 16."""
         return self.points_per_call if self.points_per_call > 1 else 16
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics this evaluator returns, e.g. ``("train_loss", "train_acc", ...)``."""
+        return self._metrics.names
+
+    @property
+    def train_indices(self) -> np.ndarray:
+        """Indices (into the training data) of the evaluated samples, in evaluation order."""
+        return self._sets[0].indices.copy()
+
+    @property
+    def test_indices(self) -> np.ndarray | None:
+        """Indices of the evaluated test samples, or None without test data."""
+        return self._sets[1].indices.copy() if len(self._sets) > 1 else None
+
+    @property
+    def sample_indices(self) -> dict[str, np.ndarray]:
+        """``{"train": indices}`` when ``subset`` was given, plus ``"test"`` when
+        ``test_subset`` was: what a surface file stores as ``train_indices`` /
+        ``test_indices`` (with their sha256 in the provenance either way)."""
+        result = {}
+        if self.spec.subset is not None:
+            result["train"] = self.train_indices
+        if len(self._sets) > 1 and self.spec.test_subset is not None:
+            result["test"] = self.test_indices
+        return result
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """JSON-able description of what this evaluator computes (stored with the surface)."""
+        return self._provenance.describe(self.mode, self.points_per_call, self._notes)
+
+    # ----------------------------------------------------------------- evaluation
 
     def evaluate_points(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """Metrics at ``coords`` ``(K, ndim)``: each metric as a float64 array ``(K,)``."""
@@ -266,75 +242,25 @@ class SurfaceEvaluator(
             raise ValueError(f"coords must be shaped (K, {self.ndim}), got {coords.shape}")
         if not np.all(np.isfinite(coords)):
             raise ValueError("coords must be finite")
-        results = {name: np.full(len(coords), np.nan) for name in self.metric_names}
-        if len(coords) == 0:
-            return results
-        with self._prepared(), torch.no_grad():
-            if self.mode == "vmap" or self._points_compiled is not None:
-                # K points per call, every call padded to K (same shapes, same bits)
-                width = self.points_per_call
-                point_stats = (
-                    self._vmap_point_stats if self.mode == "vmap" else self._compiled_point_stats
-                )
-                for start in range(0, len(coords), width):
-                    chunk = coords[start : start + width]
-                    padded = np.concatenate([chunk, np.repeat(chunk[-1:], width - len(chunk), 0)])
-                    stats = point_stats(padded)[: len(chunk)]
-                    self._store(results, start, stats)
-            else:
-                # The outputs of several points are kept and their metrics computed together:
-                # per-sample losses of every kept row in one call, per-batch sums by reshaping,
-                # one host copy (O(1) tensor ops per group of points).
-                pending: list[list[list[Any]]] = []
-                held = 0
-                first = 0
-                for k, coord in enumerate(coords):
-                    outputs = self._point_outputs(coord)
-                    pending.append(outputs)
-                    held += sum(_nbytes(out) for per_set in outputs for out in per_set)
-                    if held >= _OUTPUT_BUDGET or k == len(coords) - 1:
-                        self._store(results, first, self._outputs_stats(pending))
-                        pending, held, first = [], 0, k + 1
-        return results
+        return self._path.evaluate(coords)
 
-    # ----------------------------------------------------------------- evaluation internals
+    def center(self) -> dict[str, float]:
+        """Metrics at the unperturbed weights (coordinates 0)."""
+        values = self.evaluate_points(np.zeros((1, self.ndim)))
+        return {name: float(value[0]) for name, value in values.items()}
 
-    def _recompute_batchnorm(self) -> None:
-        momenta = [bn.momentum for bn in self._batchnorms]
-        for bn in self._batchnorms:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        try:
-            for inputs, _ in self._sets[0].batches:
-                self.model(inputs)
-        finally:
-            for bn, momentum in zip(self._batchnorms, momenta):
-                bn.momentum = momentum
-                bn.eval()
+    def check_center(self, rtol: float | None = None, atol: float | None = None) -> dict:
+        """:meth:`center`, after checking it against the model's own loss.
 
-    def _point_outputs(self, coord: np.ndarray) -> list[list[Any]]:
-        """The model's outputs at one point: per evaluation set, one entry per forward chunk."""
-        self._set_point(coord)
-        if self.bn_mode == "recompute" and self._batchnorms:
-            self._recompute_batchnorm()
-        if self.mode == "compiled":
-            self._folded.refresh()
-            compiled = self._compiled
-            with _fail_on_recompile():
-                return [
-                    [
-                        out if len(out) == stop - start else out[: stop - start]
-                        for out, (start, stop) in zip(
-                            (compiled(padded) for padded in evalset.padded), evalset.chunks
-                        )
-                    ]
-                    for evalset in self._sets
-                ]
-        model, owned = self.model, self._storages
-        # Outputs are kept until the metrics of several points are computed: one that is a
-        # view of the model's own tensors (which the next point overwrites) is copied.
-        return [
-            [_unaliased(model(inputs), owned) for inputs in evalset.chunk_inputs]
-            for evalset in self._sets
-        ]
+        The reference runs the model as it is (no weight writes, no fast path) over the same
+        samples, concatenates the outputs and applies the loss once (with ``bn_mode=
+        "recompute"`` the statistics are re-estimated on a deep copy first). Raises
+        ``RuntimeError`` naming the metric when they differ by more than ``rtol``/``atol``
+        (defaults per dtype in ``CENTER_TOLERANCE``).
+        """
+        default_rtol, default_atol = CENTER_TOLERANCE.get(self.dtype, (1e-4, 1e-6))
+        rtol = default_rtol if rtol is None else rtol
+        atol = default_atol if atol is None else atol
+        values = self.center()
+        self._center.check(values, mode=self.mode, rtol=rtol, atol=atol)
+        return values

@@ -1,96 +1,140 @@
-"""What :class:`~landscape.surface.SurfaceEvaluator` reports about itself.
+"""What a :class:`~landscape.evaluate.SurfaceEvaluator` computes, as stored with a surface.
 
-The names of the metrics it returns, the indices of the samples it evaluates (what a surface
-file stores as ``train_indices`` / ``test_indices``) and its provenance: a JSON-able description
-of what it computes, stored with the surface. :class:`_Provenance` holds these properties of
-:class:`~landscape.surface.SurfaceEvaluator` (from its ``_sets``, ``_second``, ``_subset``,
-``_test_subset``, options and hashes).
+:class:`Provenance` is fixed at construction from the frozen :class:`EvaluationSpec`, the model
+and directions (identified by sha256 hashes of their tensors) and the evaluation sets (sizes,
+sha256 of the sample indices); :meth:`Provenance.describe` adds how the points are evaluated
+(mode, K, the probes' notes) as a JSON-able dict.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor, nn
 
-from landscape.evaluate.data import (
-    _describe_subset,
-    _jsonable,
-    _package_version,
-    hash_indices,
-)
+from landscape.evaluate.data import EvalSet
+from landscape.evaluate.spec import EvaluationSpec
 
 
-class _Provenance:
-    """Metric names, sample indices and provenance of
-    :class:`~landscape.surface.SurfaceEvaluator` (a base class of it)."""
+def tensor_bytes(tensor: Tensor) -> bytes:
+    """The raw bytes of ``tensor`` (on the CPU, contiguous)."""
+    flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes()
 
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """The metrics this evaluator returns, e.g. ``("train_loss", "train_acc", ...)``."""
-        names = []
-        stats = ["loss"] + ([self._second] if self._second else [])
-        for evalset in self._sets:
-            names += [f"{evalset.name}_{s}" for s in stats]
-            names += [f"{evalset.name}_{s}_se" for s in stats]
-        return tuple(names)
 
-    @property
-    def train_indices(self) -> np.ndarray:
-        """Indices (into the training data) of the evaluated samples, in evaluation order."""
-        return self._sets[0].indices.copy()
+def hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of named tensors, in order."""
+    digest = hashlib.sha256()
+    for name, tensor in items:
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
 
-    @property
-    def test_indices(self) -> np.ndarray | None:
-        """Indices of the evaluated test samples, or None without test data."""
-        return self._sets[1].indices.copy() if len(self._sets) > 1 else None
 
-    @property
-    def sample_indices(self) -> dict[str, np.ndarray]:
-        """``{"train": indices}`` when ``subset`` was given, plus ``"test"`` when
-        ``test_subset`` was: what a surface file stores as ``train_indices`` /
-        ``test_indices`` (with their sha256 in the provenance either way)."""
-        result = {}
-        if self._subset is not None:
-            result["train"] = self.train_indices
-        if len(self._sets) > 1 and self._test_subset is not None:
-            result["test"] = self.test_indices
-        return result
+def hash_indices(indices: np.ndarray) -> str:
+    """sha256 of sample indices as little-endian int64."""
+    return hashlib.sha256(np.ascontiguousarray(indices, dtype="<i8").tobytes()).hexdigest()
 
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """JSON-able description of what this evaluator computes (stored with the surface)."""
-        execution: dict[str, Any] = {"mode_requested": self.mode_requested}
-        if self.points_per_call > 1:
-            execution["points_per_call"] = self.points_per_call
+
+def package_version() -> str:
+    """The installed version of samlab-toolkit (``"unknown"`` when not installed)."""
+    try:
+        from importlib.metadata import version
+
+        return version("samlab-toolkit")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "unknown"
+
+
+def describe_subset(subset: Any) -> int | str | None:
+    """A subset option as provenance: None, its size, or "indices" (their hash is recorded)."""
+    if subset is None:
+        return None
+    return int(subset) if isinstance(subset, (int, np.integer)) else "indices"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy and torch values as plain Python (anything else unknown: str)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Tensor):
+        return jsonable(value.tolist())
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class Provenance:
+    """The provenance of an evaluator of ``model`` along ``directions`` with ``spec`` over the
+    evaluation sets ``sets`` on ``device`` in ``dtype``; the model's and the directions' hashes
+    are taken at construction (:attr:`model_sha256`, :attr:`directions_sha256`)."""
+
+    def __init__(
+        self,
+        spec: EvaluationSpec,
+        model: nn.Module,
+        directions: Any,
+        sets: Sequence[EvalSet],
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        self.spec = spec
+        self.sets = list(sets)
+        self.model_class = type(model).__qualname__
+        self.directions = directions
+        self.device = device
+        self.dtype = dtype
+        self.model_sha256 = hash_tensors(list(model.state_dict().items()))
+        items = [(f"x.{k}", v) for k, v in directions.x.items()]
+        if directions.y is not None:
+            items += [(f"y.{k}", v) for k, v in directions.y.items()]
+        self.directions_sha256 = hash_tensors(items)
+
+    def describe(self, mode: str, points_per_call: int, notes: Mapping[str, Any]) -> dict[str, Any]:
+        """JSON-able description of what the evaluator computes: the spec, identities and
+        data, ``mode`` and ``points_per_call`` as chosen, and the probes' ``notes`` (read
+        now, as are the TF32 flags on CUDA) under ``"execution"``."""
+        spec, sets = self.spec, self.sets
+        execution: dict[str, Any] = {"mode_requested": spec.mode}
+        if points_per_call > 1:
+            execution["points_per_call"] = points_per_call
         if self.device.type == "cuda":
             execution["cudnn_allow_tf32"] = bool(torch.backends.cudnn.allow_tf32)
             execution["matmul_allow_tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
-        execution.update(self._notes)
+        execution.update(notes)
         result: dict[str, Any] = {
-            "directions": _jsonable(dict(self.directions.meta)),
+            "directions": jsonable(dict(self.directions.meta)),
             "directions_sha256": self.directions_sha256,
-            "dir_type": self.dir_type,
-            "loss_name": self.loss_name,
-            "bn_mode": self.bn_mode,
-            "subset": _describe_subset(self._subset),
-            "subset_seed": self._subset_seed,
-            "train_size": int(self._sets[0].indices.size),
-            "train_indices_sha256": hash_indices(self._sets[0].indices),
+            "dir_type": self.directions.dir_type,
+            "loss_name": spec.loss_name,
+            "bn_mode": spec.bn_mode,
+            "subset": describe_subset(spec.subset),
+            "subset_seed": spec.subset_seed,
+            "train_size": int(sets[0].indices.size),
+            "train_indices_sha256": hash_indices(sets[0].indices),
             "model_sha256": self.model_sha256,
-            "model_class": type(self.model).__qualname__,
+            "model_class": self.model_class,
             "dtype": str(self.dtype).replace("torch.", ""),
-            "batch_size": self.batch_size,
-            "mode": self.mode,
+            "batch_size": spec.batch_size,
+            "mode": mode,
             "device": self.device.type,
             "execution": execution,
             "torch_version": str(torch.__version__),
             "numpy_version": str(np.__version__),
-            "landscape_version": _package_version(),
+            "landscape_version": package_version(),
         }
-        if len(self._sets) > 1:
-            result["test_subset"] = _describe_subset(self._test_subset)
-            result["test_size"] = int(self._sets[1].indices.size)
-            result["test_indices_sha256"] = hash_indices(self._sets[1].indices)
+        if len(sets) > 1:
+            result["test_subset"] = describe_subset(spec.test_subset)
+            result["test_size"] = int(sets[1].indices.size)
+            result["test_indices_sha256"] = hash_indices(sets[1].indices)
         return result

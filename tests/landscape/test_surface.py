@@ -6,7 +6,6 @@ import copy
 import hashlib
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -16,23 +15,16 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import landscape.evaluate.center as center_module
-import landscape.evaluate.compiled as compiled_module
-import landscape.evaluate.evaluator as evaluator_module
-import landscape.evaluate.probe as probe_module
-import landscape.evaluate.provenance as provenance_module
-import landscape.evaluate.stats as stats_module
-import landscape.evaluate.vmap as vmap_module
+from landscape import Surface, SurfaceEvaluator, as_tensors, surface_1d, surface_2d
 from landscape.directions import Directions, create_directions
-from landscape.evaluate.fold import fold_batchnorm
-from landscape.surface import (
-    Surface,
-    SurfaceEvaluator,
-    as_tensors,
-    grid_coordinates,
-    standard_error,
-    surface_1d,
-    surface_2d,
-)
+from landscape.evaluate import standard_error
+from landscape.evaluate.center import CenterCheck
+from landscape.evaluate.paths import PATHS, EvaluationPath, PassTimer, VmapPath, cxx_available
+from landscape.evaluate.paths.choose import AUTO_PROBE_EAGER_POINTS, AUTO_PROBE_ROUNDS
+from landscape.evaluate.paths.fold import fold_batchnorm
+from landscape.evaluate.spec import ProbeSettings
+from landscape.evaluate.stats import Metrics, fast_cross_entropy_stats
+from landscape.surface import grid_coordinates
 
 # Fast path vs eager: (rtol, atol) per dtype.
 TOLERANCE = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-6)}
@@ -64,20 +56,6 @@ def assert_metrics_close(got: dict, expected: dict, dtype: torch.dtype) -> None:
     assert set(got) == set(expected)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=rtol, atol=atol, err_msg=name)
-
-
-def set_probe_min_gain(monkeypatch, value: float) -> None:
-    """Set ``_PROBE_MIN_GAIN`` where each probe reads it: the forward-chunk probe's module
-    defines it, the compiled and vmap probes import it by name."""
-    modules = (probe_module, compiled_module, vmap_module)
-    holders = [
-        module
-        for name, module in sorted(sys.modules.items())
-        if name.startswith("landscape.") and hasattr(module, "_PROBE_MIN_GAIN")
-    ]
-    assert set(holders) == set(modules), [module.__name__ for module in holders]
-    for module in modules:
-        monkeypatch.setattr(module, "_PROBE_MIN_GAIN", value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,8 +300,9 @@ def test_center_equals_the_models_own_loss_and_a_mismatch_raises(monkeypatch):
         "test_loss", "test_acc", "test_loss_se", "test_acc_se",
     )  # fmt: skip
 
-    wrong = dict(evaluator._reference_center(), train_loss=center["train_loss"] * 1.01)
-    monkeypatch.setattr(evaluator, "_reference_center", lambda: wrong)
+    reference = CenterCheck.reference
+    wrong = lambda self: dict(reference(self), train_loss=center["train_loss"] * 1.01)  # noqa: E731
+    monkeypatch.setattr(CenterCheck, "reference", wrong)
     with pytest.raises(RuntimeError, match="train_loss"):
         evaluator.check_center()
 
@@ -386,42 +365,43 @@ def test_vmap_matches_eager_on_a_cnn_with_batchnorm(dtype, dir_type):
     assert_bitwise_equal(model, before)
 
 
-def fake_probe_timer(monkeypatch, eager_ms_per_point, vmap_ms_per_point):
-    """Replace the timings of the auto probe's eager/vmap pair (both arms still run once);
-    every other probe is timed for real. Returns the list of rounds asked for."""
-    real = SurfaceEvaluator._pass_seconds
+def fake_probe_timer(eager_ms_per_point, vmap_ms_per_point, points_per_call):
+    """Probe settings whose clock fakes the timings of the auto probe's eager/vmap pair (both
+    arms still run once; K = ``points_per_call`` points per vmap call); every other probe is
+    timed for real. Returns the settings and the list of rounds asked for."""
+    real = PassTimer(torch.device("cpu"))
     asked = []
 
-    def timer(self, passes, rounds=probe_module._PROBE_ROUNDS):
+    def timer(passes, rounds):
         if set(passes) != {"eager", "vmap"}:
-            return real(self, passes, rounds)
+            return real(passes, rounds)
         asked.append(rounds)
         for run in passes.values():
             run()
-        note = self._notes["auto_vmap_probe"]
+        eager_points = min(points_per_call, AUTO_PROBE_EAGER_POINTS)
         return {
-            "eager": eager_ms_per_point * 1e-3 * note["eager_points"],
-            "vmap": vmap_ms_per_point * 1e-3 * note["points_per_call"],
+            "eager": eager_ms_per_point * 1e-3 * eager_points,
+            "vmap": vmap_ms_per_point * 1e-3 * points_per_call,
         }
 
-    monkeypatch.setattr(SurfaceEvaluator, "_pass_seconds", timer)
-    return asked
+    return ProbeSettings(timer=timer), asked
 
 
 @pytest.mark.parametrize(
     "vmap_ms, kept", [(0.5, True), (0.95, False)], ids=["vmap-2x-faster", "vmap-5pct-faster"]
 )
-def test_auto_probe_keeps_vmap_only_where_it_measures_10_percent_faster(monkeypatch, vmap_ms, kept):
+def test_auto_probe_keeps_vmap_only_where_it_measures_10_percent_faster(vmap_ms, kept):
     model = make_cnn(torch.float32)
     before = state_of(model)
     data = image_data(n=80, dtype=torch.float32)
     directions = create_directions(model, seed=0)
     options = dict(test_data=image_data(n=24, seed=5, dtype=torch.float32), batch_size=32)
     eager = SurfaceEvaluator(model, directions, data, mode="eager", **options)
-    asked = fake_probe_timer(monkeypatch, 1.0, vmap_ms)
-    monkeypatch.setattr(evaluator_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)  # as on CUDA
-    auto = SurfaceEvaluator(model, directions, data, points_per_call=8, **options)
-    assert asked == [vmap_module._AUTO_PROBE_ROUNDS]
+    probes, asked = fake_probe_timer(1.0, vmap_ms, points_per_call=8)
+    auto = SurfaceEvaluator(
+        model, directions, data, points_per_call=8, probe_vmap=True, probes=probes, **options
+    )  # the vmap probe on the CPU too, as on CUDA
+    assert asked == [AUTO_PROBE_ROUNDS]
     probe = auto.provenance["execution"]["auto_vmap_probe"]
     assert probe["ms_per_point"] == {"eager": 1.0, "vmap": vmap_ms}
     assert probe["points_per_call"] == 8 and probe["eager_points"] == 4
@@ -438,38 +418,35 @@ def test_auto_probe_rejects_vmap_that_disagrees_and_does_not_run_on_cpu_or_mpi(m
     model = make_cnn(torch.float64)
     data = image_data(n=64)
     directions = create_directions(model, seed=0)
-    asked = fake_probe_timer(monkeypatch, 1.0, 0.1)  # vmap would win on time
+    probes, asked = fake_probe_timer(1.0, 0.1, points_per_call=4)  # vmap would win on time
+    options = dict(batch_size=32, probes=probes)
 
     # CPU, probe not forced: eager as before, no probe at all.
-    cpu = SurfaceEvaluator(model, directions, data, batch_size=32)
+    cpu = SurfaceEvaluator(model, directions, data, **options)
     assert cpu.mode == "eager" and "auto_vmap_probe" not in cpu.provenance["execution"]
     assert asked == []
 
-    monkeypatch.setattr(evaluator_module, "_AUTO_VMAP_PROBE_ANY_DEVICE", True)
-    real_stats = SurfaceEvaluator._vmap_point_stats
-    monkeypatch.setattr(
-        SurfaceEvaluator, "_vmap_point_stats", lambda self, c: real_stats(self, c) * 1.01
-    )
-    wrong = SurfaceEvaluator(model, directions, data, batch_size=32, points_per_call=4)
+    options["probe_vmap"] = True  # from here on the vmap probe runs on the CPU too
+    real_stats = VmapPath.point_stats
+    monkeypatch.setattr(VmapPath, "point_stats", lambda self, c: real_stats(self, c) * 1.01)
+    wrong = SurfaceEvaluator(model, directions, data, points_per_call=4, **options)
     probe = wrong.provenance["execution"]["auto_vmap_probe"]
     assert wrong.mode == "eager" and probe["choice"] == "eager"
     assert "disagrees" in probe["reason"] and asked == []  # never timed
-    monkeypatch.setattr(SurfaceEvaluator, "_vmap_point_stats", real_stats)
+    monkeypatch.setattr(VmapPath, "point_stats", real_stats)
 
     # bn_mode="recompute" cannot use vmap: no probe.
-    recompute = SurfaceEvaluator(model, directions, data, batch_size=32, bn_mode="recompute")
+    recompute = SurfaceEvaluator(model, directions, data, bn_mode="recompute", **options)
     assert recompute.mode == "eager" and "auto_vmap_probe" not in recompute.provenance["execution"]
 
     # One of several MPI ranks: no probe (the ranks could choose differently), eager.
     monkeypatch.setenv("PMI_SIZE", "2")
-    ranked = SurfaceEvaluator(model, directions, data, batch_size=32, points_per_call=4)
+    ranked = SurfaceEvaluator(model, directions, data, points_per_call=4, **options)
     probe = ranked.provenance["execution"]["auto_vmap_probe"]
     assert ranked.mode == "eager" and "MPI" in probe["reason"] and asked == []
 
 
-def test_eager_values_do_not_depend_on_the_group_of_points_and_barely_on_the_forward_chunk(
-    monkeypatch,
-):
+def test_eager_values_do_not_depend_on_the_group_of_points_and_barely_on_the_forward_chunk():
     # Forward chunks of parts of a batch, 1, 2 and 3 batches and the whole set (train 80 =
     # 32 + 32 + 16, test 24: remainders). With a given forward chunk, metrics computed for a
     # group of points at once (or one point at a time when the output budget is tiny) give the
@@ -495,8 +472,9 @@ def test_eager_values_do_not_depend_on_the_group_of_points_and_barely_on_the_for
                 assert np.array_equal(value[0], together[name][k], equal_nan=True), (chunk, name)
         for name, value in together.items():
             np.testing.assert_allclose(value, batchwise[name], rtol=1e-5, atol=1e-7, err_msg=name)
-    monkeypatch.setattr(evaluator_module, "_OUTPUT_BUDGET", 1)  # metrics point by point
-    one_by_one = SurfaceEvaluator(model, directions, data, forward_chunk=96, **options)
+    one_by_one = SurfaceEvaluator(
+        model, directions, data, forward_chunk=96, output_budget=1, **options
+    )  # metrics point by point
     for name, value in one_by_one.evaluate_points(POINTS[::-1]).items():
         assert np.array_equal(value[::-1], together[name], equal_nan=True), name
     assert_bitwise_equal(model, before)
@@ -534,8 +512,8 @@ def test_the_forward_chunk_probe_records_its_choice_and_never_changes_values(mon
     nominal = SurfaceEvaluator(
         model, directions, (inputs, targets), forward_chunk=64, batch_size=64
     )
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
-    probed = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    probes = ProbeSettings(max_pass_seconds=math.inf)  # timed on whole passes
+    probed = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64, probes=probes)
     execution = probed.provenance["execution"]
     assert execution["forward_chunk_choice"] == "probe"
     probed_chunks = set(execution["forward_chunk_probe"]) - {"unit"}
@@ -545,19 +523,19 @@ def test_the_forward_chunk_probe_records_its_choice_and_never_changes_values(mon
     got, expected = probed.evaluate_points(POINTS), nominal.evaluate_points(POINTS)
     for name in expected:
         assert np.array_equal(got[name], expected[name], equal_nan=True), name
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", 0.0)  # timed on a prefix
-    prefix = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    probes = ProbeSettings(max_pass_seconds=0.0)  # timed on a prefix
+    prefix = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64, probes=probes)
     assert prefix.provenance["execution"]["forward_chunk_probe"]["unit"] == "ms per sample"
     for name, value in prefix.evaluate_points(POINTS).items():
         assert np.array_equal(value, expected[name], equal_nan=True), name
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)  # a "slow" model
-    slow = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    probes = ProbeSettings(max_pass_seconds=0.0, max_batch_seconds=0.0)  # a "slow" model
+    slow = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64, probes=probes)
     assert slow.provenance["execution"]["forward_chunk"] == 64
     assert "no probe" in slow.provenance["execution"]["forward_chunk_choice"]
     with pytest.raises(ValueError, match="forward_chunk"):
         SurfaceEvaluator(model, directions, (inputs, targets), forward_chunk=0)
     monkeypatch.setenv("PMI_SIZE", "3")  # one of 3 ranks launched by mpiexec: no probe
-    ranked = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64)
+    ranked = SurfaceEvaluator(model, directions, (inputs, targets), batch_size=64, probes=probes)
     assert ranked.provenance["execution"]["forward_chunk"] == 64
     assert "3 MPI ranks" in ranked.provenance["execution"]["forward_chunk_choice"]
 
@@ -576,20 +554,20 @@ def test_outputs_that_are_views_of_the_weights_are_copied_before_the_next_point(
 
 
 @pytest.mark.slow  # one torch.compile: 8-30 s depending on the inductor cache and the load
-def test_compiled_with_folded_batchnorm_matches_eager(monkeypatch):
-    if not compiled_module._cxx_available():
+def test_compiled_with_folded_batchnorm_matches_eager():
+    if not cxx_available():
         pytest.skip(
             "torch.compile on CPU needs a C++ compiler (g++ or clang++; or SAMLAB_NO_COMPILE)"
         )
     # No timing probes: this small model might measure faster eager (then 'compiled' falls
     # back to eager, see the next test), and the equality is what is tested here.
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_BATCH_SECONDS", 0.0)
+    probes = ProbeSettings(max_batch_seconds=0.0)
     model = make_cnn(torch.float64)
     model.train()  # the evaluator must use eval mode and give the flag back
     before = state_of(model)
     data = image_data(n=80)  # batches of 32, 32, 16: the last one is padded
     directions = create_directions(model, seed=2, xignore="none", yignore="none")
-    options = dict(test_data=image_data(n=24, seed=5), batch_size=32)
+    options = dict(test_data=image_data(n=24, seed=5), batch_size=32, probes=probes)
     compiled = SurfaceEvaluator(model, directions, data, mode="compiled", **options)
     assert compiled.mode == "compiled", compiled.provenance["execution"]
     assert compiled.provenance["execution"]["batchnorm_folded"] == 3
@@ -608,32 +586,34 @@ def test_compiled_with_folded_batchnorm_matches_eager(monkeypatch):
 
 
 @pytest.mark.slow  # one torch.compile of a small MLP: a few seconds
-def test_compiled_falls_back_to_eager_when_the_probe_measures_it_slower(monkeypatch, recwarn):
-    if not compiled_module._cxx_available():
+def test_compiled_falls_back_to_eager_when_the_probe_measures_it_slower(recwarn):
+    if not cxx_available():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)
-    set_probe_min_gain(monkeypatch, 0.0)  # compiled never "faster"
+    # timed on whole passes; compiled never "faster"
+    probes = ProbeSettings(max_pass_seconds=math.inf, min_gain=0.0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
     data = (torch.randn(50, 4), torch.randint(0, 3, (50,)))
     directions = create_directions(model, seed=0)
-    evaluator = SurfaceEvaluator(model, directions, data, mode="compiled", batch_size=16)
+    evaluator = SurfaceEvaluator(
+        model, directions, data, mode="compiled", batch_size=16, probes=probes
+    )
     execution = evaluator.provenance["execution"]
     assert evaluator.mode == "eager" and "eager" in execution["compiled_fallback"]
     assert set(execution["compiled_probe_ms"]) == {"eager", "compiled"}
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
-    eager = SurfaceEvaluator(model, directions, data, mode="eager", batch_size=16)
+    eager = SurfaceEvaluator(model, directions, data, mode="eager", batch_size=16, probes=probes)
     got, expected = evaluator.evaluate_points(POINTS), eager.evaluate_points(POINTS)
     for name in expected:
         assert np.array_equal(got[name], expected[name], equal_nan=True), name
 
 
 @pytest.mark.slow  # one torch.compile of a K-point vmap graph per evaluation set: seconds
-def test_compiled_points_per_call_match_eager_and_do_not_depend_on_position(monkeypatch):
-    if not compiled_module._cxx_available():
+def test_compiled_points_per_call_match_eager_and_do_not_depend_on_position():
+    if not cxx_available():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
-    monkeypatch.setattr(probe_module, "_PROBE_MAX_PASS_SECONDS", math.inf)  # "cheap"
-    set_probe_min_gain(monkeypatch, math.inf)  # every fast path "wins"
+    # "cheap" (timed on whole passes), and every fast path "wins"
+    probes = ProbeSettings(max_pass_seconds=math.inf, min_gain=math.inf)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3)).double()
     model.train()
@@ -644,7 +624,8 @@ def test_compiled_points_per_call_match_eager_and_do_not_depend_on_position(monk
     test = (torch.randn(40, 4, generator=generator, dtype=torch.float64),
             torch.randint(0, 3, (40,), generator=generator))  # fmt: skip
     directions = create_directions(model, seed=1, xignore="none", yignore="none")
-    options = dict(test_data=test, batch_size=32)  # 150 = 4 x 32 + 22: a ragged last batch
+    # 150 = 4 x 32 + 22: a ragged last batch
+    options = dict(test_data=test, batch_size=32, probes=probes)
     fast = SurfaceEvaluator(model, directions, data, mode="compiled", **options)
     execution = fast.provenance["execution"]
     assert fast.mode == "compiled" and fast.points_per_call > 1, execution
@@ -674,7 +655,7 @@ def test_fast_cross_entropy_stats_match_cross_entropy_and_argmax():
     logits[9, 2] = math.nan  # NaN counts as the maximum, as in argmax
     targets = torch.randint(0, 5, (64,), generator=generator)
     targets[8], targets[9] = 3, 2
-    got = stats_module._fast_cross_entropy_stats(logits, targets)
+    got = fast_cross_entropy_stats(logits, targets)
     losses = F.cross_entropy(logits, targets, reduction="none")
     correct = (logits.argmax(1) == targets).double()
     assert torch.equal(got[1], correct)
@@ -682,7 +663,7 @@ def test_fast_cross_entropy_stats_match_cross_entropy_and_argmax():
 
 
 def test_compiled_falls_back_to_eager_with_one_warning(monkeypatch):
-    monkeypatch.setattr(compiled_module, "_cxx_available", lambda: False)
+    monkeypatch.setenv("SAMLAB_NO_COMPILE", "1")  # as without a C++ compiler
     model = make_cnn(torch.float64)
     directions = create_directions(model, seed=0)
     with pytest.warns(RuntimeWarning, match="eager") as caught:
@@ -870,7 +851,14 @@ def test_invalid_directions_and_options_raise():
     with pytest.raises(ValueError, match="shape"):
         SurfaceEvaluator(model, bad_shape, data)
     directions = create_directions(model, seed=0, ndim=1)
-    for option in ({"mode": "fast"}, {"bn_mode": "train"}, {"loss": "hinge"}, {"batch_size": 0}):
+    for option in (
+        {"mode": "fast"},
+        {"bn_mode": "train"},
+        {"loss": "hinge"},
+        {"batch_size": 0},
+        {"probe_vmap": "yes"},
+        {"output_budget": -1},
+    ):
         with pytest.raises(ValueError):
             SurfaceEvaluator(model, directions, data, **option)
     with pytest.raises(ValueError, match="surface_2d"):
@@ -883,35 +871,44 @@ def test_invalid_directions_and_options_raise():
 
 def test_eager_cross_entropy_stats_equal_cross_entropy_and_argmax():
     torch.manual_seed(0)
-    model = nn.Linear(4, 10)
-    evaluator = SurfaceEvaluator(
-        model, create_directions(model, seed=0), (torch.randn(8, 4), torch.randint(0, 10, (8,)))
-    )
+    metrics = Metrics("crossentropy", batch_size=128, sets=[])
     outputs = torch.randn(300, 10)
     outputs[:50, 3] = outputs[:50, 7] = outputs[:50].max(1).values + 1  # ties: first index wins
     targets = torch.randint(0, 10, (300,))
     targets[:25] = 3
     targets[25:50] = 7
-    fast = evaluator._per_sample(outputs, targets, eager=True)
-    reference = evaluator._per_sample(outputs, targets)
+    fast = metrics.per_sample(outputs, targets, eager=True)
+    reference = metrics.per_sample(outputs, targets)
     np.testing.assert_allclose(fast[0], F.cross_entropy(outputs, targets, reduction="none"),
                                rtol=1e-6, atol=1e-6)  # fmt: skip
     assert torch.equal(fast[1], (outputs.argmax(1) == targets).float())
     assert torch.equal(fast[1], reference[1]) and fast[1][:25].all() and not fast[1][25:50].any()
     # out-of-range class indices take F.cross_entropy's path and its error
     with pytest.raises((IndexError, RuntimeError)):
-        evaluator._per_sample(outputs, torch.full((300,), 12), eager=True)
+        metrics.per_sample(outputs, torch.full((300,), 12), eager=True)
 
 
-def test_evaluator_mixins_and_reexports():
-    """The evaluator's code lives in mixins (``landscape/_surface_*.py``) that never import it;
-    ``CENTER_TOLERANCE`` is the same object from :mod:`landscape.surface`."""
+def test_evaluator_holds_its_parts_and_every_path_follows_one_protocol():
+    """The evaluator inherits from nothing and holds its parts (:mod:`landscape.evaluate`),
+    which never import it; every evaluation path listed in ``paths.PATHS`` answers one
+    protocol; ``CENTER_TOLERANCE`` is the same object from :mod:`landscape.surface`."""
+    import importlib
+    import pkgutil
+
+    import landscape.evaluate as evaluate
+    import landscape.evaluate.paths as paths
     import landscape.surface as surface
 
-    for mixin in (provenance_module._Provenance, center_module._CenterCheck):
-        assert mixin in SurfaceEvaluator.__mro__
-    assert SurfaceEvaluator.provenance is provenance_module._Provenance.provenance
-    assert SurfaceEvaluator.check_center is center_module._CenterCheck.check_center
+    assert SurfaceEvaluator.__bases__ == (object,)
+    protocol = {"mode", "points_per_call", "batch_sums", "evaluate"}
+    public = {name for name in vars(EvaluationPath) if not name.startswith("_")}
+    assert public | set(EvaluationPath.__annotations__) == protocol
+    for path in PATHS:
+        assert issubclass(path, EvaluationPath) and isinstance(path.mode, str), path
+        assert all(len(cls.__bases__) == 1 for cls in path.__mro__[:-1]), path  # no mixins
     assert surface.CENTER_TOLERANCE is center_module.CENTER_TOLERANCE
-    for module in (provenance_module, center_module):
-        assert not hasattr(module, "SurfaceEvaluator"), module.__name__
+    for package in (evaluate, paths):
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package.__name__}.{info.name}")
+            if module.__name__ != "landscape.evaluate.evaluator" and not info.ispkg:
+                assert not hasattr(module, "SurfaceEvaluator"), module.__name__

@@ -1,4 +1,4 @@
-"""BatchNorm folding for the compiled evaluation path of :mod:`landscape.surface`.
+"""BatchNorm folding for the compiled evaluation path (:mod:`landscape.evaluate.paths.compiled`).
 
 In eval mode a BatchNorm layer that directly follows a convolution or a linear layer is an
 affine map per channel, so it can be merged into that layer:
@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
+
+from landscape.evaluate.weights import BATCHNORM
 
 __all__ = ["FoldedForward", "fold_batchnorm", "folded_weights"]
 
@@ -41,7 +42,7 @@ _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def folded_weights(
-    weight: Tensor, bias: Tensor | None, batchnorm: _BatchNorm
+    weight: Tensor, bias: Tensor | None, batchnorm: BATCHNORM
 ) -> tuple[Tensor, Tensor]:
     """The weight and bias of ``layer`` followed by ``batchnorm`` (eval mode) as one layer.
 
@@ -73,7 +74,7 @@ class FoldedForward:
     """
 
     module: nn.Module
-    pairs: list[tuple[nn.Module, _BatchNorm, nn.Module]] = field(default_factory=list)
+    pairs: list[tuple[nn.Module, BATCHNORM, nn.Module]] = field(default_factory=list)
     reason: str | None = None
 
     @property
@@ -140,7 +141,7 @@ def fold_batchnorm(model: nn.Module, example_input: Tensor) -> FoldedForward:
     modules = dict(graph_module.named_modules())
     pairs = []
     for node in list(graph_module.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules.get(node.target), _BatchNorm):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), BATCHNORM):
             continue
         batchnorm = modules[node.target]
         source = node.args[0] if node.args else None
