@@ -319,12 +319,12 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     trained = json.loads((out / "metrics.json").read_text())
     assert shown["test_mse"] == pytest.approx(trained["test_mse"], rel=1e-12)
     # --download without --data-dir saves into $SAMLAB_DATA, which the run then reads
-    import samlab.datasets._timeseries_files as ts_files
     import samlab.datasets.timeseries as ts
+    import samlab.datasets.timeseries.files as ts_files
 
     target = tmp_path / "env_data"
     monkeypatch.setenv("SAMLAB_DATA", str(target))
-    # where the file search reads it (samlab/datasets/_timeseries_files.py)
+    # where the file search reads it (samlab/datasets/timeseries/files.py)
     monkeypatch.setattr(ts_files, "EMBEDDED_DATA_DIR", tmp_path / "no_embedded")
     fetched = []
 
