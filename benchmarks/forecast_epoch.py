@@ -45,14 +45,14 @@ def _setup(config: ForecastConfig, data, init_state):
     model.load_state_dict(init_state)
     optimizer = forecast_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     fwd = compile_forecaster(model, config.compile)
-    return model, TrainStep.for_config(model, fwd, optimizer, config)
+    return TrainStep.for_config(model, fwd, optimizer, config)
 
 
 def _epoch_fn(config, data, init_state):
-    model, step_fn = _setup(config, data, init_state)
+    step_fn = _setup(config, data, init_state)
 
     def run():
-        train_epoch(model, step_fn, data, config, 0, torch.device("cpu"))
+        train_epoch(step_fn, data, config, 0, torch.device("cpu"))
 
     return run
 
@@ -64,7 +64,7 @@ def _agreement(config, data, init_state, steps=20) -> tuple[float, float]:
     losses, first = {}, {}
     for compiled in (False, True):
         cfg = dataclasses.replace(config, compile=compiled)
-        model, step_fn = _setup(cfg, data, init_state)
+        step_fn = _setup(cfg, data, init_state)
         batches = data.train.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0))
         out = []
         for step, (x, y) in zip(range(steps), batches, strict=False):

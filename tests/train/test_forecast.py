@@ -113,7 +113,7 @@ def test_one_epoch_on_a_tiny_slice_lowers_the_training_loss(data_dir, model, rho
     before = forecast.evaluate_forecaster(net, data.train)["mse"]
     optimizer = create_optimizer("sam", list(net.parameters()), base="adam", rho=rho, lr=1e-3)
     step = TrainStep.for_config(net, net, optimizer, config)
-    train_epoch(net, step, data, config, 0, torch.device("cpu"))
+    train_epoch(step, data, config, 0, torch.device("cpu"))
     after = forecast.evaluate_forecaster(net, data.train)["mse"]
     assert after < 0.9 * before, (before, after)
 

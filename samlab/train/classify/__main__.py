@@ -48,6 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _summary(result: TrainResult) -> str:
+    config = result.config
+    return (
+        f"{config.model} with {config.optimizer}, {len(result.history)} epochs: test accuracy "
+        f"{result.final_test_acc:.4f} (best {result.best_test_acc:.4f}), train loss "
+        f"{result.final_train_loss:.4f}, {result.passes_per_step:.2f} passes per step"
+    )
+
+
 def _config(args: argparse.Namespace) -> ClassifyConfig:
     options = dict(
         model=args.model, optimizer=args.optimizer, lr=args.lr, rho=args.rho, seed=args.seed,
@@ -59,15 +68,6 @@ def _config(args: argparse.Namespace) -> ClassifyConfig:
     if args.smoke:
         return ClassifyConfig.smoke(**options)
     return ClassifyConfig(epochs=args.epochs, **options)
-
-
-def _summary(result: TrainResult) -> str:
-    config = result.config
-    return (
-        f"{config.model} with {config.optimizer}, {len(result.history)} epochs: test accuracy "
-        f"{result.final_test_acc:.4f} (best {result.best_test_acc:.4f}), train loss "
-        f"{result.final_train_loss:.4f}, {result.passes_per_step:.2f} passes per step"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,7 +161,7 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, cal
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         start = time.perf_counter()
-        train_loss = train_epoch(model, step, data, config, epoch, device)
+        train_loss = train_epoch(step, data, config, epoch, device)
         val = evaluate_forecaster(
             fwd,
             data.val,
@@ -215,27 +215,27 @@ def _finish(run_dir, config, model, data, state: _State, device) -> ForecastResu
     }
     test = evaluate_forecaster(best_model, data.test, **options)
     val = evaluate_forecaster(best_model, data.val, **options)
-    result = ForecastResult(
-        seed=config.seed,
-        dataset=config.dataset,
-        horizon=config.horizon,
-        model=config.model,
-        optimizer=config.optimizer_name,
-        rho=config.resolved_rho,
-        lr=config.resolved_lr,
-        test_mse=test["mse"],
-        test_mae=test["mae"],
-        val_mse=val["mse"],
-        val_mae=val["mae"],
-        best_epoch=state.best_epoch,
-        epochs_run=state.epoch,
-        seconds=state.seconds,
-        seconds_per_epoch=state.seconds / max(len(state.history), 1),
-        n_parameters=sum(p.numel() for p in model.parameters()),
-        history=state.history,
-        config=config.to_dict(),
-    )
+    result = {
+        "seed": config.seed,
+        "dataset": config.dataset,
+        "horizon": config.horizon,
+        "model": config.model,
+        "optimizer": config.optimizer_name,
+        "rho": config.resolved_rho,
+        "lr": config.resolved_lr,
+        "test_mse": test["mse"],
+        "test_mae": test["mae"],
+        "val_mse": val["mse"],
+        "val_mae": val["mae"],
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "seconds": state.seconds,
+        "seconds_per_epoch": state.seconds / max(len(state.history), 1),
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "history": state.history,
+        "config": config.to_dict(),
+    }
     tmp = run_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(run_dir / "result.json")
-    return result
+    return ForecastResult.from_dict(result)

@@ -143,16 +143,11 @@ class TrainStep:
 
 
 def train_epoch(
-    model: nn.Module,
-    step: Callable[[Tensor, Tensor], Tensor],
-    data: ForecastData,
-    config: ForecastConfig,
-    epoch: int,
-    device: torch.device,
+    step: TrainStep, data: ForecastData, config: ForecastConfig, epoch: int, device: torch.device
 ) -> float:
-    """One epoch (0-based ``epoch``) of ``step`` on the shuffled training windows; returns the
-    mean training loss. Raises ``FloatingPointError`` on a non-finite loss."""
-    model.train()
+    """One epoch (0-based ``epoch``) of ``step`` on the shuffled training windows, its model in
+    training mode; returns the mean training loss. ``FloatingPointError`` on a non-finite loss."""
+    step.model.train()
     total = torch.zeros((), dtype=torch.float64)
     steps = 0
     batches = data.train.batches(
