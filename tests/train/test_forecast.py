@@ -338,7 +338,6 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     trained = json.loads((out / "metrics.json").read_text())
     assert shown["test_mse"] == pytest.approx(trained["test_mse"], rel=1e-12)
     # --download without --data-dir saves into $SAMLAB_DATA, which the run then reads
-    import samlab.datasets.timeseries as ts
     import samlab.datasets.timeseries.files as ts_files
 
     target = tmp_path / "env_data"
@@ -352,7 +351,7 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
         Path(folder).mkdir(parents=True, exist_ok=True)
         _write_series(Path(folder) / "exchange_rate.csv")
 
-    monkeypatch.setattr(ts, "download", fake_download)
+    monkeypatch.setattr(cli, "download", fake_download)  # the network fetch
     assert cli.main([*common, "--output", str(tmp_path / "dl"), "--download"]) == 0
     assert fetched == [target]
 

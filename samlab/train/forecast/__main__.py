@@ -23,7 +23,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from samlab.datasets.timeseries import FORECAST_DATASETS, load_forecast_data
+from samlab.datasets.timeseries import (
+    FORECAST_DATASETS,
+    download,
+    download_dir,
+    find_dataset_file,
+    load_forecast_data,
+)
 from samlab.models import INITS
 from samlab.train.checkpoint import load_checkpoint
 from samlab.train.forecast import (
@@ -223,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is None:
             raise ValueError("--output DIR is required for training")
         if args.download:
-            from samlab.datasets.timeseries import download, download_dir, find_dataset_file
-
             try:
                 find_dataset_file(args.dataset, args.data_dir)
             except FileNotFoundError:
