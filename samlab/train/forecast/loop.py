@@ -32,14 +32,18 @@ from samlab.train.forecast.steps import TrainStep, compile_forecaster, train_epo
 from samlab.utils import seed_everything
 
 
-def cosine_restart_lr(epoch: int, base_lr: float, *, period: int = 5, min_lr: float = 1e-6):
+def cosine_restart_lr(
+    epoch: int, base_lr: float, *, period: int = 5, min_lr: float = 1e-6
+) -> float:
     """Learning rate of ``epoch`` (0-based): cosine from ``base_lr`` toward ``min_lr`` within
     each cycle of ``period`` epochs, then back to ``base_lr`` (the official code's schedule)."""
     phase = (epoch % period) / period
     return min_lr + (base_lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * phase))
 
 
-def forecast_optimizer(config: ForecastConfig, params: list[torch.nn.Parameter]):
+def forecast_optimizer(
+    config: ForecastConfig, params: list[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
     """The run's optimizer over ``params``: Adam at the resolved learning rate, inside SAM with
     the resolved rho when it is positive."""
     kwargs: dict[str, Any] = {"lr": config.resolved_lr, "weight_decay": config.weight_decay}

@@ -45,8 +45,8 @@ class ForecastResult(Mapping[str, Any]):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "history", tuple(self.history))
-        clash = set(self.extra) & set(RESULT_KEYS)
-        if clash or "extra" in self.extra:
+        clash = set(self.extra) & {*RESULT_KEYS, "extra"}
+        if clash:
             raise ValueError(f"extra keys {sorted(clash)} are fields of ForecastResult")
         object.__setattr__(self, "extra", MappingProxyType(dict(self.extra)))
 
