@@ -5,7 +5,7 @@
 
 Arms (interleaved and rotated, ``_timing.run_interleaved``; medians of per-round ratios):
 
-- **eager SAM** (baseline): the trainer's own epoch loop (``samlab.train.forecast._train_epoch``)
+- **eager SAM** (baseline): the trainer's own epoch loop (``samlab.train.forecast.steps``)
   with SAMformer + SAM (rho 0.7, Adam lr 1e-3, batch 32) on ETTh1's training windows.
 - **compiled SAM**: the same with ``ForecastConfig(compile=True)``: the trainer runs each step
   as one compiled graph (``samlab.train.fused_step.FusedStep``: both passes, the perturbation
@@ -34,9 +34,8 @@ import torch
 from _timing import Arm, format_markdown_table, run_interleaved
 
 from samlab.datasets.timeseries import load_forecast_data
-from samlab.optim import create_optimizer
-from samlab.train import forecast
-from samlab.train.forecast import ForecastConfig, build_forecaster
+from samlab.train.forecast import ForecastConfig, build_forecaster, forecast_optimizer
+from samlab.train.forecast.steps import TrainStep, compile_forecaster, train_epoch
 
 TARGET = 0.75
 
@@ -44,20 +43,16 @@ TARGET = 0.75
 def _setup(config: ForecastConfig, data, init_state):
     model = build_forecaster(config, data.n_channels)
     model.load_state_dict(init_state)
-    params = [p for p in model.parameters() if p.requires_grad]
-    kwargs = {"lr": config.resolved_lr}
-    if config.optimizer_name == "sam":
-        kwargs.update(base="adam", rho=config.resolved_rho)
-    optimizer = create_optimizer(config.optimizer_name, params, **kwargs)
-    fwd = forecast._compiled(model, config.compile)
-    return model, forecast._step_fn(model, fwd, optimizer, config)
+    optimizer = forecast_optimizer(config, [p for p in model.parameters() if p.requires_grad])
+    fwd = compile_forecaster(model, config.compile)
+    return TrainStep.for_config(model, fwd, optimizer, config)
 
 
 def _epoch_fn(config, data, init_state):
-    model, step_fn = _setup(config, data, init_state)
+    step_fn = _setup(config, data, init_state)
 
     def run():
-        forecast._train_epoch(model, step_fn, data, config, 0, torch.device("cpu"))
+        train_epoch(step_fn, data, config, 0, torch.device("cpu"))
 
     return run
 
@@ -69,7 +64,7 @@ def _agreement(config, data, init_state, steps=20) -> tuple[float, float]:
     losses, first = {}, {}
     for compiled in (False, True):
         cfg = dataclasses.replace(config, compile=compiled)
-        model, step_fn = _setup(cfg, data, init_state)
+        step_fn = _setup(cfg, data, init_state)
         batches = data.train.batches(32, shuffle=True, generator=torch.Generator().manual_seed(0))
         out = []
         for step, (x, y) in zip(range(steps), batches, strict=False):

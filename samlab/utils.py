@@ -9,7 +9,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["SMOKE_ENV_VAR", "seed_everything", "smoke_mode"]
+__all__ = ["SMOKE_ENV_VAR", "epoch_generator", "seed_everything", "smoke_mode"]
 
 SMOKE_ENV_VAR = "SAMLAB_SMOKE"
 """Name of the environment variable that turns smoke mode on (``SAMLAB_SMOKE=1``)."""
@@ -78,3 +78,10 @@ def seed_everything(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator that draws the data order of ``epoch`` (0-based) in a run seeded by
+    ``seed``: seeded by ``seed * 1_000_003 + epoch``, so a resumed run draws the same order as an
+    uninterrupted one without saving generator state."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)

@@ -1,6 +1,7 @@
 """Models for samlab experiments: digits CNN/MLP, CIFAR ResNets, a small ViT, forecasters
 (SAMformer, its Transformer baselines, TSMixer); a registry."""
 
+from ._keras_init import INITS, check_init
 from ._registry import (
     FORECASTERS,
     MODELS,
@@ -18,6 +19,7 @@ from .vit import ViT, vit_small
 
 __all__ = [
     "FORECASTERS",
+    "INITS",
     "MODELS",
     "TASKS",
     "BasicBlock",
@@ -29,6 +31,7 @@ __all__ = [
     "SAMformer",
     "TSMixer",
     "ViT",
+    "check_init",
     "create_model",
     "digits_cnn",
     "digits_mlp",

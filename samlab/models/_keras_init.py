@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 INITS = ("keras", "torch")
+"""The weight initialisations the forecasters take (``init=``)."""
 
 
 def check_init(init: str) -> None:
+    """``ValueError`` unless ``init`` is one of :data:`INITS`."""
     if init not in INITS:
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
 

@@ -34,22 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._checks import check_forecast_input, check_positive
 from ._keras_init import check_init, keras_init_
 
 __all__ = ["RevIN", "SAMformer", "samformer", "transformer", "transformer_random"]
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _check_forecast_input(x: torch.Tensor, seq_len: int, n_channels: int) -> None:
-    if x.ndim != 3 or x.shape[1] != seq_len or x.shape[2] != n_channels:
-        raise ValueError(
-            f"expected input (batch, seq_len={seq_len}, n_channels={n_channels}), "
-            f"got {tuple(x.shape)}"
-        )
 
 
 class RevIN(nn.Module):
@@ -70,7 +58,7 @@ class RevIN(nn.Module):
 
     def __init__(self, n_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
         super().__init__()
-        _check_positive("n_channels", n_channels)
+        check_positive(n_channels=n_channels)
         if not eps >= 0.0:
             raise ValueError(f"eps must be non-negative, got {eps!r}")
         self.n_channels = n_channels
@@ -186,13 +174,7 @@ class SAMformer(nn.Module):
     ) -> None:
         super().__init__()
         check_init(init)
-        for name, value in [
-            ("n_channels", n_channels),
-            ("seq_len", seq_len),
-            ("horizon", horizon),
-            ("d_model", d_model),
-        ]:
-            _check_positive(name, value)
+        check_positive(n_channels=n_channels, seq_len=seq_len, horizon=horizon, d_model=d_model)
         self.n_channels = n_channels
         self.seq_len = seq_len
         self.horizon = horizon
@@ -224,7 +206,7 @@ class SAMformer(nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
         """(B, L, D) -> (RevIN-normalised channel tokens (B, D, L), RevIN's statistics)."""
-        _check_forecast_input(x, self.seq_len, self.n_channels)
+        check_forecast_input(x, self.seq_len, self.n_channels)
         # One copy of the raw window into channel-major memory (each token's history contiguous),
         # outside the graph of the parameters. RevIN's elementwise ops keep that memory layout,
         # so the (B, D, L) tokens are a free view and no copy is needed in the backward pass.

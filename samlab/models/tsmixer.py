@@ -33,8 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import check_forecast_input, check_positive
 from ._keras_init import check_init, keras_init_
-from .samformer import RevIN, _check_forecast_input, _check_positive
+from .samformer import RevIN
 
 __all__ = ["TSMixer", "tsmixer"]
 
@@ -129,14 +130,9 @@ class TSMixer(nn.Module):
     ) -> None:
         super().__init__()
         check_init(init)
-        for name, value in [
-            ("n_channels", n_channels),
-            ("seq_len", seq_len),
-            ("horizon", horizon),
-            ("n_block", n_block),
-            ("ff_dim", ff_dim),
-        ]:
-            _check_positive(name, value)
+        check_positive(
+            n_channels=n_channels, seq_len=seq_len, horizon=horizon, n_block=n_block, ff_dim=ff_dim
+        )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
         if norm not in _NORMS:
@@ -165,7 +161,7 @@ class TSMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Forecast (B, horizon, D) from the window x shaped (B, seq_len, D)."""
-        _check_forecast_input(x, self.seq_len, self.n_channels)
+        check_forecast_input(x, self.seq_len, self.n_channels)
         if self.revin is not None:
             x, stats = self.revin.normalize_with_stats(x)
         for block in self.blocks:

@@ -7,7 +7,13 @@ The power iteration itself is :func:`landscape.curvature.hessian_top_eigenvalue`
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from landscape.curvature import HessianEigen, hessian_top_eigenvalue
+from samlab.datasets.timeseries import ForecastData, load_forecast_data
+from samlab.train.checkpoint import load_checkpoint
+from samlab.train.forecast import ForecastConfig, build_forecaster, forecast_batches
 
 __all__ = ["METHOD", "HessianEigen", "hessian_top_eigenvalue", "run_top_eigenvalue"]
 
@@ -15,7 +21,9 @@ __all__ = ["METHOD", "HessianEigen", "hessian_top_eigenvalue", "run_top_eigenval
 METHOD = "power iteration, shifted when the dominant eigenvalue is negative"
 
 
-def run_top_eigenvalue(run_dir, *, windows: int = 1024, iters: int = 30, data=None) -> float:
+def run_top_eigenvalue(
+    run_dir, *, windows: int = 1024, iters: int = 30, data: ForecastData | None = None
+) -> float:
     """λ_max of a finished :func:`samlab.train.forecast.train_forecaster` run: its best
     checkpoint (``run_dir/best.pt``, config included) on the first ``windows`` training windows.
 
@@ -23,13 +31,6 @@ def run_top_eigenvalue(run_dir, *, windows: int = 1024, iters: int = 30, data=No
     back from there on later calls, so each run is measured once. ``data``: the run's
     :class:`~samlab.datasets.timeseries.ForecastData` if already loaded.
     """
-    import json
-    from pathlib import Path
-
-    from samlab.datasets.timeseries import load_forecast_data
-    from samlab.train.checkpoint import load_checkpoint
-    from samlab.train.forecast import ForecastConfig, build_forecaster, forecast_batches
-
     run_dir = Path(run_dir)
     result_path = run_dir / "result.json"
     if not result_path.is_file():
@@ -41,8 +42,7 @@ def run_top_eigenvalue(run_dir, *, windows: int = 1024, iters: int = 30, data=No
         and result.get("lambda_max_method") == METHOD
     ):
         return float(result["lambda_max"])
-    fields = set(ForecastConfig.__dataclass_fields__)
-    config = ForecastConfig(**{k: v for k, v in result["config"].items() if k in fields})
+    config = ForecastConfig.from_dict(result["config"])
     if data is None:
         data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len,
                                   data_dir=config.data_dir, path=config.data_path)  # fmt: skip

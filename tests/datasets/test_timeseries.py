@@ -15,8 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from samlab.datasets import _timeseries_csv as ts_csv
-from samlab.datasets import _timeseries_files as ts_files
 from samlab.datasets import timeseries as ts
 from samlab.datasets.timeseries import (
     FORECAST_DATASETS,
@@ -28,6 +26,9 @@ from samlab.datasets.timeseries import (
     read_series,
     split_borders,
 )
+from samlab.datasets.timeseries import __main__ as ts_cli
+from samlab.datasets.timeseries import files as ts_files
+from samlab.datasets.timeseries import reader as ts_reader
 
 REPO = Path(__file__).resolve().parents[2]
 EMBEDDED = REPO / "data"
@@ -389,8 +390,8 @@ def test_parsed_files_are_cached_per_mtime(tmp_path, monkeypatch) -> None:
     path = shutil.copy(EMBEDDED / "ETTh1.csv", tmp_path / "ETTh1.csv")
     calls = []
     real = ts.read_series
-    # the cache calls read_series where both are defined (samlab/datasets/_timeseries_csv.py)
-    monkeypatch.setattr(ts_csv, "read_series", lambda p: calls.append(p) or real(p))
+    # the cache calls read_series where both are defined (samlab/datasets/timeseries/reader.py)
+    monkeypatch.setattr(ts_reader, "read_series", lambda p: calls.append(p) or real(p))
     for h in (96, 192, 336):
         load_forecast_data("ETTh1", h, data_dir=tmp_path)
     assert len(calls) == 1
@@ -449,7 +450,7 @@ def test_download_rejects_a_page_that_is_not_the_csv(tmp_path, monkeypatch) -> N
 
 
 def test_cli_info(capsys) -> None:
-    assert ts.main(["--info", "etth1", "--data-dir", str(EMBEDDED)]) == 0
+    assert ts_cli.main(["--info", "etth1", "--data-dir", str(EMBEDDED)]) == 0
     out = capsys.readouterr().out
     assert "rows 17420, 7 channels" in out
     assert "H=96: windows train/val/test = 8033/2785/2785" in out
@@ -458,30 +459,37 @@ def test_cli_info(capsys) -> None:
 
 def test_cli_reports_a_missing_file_without_traceback(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("SAMLAB_DATA", raising=False)
-    assert ts.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 2
+    assert ts_cli.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: no data file for 'traffic'") and "--download traffic" in err
 
 
-def test_names_still_import_from_timeseries() -> None:
-    """The code lives in private modules (``samlab/datasets/_timeseries_*.py``); every name
-    defined in ``samlab.datasets.timeseries`` before the split is the same object from there."""
-    import samlab.datasets._timeseries_windows as ts_windows
+def test_the_package_exports_its_modules_public_names() -> None:
+    """``samlab.datasets.timeseries`` is a package: ``files`` (specs, search, download),
+    ``reader`` (the CSV parser), ``windows`` (splits, scaler, windows), ``load`` and the command
+    line in ``__main__``; its public names are the objects defined there, and
+    ``samlab.datasets`` exports the same objects."""
+    import samlab.datasets
+    from samlab.datasets.timeseries import load as ts_load
+    from samlab.datasets.timeseries import windows as ts_windows
 
     for module, names in (
-        (ts_files, ("EMBEDDED_DATA_DIR", "_ETT_URL", "_PILE_URL", "DatasetSpec", "_spec")),
-        (ts_files, ("FORECAST_DATASETS", "get_dataset_spec", "_search_dirs", "_match_in")),
-        (ts_files, ("find_dataset_file", "download_dir", "download")),
-        (ts_csv, ("_read_lines", "_locate_bad_cell", "read_series", "_CACHE", "_read_cached")),
-        (ts_windows, ("_HOURS_PER_MONTH", "split_borders", "_check_positive", "StandardScaler")),
-        (ts_windows, ("WindowDataset", "ForecastData")),
+        (ts_files, ("EMBEDDED_DATA_DIR", "HORIZONS", "DatasetSpec", "FORECAST_DATASETS")),
+        (ts_files, ("get_dataset_spec", "find_dataset_file", "download_dir", "download")),
+        (ts_reader, ("read_series",)),
+        (ts_windows, ("split_borders", "StandardScaler", "WindowDataset", "ForecastData")),
+        (ts_load, ("load_forecast_data",)),
     ):
         for name in names:
             assert getattr(ts, name) is getattr(module, name), name
-    assert ts.HORIZONS == HORIZONS and callable(ts.load_forecast_data) and callable(ts.main)
-    assert callable(ts._print_info)
+    assert ts.HORIZONS == HORIZONS and callable(ts_cli.main)
+    assert ts_files.EMBEDDED_DATA_DIR == EMBEDDED
     assert ts.__all__ == [
-        "FORECAST_DATASETS", "DatasetSpec", "ForecastData", "StandardScaler", "WindowDataset",
-        "download", "find_dataset_file", "get_dataset_spec", "load_forecast_data", "read_series",
-        "split_borders",
+        "EMBEDDED_DATA_DIR", "FORECAST_DATASETS", "HORIZONS", "DatasetSpec", "ForecastData",
+        "StandardScaler", "WindowDataset", "download", "download_dir", "find_dataset_file",
+        "get_dataset_spec", "load_forecast_data", "read_series", "split_borders",
     ]  # fmt: skip
+    shared = [name for name in samlab.datasets.__all__ if name in ts.__all__]
+    assert len(shared) == 10
+    for name in shared:
+        assert getattr(samlab.datasets, name) is getattr(ts, name), name

@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-import samlab.train._classify_config as classify_config
-import samlab.train._classify_loop as classify_loop
 import samlab.train.classify as classify
+import samlab.train.classify.config as classify_config
+import samlab.train.classify.loop as classify_loop
+import samlab.train.classify.run as classify_run
 from samlab.datasets import load_digits
 from samlab.train.classify import ClassifyConfig, TrainResult, train_classifier
 
@@ -188,6 +189,21 @@ def test_other_config_in_output_dir_is_refused(tmp_path, digits) -> None:
     )
 
 
+def test_command_line_trains_the_digits_and_skips_a_finished_run(tmp_path, capsys) -> None:
+    from samlab.train.classify.__main__ import main
+
+    argv = ["--smoke", "--quiet", "--optimizer", "sam", "--model", "digits_mlp"]
+    argv += ["--output", str(tmp_path)]
+    assert main(argv) == 0
+    shown = capsys.readouterr().out
+    assert "digits_mlp with sam, 2 epochs" in shown and "2.00 passes per step" in shown
+    saved = json.loads((tmp_path / "config.json").read_text())["config"]
+    assert saved == ClassifyConfig.smoke(optimizer="sam", model="digits_mlp").to_dict()
+    assert main(argv) == 0 and capsys.readouterr().out == shown  # loaded, not trained again
+    assert main([*argv, "--lr", "-1"]) == 2
+    assert "lr must be positive" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- failures
 def test_nan_inputs_raise_floating_point_error(digits) -> None:
     (x, y), test = digits
@@ -207,8 +223,9 @@ def test_divergence_raises_floating_point_error(digits) -> None:
 
 # --------------------------------------------------------------------------- boundaries
 def test_trainer_never_asks_which_optimizer_it_holds() -> None:
-    # the trainer's code: the public module and its private modules (samlab/train/_classify_*.py)
-    sources = [inspect.getsource(m) for m in (classify, classify_config, classify_loop)]
+    # the trainer's code: the modules of the samlab.train.classify package
+    modules = (classify, classify_config, classify_loop, classify_run)
+    sources = [inspect.getsource(m) for m in modules]
     tree = ast.Module(body=[n for s in sources for n in ast.parse(s).body], type_ignores=[])
     names = {"SAM", "ASAM", "GSAM", "LookSAM", "OneStepSAM", "SAMBase", "SGD", "Adam", "AdamW"}
     for node in ast.walk(tree):
@@ -235,19 +252,18 @@ def test_trainer_never_asks_which_optimizer_it_holds() -> None:
             assert node.attr not in ("__class__", "method"), ast.unparse(node)
         if isinstance(node, ast.Name):
             assert node.id not in names, node.id
-    assert "optimizer.step(closure)" in inspect.getsource(classify_loop._train_epoch)
+    assert "optimizer.step(closure)" in inspect.getsource(classify_loop.train_epoch)
 
 
-def test_names_still_import_from_classify() -> None:
-    """The code lives in private modules (``samlab/train/_classify_*.py``); every name defined
-    in ``samlab.train.classify`` before the split is the same object from there."""
+def test_the_package_exports_its_modules_public_names() -> None:
+    """``samlab.train.classify`` is a package (``config``, ``loop``, ``run`` and the command line
+    in ``__main__``); its public names are the objects defined there, and ``samlab.train``
+    exports the same objects."""
     import samlab.train
 
     for module, names in (
-        (classify_config, ("LR_SCHEDULES", "Pairs", "_as_pairs", "ClassifyConfig")),
-        (classify_config, ("EpochMetrics", "TrainResult")),
-        (classify_loop, ("_Batches", "_epoch_generator", "_lr_factor", "_evaluate")),
-        (classify_loop, ("_train_epoch",)),
+        (classify_config, ("LR_SCHEDULES", "ClassifyConfig", "EpochMetrics", "TrainResult")),
+        (classify_run, ("train_classifier", "CHECKPOINT_NAME", "METRICS_NAME", "CONFIG_NAME")),
     ):
         for name in names:
             assert getattr(classify, name) is getattr(module, name), name
@@ -258,4 +274,8 @@ def test_names_still_import_from_classify() -> None:
         "metrics.csv",
         "config.json",
     )
-    assert classify.__all__ == ["ClassifyConfig", "EpochMetrics", "TrainResult", "train_classifier"]
+    assert classify.__all__ == [
+        "CHECKPOINT_NAME", "CONFIG_NAME", "LR_SCHEDULES", "METRICS_NAME", "ClassifyConfig",
+        "EpochMetrics", "TrainResult", "train_classifier",
+    ]  # fmt: skip
+    assert classify_config.LR_SCHEDULES == ("cosine", "step", "constant")

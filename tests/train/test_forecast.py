@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from samlab.train import _forecast_cli as cli
 from samlab.train import forecast
 from samlab.train.forecast import ForecastConfig, cosine_restart_lr, train_forecaster
+from samlab.train.forecast import __main__ as cli
+from samlab.train.forecast.steps import EagerFallback, TrainStep, train_epoch
 from samlab.train.sharpness import hessian_top_eigenvalue
 
 ROWS, CHANNELS = 400, 8
@@ -71,6 +72,11 @@ def test_config_defaults_follow_the_paper():
     assert ForecastConfig(rho=0.0).optimizer_name == "adam"
     assert ForecastConfig(dataset="weather").resolved_lr == 1e-4
     assert ForecastConfig().init == "keras"  # the TensorFlow reference code's init
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.rho = 0.1
+    smoke = ForecastConfig.smoke(model="tsmixer")  # what --smoke sets
+    assert (smoke.max_epochs, smoke.max_train_batches, smoke.max_eval_windows) == (2, 8, 256)
+    assert smoke.model == "tsmixer" and ForecastConfig.from_dict(smoke.to_dict()) == smoke
 
 
 @pytest.mark.parametrize(
@@ -106,30 +112,34 @@ def test_one_epoch_on_a_tiny_slice_lowers_the_training_loss(data_dir, model, rho
     net = forecast.build_forecaster(config, data.n_channels)
     before = forecast.evaluate_forecaster(net, data.train)["mse"]
     optimizer = create_optimizer("sam", list(net.parameters()), base="adam", rho=rho, lr=1e-3)
-    step_fn = forecast._step_fn(net, net, optimizer, config)
-    forecast._train_epoch(net, step_fn, data, config, 0, torch.device("cpu"))
+    step = TrainStep.for_config(net, net, optimizer, config)
+    train_epoch(step, data, config, 0, torch.device("cpu"))
     after = forecast.evaluate_forecaster(net, data.train)["mse"]
     assert after < 0.9 * before, (before, after)
 
 
-def test_sam_runs_two_passes_and_adam_one(data_dir, tmp_path, monkeypatch):
-    from samlab.train import _forecast_steps
+def test_sam_runs_two_passes_and_adam_one(data_dir):
+    # the trainer's optimizer and step: optimizer.step(closure) evaluates the closure (one
+    # forward pass each) twice per step for SAM, once for Adam
+    from itertools import islice
 
-    calls = []
-    real = _forecast_steps.make_closure
+    from samlab.datasets.timeseries import load_forecast_data
+    from samlab.train.forecast import forecast_optimizer
 
-    def counting(*args, **kw):
-        closure = real(*args, **kw)
-        calls.append(closure)
-        return closure
-
-    monkeypatch.setattr(_forecast_steps, "make_closure", counting)
     for rho, passes in ((0.5, 2), (0.0, 1)):
-        calls.clear()
-        train_forecaster(
-            _config(data_dir, rho=rho, max_epochs=1, max_train_batches=3), tmp_path / f"r{rho}"
-        )
-        assert [c.calls for c in calls] == [passes] * 3
+        config = _config(data_dir, rho=rho, max_epochs=1, max_train_batches=3)
+        data = load_forecast_data(config.dataset, config.horizon, seq_len=32, data_dir=data_dir)
+        net = forecast.build_forecaster(config, data.n_channels)
+        optimizer = forecast_optimizer(config, list(net.parameters()))
+        step = TrainStep.for_config(net, net, optimizer, config)
+        calls = []
+        net.register_forward_pre_hook(lambda module, args, calls=calls: calls.append(args[0]))
+        per_step = []
+        for x, y in islice(data.train.batches(config.batch_size, shuffle=True), 3):
+            calls.clear()
+            step(x, y)
+            per_step.append(len(calls))
+        assert per_step == [passes] * 3
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(data_dir, tmp_path):
@@ -144,22 +154,18 @@ def test_early_stopping_keeps_the_best_validation_epoch(data_dir, tmp_path):
     assert result["val_mse"] == pytest.approx(vals[best], rel=1e-6)
 
 
-def test_killed_run_resumes_bit_exact(data_dir, tmp_path, monkeypatch):
+def test_killed_run_resumes_bit_exact(data_dir, tmp_path):
     config = _config(data_dir, model="tsmixer", rho=0.3, max_epochs=4)  # dropout + BN + SAM
     whole = train_forecaster(config, tmp_path / "whole")
 
-    real = forecast._train_epoch
-
-    def dies_in_epoch_3(model, step_fn, data, cfg, epoch, device):
-        if epoch == 2:
+    def dies_before_epoch_3(row):
+        if row["epoch"] == 2:
             raise KeyboardInterrupt
-        return real(model, step_fn, data, cfg, epoch, device)
 
-    monkeypatch.setattr(forecast, "_train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        train_forecaster(config, tmp_path / "split")
+        train_forecaster(config, tmp_path / "split", callback=dies_before_epoch_3)
     assert not (tmp_path / "split" / "result.json").exists()
-    monkeypatch.setattr(forecast, "_train_epoch", real)
+    assert torch.load(tmp_path / "split" / "last.pt", weights_only=True)["epoch"] == 2
     resumed = train_forecaster(config, tmp_path / "split")
     for key in ("test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run"):
         assert resumed[key] == whole[key], key
@@ -178,6 +184,18 @@ def test_finished_run_is_skipped_and_a_different_run_refused(data_dir, tmp_path)
     again = train_forecaster(config, tmp_path / "run")
     assert again["test_mse"] == first["test_mse"]
     assert (tmp_path / "run" / "result.json").stat().st_mtime_ns == stamp
+    # the result is a frozen value and a read-only mapping over the keys of result.json
+    saved = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert isinstance(first, forecast.ForecastResult) and list(first) == list(saved)
+    assert again == first == {**saved, "history": tuple(saved["history"])}
+    assert first.to_dict() == saved and first.test_mse == first["test_mse"]
+    with pytest.raises(TypeError):
+        first["test_mse"] = 0.0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.test_mse = 0.0
+    marked = first.with_items(lambda_max=1.5, seed=7)
+    assert (marked["lambda_max"], marked.seed, list(marked)[-1]) == (1.5, 7, "lambda_max")
+    assert "lambda_max" not in first and first.seed == 0
     with pytest.raises(ValueError, match="different"):
         train_forecaster(_config(data_dir, max_epochs=1, rho=0.2), tmp_path / "run")
 
@@ -287,6 +305,7 @@ def test_run_top_eigenvalue_measures_the_best_checkpoint_once(data_dir, tmp_path
 
 
 def test_compile_failing_at_the_first_call_falls_back_to_eager(data_dir, tmp_path, monkeypatch):
+    # a broken compiler: torch.compile itself, which the fused step calls too
     calls = []
 
     def broken_compile(model, **kwargs):
@@ -296,7 +315,7 @@ def test_compile_failing_at_the_first_call_falls_back_to_eager(data_dir, tmp_pat
 
         return fn
 
-    monkeypatch.setattr(forecast.torch, "compile", broken_compile)
+    monkeypatch.setattr(torch, "compile", broken_compile)
     config = _config(data_dir, compile=True, max_epochs=1, max_train_batches=2)
     with pytest.warns(RuntimeWarning, match="C\\+\\+ compile error.*eager") as record:
         result = train_forecaster(config, tmp_path / "compiled")
@@ -319,12 +338,11 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
     trained = json.loads((out / "metrics.json").read_text())
     assert shown["test_mse"] == pytest.approx(trained["test_mse"], rel=1e-12)
     # --download without --data-dir saves into $SAMLAB_DATA, which the run then reads
-    import samlab.datasets._timeseries_files as ts_files
-    import samlab.datasets.timeseries as ts
+    import samlab.datasets.timeseries.files as ts_files
 
     target = tmp_path / "env_data"
     monkeypatch.setenv("SAMLAB_DATA", str(target))
-    # where the file search reads it (samlab/datasets/_timeseries_files.py)
+    # where the file search reads it (samlab/datasets/timeseries/files.py)
     monkeypatch.setattr(ts_files, "EMBEDDED_DATA_DIR", tmp_path / "no_embedded")
     fetched = []
 
@@ -333,7 +351,7 @@ def test_eval_only_finds_the_run_data_and_download_goes_where_runs_look(
         Path(folder).mkdir(parents=True, exist_ok=True)
         _write_series(Path(folder) / "exchange_rate.csv")
 
-    monkeypatch.setattr(ts, "download", fake_download)
+    monkeypatch.setattr(cli, "download", fake_download)  # the network fetch
     assert cli.main([*common, "--output", str(tmp_path / "dl"), "--download"]) == 0
     assert fetched == [target]
 
@@ -363,7 +381,7 @@ def test_compiled_training_runs_the_fused_step_and_matches_eager(data_dir, tmp_p
     )
 
 
-def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager(monkeypatch):
+def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager():
     # the last, shorter batch of an epoch compiles a graph of its own mid-epoch: its first call
     # is guarded like the very first one
     from samlab.models.samformer import samformer
@@ -379,12 +397,8 @@ def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager(monkeypat
             raise RuntimeError("inductor: the second graph failed\nlong log")
         return torch.tensor(1.0)
 
-    from samlab.train import _forecast_steps
-
-    monkeypatch.setattr(_forecast_steps, "try_fused_step", lambda m, o: fake_fused)
-    config = ForecastConfig(horizon=8, seq_len=32, compile=True, progress=False)
-    fwd = forecast._EagerFallback(model)
-    step = forecast._step_fn(model, fwd, optimizer, config)
+    fwd = EagerFallback(model)
+    step = TrainStep(model, fwd, optimizer, fused=fake_fused)
     x4, y4 = torch.randn(4, 32, 3), torch.randn(4, 8, 3)
     assert float(step(x4, y4)) == float(step(x4, y4)) == 1.0
     before = [p.detach().clone() for p in model.parameters()]
@@ -395,4 +409,4 @@ def test_a_batch_shape_that_fails_to_compile_later_falls_back_to_eager(monkeypat
     )  # the eager SAM step ran and updated the weights
     step(x4, y4)
     assert calls == [4, 4, 3]  # nothing goes to the fused step after the fallback
-    assert fwd._compiled_fn is None  # evaluation is eager too
+    assert not fwd.compiled  # evaluation is eager too

@@ -1,29 +1,5 @@
-"""A small, generic image-classification trainer: the same loop for SGD and every SAM variant.
-
-``train_classifier(config, train_data, test_data)`` builds the model and the optimizer by
-registry name, and for every batch builds a closure with :func:`samlab.train.make_closure`
-and calls ``optimizer.step(closure)``. It never asks which optimizer it holds: the number of
-passes and the sharpness gap are read from ``optimizer.last_step`` when the optimizer keeps
-one (the SAM family does, see docs/closure-protocol.md), and a plain optimizer counts as one
-pass per step.
-
-The learning-rate schedule steps once per iteration (``"cosine"`` decays to 0 over all steps,
-``"step"`` multiplies by ``lr_gamma`` at the ``lr_milestones`` fractions of training).
-Evaluation runs under ``torch.no_grad()`` with ``model.eval()``; the test loss is the plain
-cross-entropy (no label smoothing), the train loss is the training criterion at the point the
-optimizer evaluates (``w`` for SGD and SAM, ``w + e`` for one-step SAM).
-
-With ``output_dir`` the run writes ``config.json`` (the resolved config), ``metrics.csv`` (one
-row per epoch, flushed as it goes) and ``checkpoint.pt`` (+ ``checkpoint.json``) after every
-epoch; calling it again with the same config resumes from the checkpoint, bit for bit (the
-data order of epoch ``e`` is drawn from a generator seeded by ``(seed, e)``), and a finished
-run is loaded, not retrained.
-
-The code: this module holds :func:`train_classifier` and its run directory (file names, the
-config check before resuming, ``metrics.csv``). The config and result dataclasses
-(``_classify_config.py``) and the batches, the learning-rate schedule, the epoch loop and the
-evaluation (``_classify_loop.py``) are defined in private modules beside it and re-exported here.
-"""
+"""The classification run: :func:`train_classifier` and its output folder (file names, the
+config check before resuming, ``metrics.csv``)."""
 
 from __future__ import annotations
 
@@ -39,22 +15,13 @@ import torch
 from torch import nn
 
 from samlab.optim import create_optimizer, get_optimizer_info
-
-# Defined in the private modules, importable from here as before.
-from samlab.train._classify_config import LR_SCHEDULES as LR_SCHEDULES
-from samlab.train._classify_config import ClassifyConfig, EpochMetrics, TrainResult
-from samlab.train._classify_config import Pairs as Pairs
-from samlab.train._classify_config import _as_pairs as _as_pairs
-from samlab.train._classify_loop import _Batches, _lr_factor, _train_epoch
-from samlab.train._classify_loop import _epoch_generator as _epoch_generator
-from samlab.train._classify_loop import _evaluate as _evaluate
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from samlab.train.classify.config import ClassifyConfig, EpochMetrics, TrainResult
+from samlab.train.classify.loop import Batches, lr_factor, train_epoch
 
-__all__ = ["ClassifyConfig", "EpochMetrics", "TrainResult", "train_classifier"]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.csv"
-CONFIG_NAME = "config.json"
+CHECKPOINT_NAME = "checkpoint.pt"  # model, optimizer, scheduler, RNG and history after each epoch
+METRICS_NAME = "metrics.csv"  # one row per epoch (EpochMetrics), flushed as it goes
+CONFIG_NAME = "config.json"  # the config and what it resolved to (device, sizes, versions)
 # fields that change where or how fast a run goes, not what it computes: a checkpoint written
 # under other values of these is still "the same config" for resuming
 _RUNTIME_FIELDS = ("device", "threads", "num_workers", "eval_batch_size")
@@ -149,10 +116,10 @@ def train_classifier(
             if model is None:
                 model = create_model(config.model, **dict(config.model_kwargs))
             model.to(device).train()
-            train_batches = _Batches(
+            train_batches = Batches(
                 train_data, config.batch_size, train=True, config=config, device=device
             )
-            test_batches = _Batches(
+            test_batches = Batches(
                 test_data, config.eval_batch_size, train=False, config=config, device=device
             )
             steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
@@ -160,7 +127,7 @@ def train_classifier(
                 config.optimizer, model.parameters(), **config.optimizer_options()
             )
             scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer, _lr_factor(config, steps * config.epochs)
+                optimizer, lr_factor(config, steps * config.epochs)
             )
             history: list[EpochMetrics] = []
             if checkpoint is not None:
@@ -202,7 +169,7 @@ def train_classifier(
                 if start:
                     runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
                 for epoch in range(start, config.epochs):
-                    metrics = _train_epoch(
+                    metrics = train_epoch(
                         model,
                         optimizer,
                         scheduler,

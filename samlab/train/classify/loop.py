@@ -1,11 +1,11 @@
-"""The epochs of :func:`samlab.train.classify.train_classifier`: batches, steps, evaluation.
+"""The epochs of :func:`~samlab.train.classify.train_classifier`: batches, steps, evaluation.
 
-:class:`_Batches` serves ``(inputs, targets)`` on the device from tensors, a ``Dataset`` or a
+:class:`Batches` serves ``(inputs, targets)`` on the device from tensors, a ``Dataset`` or a
 ``DataLoader``, in the order drawn from a generator seeded by ``(seed, epoch)``
-(:func:`_epoch_generator`); :func:`_lr_factor` is the per-iteration learning-rate schedule;
-:func:`_train_epoch` calls ``optimizer.step(closure)`` on every batch, reads the passes and the
-sharpness gap from ``optimizer.last_step`` where the optimizer keeps one, stops on a non-finite
-loss, and ends with :func:`_evaluate` (plain cross-entropy and accuracy in eval mode).
+(:func:`~samlab.utils.epoch_generator`); :func:`lr_factor` is the per-iteration learning-rate
+schedule; :func:`train_epoch` calls ``optimizer.step(closure)`` on every batch, reads the passes
+and the sharpness gap from ``optimizer.last_step`` where the optimizer keeps one, stops on a
+non-finite loss, and ends with :func:`evaluate` (plain cross-entropy and accuracy in eval mode).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from samlab.train._classify_config import ClassifyConfig, EpochMetrics
+from samlab.train.classify.config import ClassifyConfig, EpochMetrics
 from samlab.train.closures import make_closure
+from samlab.utils import epoch_generator
 
 
 # --------------------------------------------------------------------------- data
-class _Batches:
+class Batches:
     """Batches of (inputs, targets) on ``device`` from tensors, a Dataset or a DataLoader."""
 
     def __init__(
@@ -107,12 +108,8 @@ class _Batches:
             yield x[rows], y[rows]
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
 # --------------------------------------------------------------------------- helpers
-def _lr_factor(config: ClassifyConfig, total_steps: int) -> Callable[[int], float]:
+def lr_factor(config: ClassifyConfig, total_steps: int) -> Callable[[int], float]:
     def factor(step: int) -> float:
         progress = min(step / total_steps, 1.0)
         if config.lr_schedule == "cosine":
@@ -125,7 +122,7 @@ def _lr_factor(config: ClassifyConfig, total_steps: int) -> Callable[[int], floa
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, batches: _Batches) -> tuple[float, float]:
+def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     """Mean cross-entropy and accuracy in eval mode; the training mode is restored."""
     was_training = model.training
     model.eval()
@@ -144,13 +141,13 @@ def _evaluate(model: nn.Module, batches: _Batches) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- epoch
-def _train_epoch(
+def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_fn: nn.Module,
-    train_batches: _Batches,
-    test_batches: _Batches,
+    train_batches: Batches,
+    test_batches: Batches,
     config: ClassifyConfig,
     epoch: int,
     steps: int,
@@ -166,7 +163,7 @@ def _train_epoch(
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     start, cpu_start = time.perf_counter(), time.process_time()
     with bar:
-        batches = train_batches.epoch(_epoch_generator(config.seed, epoch))
+        batches = train_batches.epoch(epoch_generator(config.seed, epoch))
         for step, (x, y) in zip(range(steps), batches):
             closure = make_closure(model, loss_fn, x, y, optimizer, bn_policy=config.bn_policy)
             loss = optimizer.step(closure)
@@ -195,7 +192,7 @@ def _train_epoch(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    test_loss, test_acc = _evaluate(model, test_batches)
+    test_loss, test_acc = evaluate(model, test_batches)
     return EpochMetrics(
         epoch=epoch + 1,
         lr=float(lr),

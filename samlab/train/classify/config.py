@@ -1,4 +1,4 @@
-"""What a classification run is and what it returns (:mod:`samlab.train.classify`).
+"""What a classification run is and what it returns.
 
 :class:`ClassifyConfig` is the frozen, JSON-able config of a run (validated on creation, with a
 ``smoke()`` profile and the keywords it hands to :func:`samlab.optim.create_optimizer`);

@@ -1,4 +1,4 @@
-"""Splits, scaling and windows of a forecasting series (:mod:`samlab.datasets.timeseries`).
+"""Splits, scaling and windows of a forecasting series.
 
 :func:`split_borders` gives the train/val/test rows of a benchmark (fixed months for ETT, 70/10/20
 otherwise; val and test start ``seq_len`` rows early); :class:`StandardScaler` is the per-column
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from samlab.datasets._timeseries_files import DatasetSpec, get_dataset_spec
+from samlab.datasets.timeseries.files import DatasetSpec, get_dataset_spec
 
 _HOURS_PER_MONTH = 30 * 24
 
@@ -48,7 +48,8 @@ def split_borders(
     }
 
 
-def _check_positive(label: str, value) -> int:
+def check_positive(label: str, value) -> int:
+    """``value`` as an ``int``; ``ValueError`` naming ``label`` unless a positive integer."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ValueError(f"{label} must be a positive integer, got {value!r}")
     return int(value)
@@ -106,7 +107,7 @@ class WindowDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, series: torch.Tensor, seq_len: int, horizon: int) -> None:
-        seq_len, horizon = _check_positive("seq_len", seq_len), _check_positive("horizon", horizon)
+        seq_len, horizon = check_positive("seq_len", seq_len), check_positive("horizon", horizon)
         series = torch.as_tensor(series, dtype=torch.float32)
         if series.ndim != 2:
             raise ValueError(f"series must be (T, D), got shape {tuple(series.shape)}")

@@ -1,4 +1,4 @@
-"""The forecasting benchmarks' files (:mod:`samlab.datasets.timeseries`): specs, search, download.
+"""The forecasting benchmarks' files: specs, search, download.
 
 :class:`DatasetSpec` and the registry :data:`FORECAST_DATASETS` (split rule, the paper's learning
 rate, channel count, TSMixer settings, source URL and row count of each benchmark), looked up
@@ -17,10 +17,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from samlab.datasets._timeseries_csv import read_series
+from samlab.datasets.timeseries.reader import read_series
 
 #: The data folder shipped with the repository (holds ETTh1.csv).
-EMBEDDED_DATA_DIR = Path(__file__).resolve().parents[2] / "data"
+EMBEDDED_DATA_DIR = Path(__file__).resolve().parents[3] / "data"
+#: The benchmark horizons H of the SAMformer and TSMixer papers.
+HORIZONS = (96, 192, 336, 720)
 _ETT_URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{}.csv"
 # The Autoformer bundle as kept in MOMENT's Time-Series Pile (its exchange_rate.csv has the
 # 630,212 bytes of the shared/data copy); seen at revision af93f4d4b3ce93d2e0011a1a528636471afd9bff.

@@ -1,8 +1,8 @@
-"""Reading a forecasting CSV (:mod:`samlab.datasets.timeseries`): parsing and its errors.
+"""Reading a forecasting CSV: parsing and its errors.
 
 :func:`read_series` parses an Autoformer-format file (plain or ``.gz``; LF, CRLF or CR line ends)
 into the channel names and a float64 array; when the fast parse fails or finds a NaN, the slow
-path :func:`_locate_bad_cell` names the first bad row or cell. :func:`_read_cached` memoises the
+path :func:`_locate_bad_cell` names the first bad row or cell. :func:`read_cached` memoises the
 parse per file version (resolved path, mtime, size).
 """
 
@@ -78,7 +78,7 @@ def read_series(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
 _CACHE: dict[tuple[str, int, int], tuple[list[str], np.ndarray]] = {}
 
 
-def _read_cached(path: Path) -> tuple[list[str], np.ndarray]:
+def read_cached(path: Path) -> tuple[list[str], np.ndarray]:
     """:func:`read_series` memoised by resolved path, mtime and size (values read-only)."""
     path = path.resolve()
     stat = path.stat()

@@ -19,15 +19,23 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from samlab.datasets.timeseries import FORECAST_DATASETS, load_forecast_data
-from samlab.models._keras_init import INITS
+from samlab.datasets.timeseries import (
+    FORECAST_DATASETS,
+    download,
+    download_dir,
+    find_dataset_file,
+    load_forecast_data,
+)
+from samlab.models import INITS
 from samlab.train.checkpoint import load_checkpoint
 from samlab.train.forecast import (
     FORECAST_MODELS,
     ForecastConfig,
+    ForecastResult,
     build_forecaster,
     evaluate_forecaster,
     train_forecaster,
@@ -122,7 +130,8 @@ def _config(args: argparse.Namespace, seed: int) -> ForecastConfig:
         progress=not args.quiet,
     )  # fmt: skip
     if args.smoke:
-        options.update(max_epochs=2, max_train_batches=8, max_eval_windows=256)
+        del options["max_epochs"]  # the smoke profile's, whatever --epochs says
+        return ForecastConfig.smoke(**options)
     return ForecastConfig(**options)
 
 
@@ -130,7 +139,7 @@ def _std(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
+def aggregate(results: list[Mapping[str, Any]]) -> dict[str, Any]:
     """``metrics.json`` content from per-seed results."""
     first = results[0]
     keys = ("seed", "test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run", "seconds",
@@ -150,9 +159,9 @@ def aggregate(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _sharpness(result: dict[str, Any], run_dir: Path, args) -> None:
+def _sharpness(result: ForecastResult, run_dir: Path, args) -> ForecastResult:
     windows, iters = (128, 10) if args.smoke else (args.sharpness_windows, 30)
-    result["lambda_max"] = run_top_eigenvalue(run_dir, windows=windows, iters=iters)
+    return result.with_items(lambda_max=run_top_eigenvalue(run_dir, windows=windows, iters=iters))
 
 
 def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str, Any]:
@@ -162,7 +171,7 @@ def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str
         run_dir = out / f"seed_{seed}"
         result = train_forecaster(config, run_dir)
         if args.sharpness:
-            _sharpness(result, run_dir, args)
+            result = _sharpness(result, run_dir, args)
         results.append(result)
     metrics = aggregate(results)
     metrics["config"] = results[0]["config"]
@@ -184,8 +193,7 @@ def _eval_only(args: argparse.Namespace) -> int:
             f"{args.checkpoint} has no forecaster config; --eval-only needs a checkpoint "
             "written by samlab.train.forecast"
         )
-    fields = set(ForecastConfig.__dataclass_fields__)
-    config = ForecastConfig(**{k: v for k, v in saved.items() if k in fields})
+    config = ForecastConfig.from_dict(saved)
     # --data-dir wins; else the data the run was trained on (its saved folder or file)
     where = {"data_dir": args.data_dir} if args.data_dir else {
         "data_dir": config.data_dir, "path": config.data_path}  # fmt: skip
@@ -221,8 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.output is None:
             raise ValueError("--output DIR is required for training")
         if args.download:
-            from samlab.datasets.timeseries import download, download_dir, find_dataset_file
-
             try:
                 find_dataset_file(args.dataset, args.data_dir)
             except FileNotFoundError:
