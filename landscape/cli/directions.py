@@ -28,11 +28,13 @@ FLAG_DEFAULTS = {
 
 
 def format_range(spec: tuple[float, float, int]) -> str:
+    """``(min, max, num)`` as loss-landscape writes it in file names: ``[min,max,num]``."""
     low, high, count = spec
     return f"[{float(low)},{float(high)},{int(count)}]"
 
 
 def sanitize(text: str) -> str:
+    """``text`` with everything but letters, digits and ``._=+-`` replaced, for a file name."""
     return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "model"
 
 
@@ -86,6 +88,7 @@ def default_surf_file(args: argparse.Namespace, dir_file: Path) -> Path:
 
 
 def same_directions(a: Any, b: Any) -> bool:
+    """Whether two :class:`~landscape.directions.Directions` hold equal tensors (and kind)."""
     import torch
 
     if a.dir_type != b.dir_type or a.names() != b.names() or (a.y is None) != (b.y is None):
@@ -95,6 +98,7 @@ def same_directions(a: Any, b: Any) -> bool:
 
 
 def new_directions(args: argparse.Namespace, model: Any, ndim: int) -> Any:
+    """The directions the flags ask for (``--seed`` + ``--idx``, norms, other models)."""
     from landscape.directions import create_directions
 
     flags = resolved_direction_flags(args)
@@ -152,6 +156,7 @@ def prepare_directions(
 
 
 def fit_ndim(directions: Any, ndim: int, dir_file: Path) -> Any:
+    """``directions`` for an ``ndim`` surface: the x direction alone of a 2D file for 1D."""
     from landscape.directions import Directions
 
     if ndim == 2 and directions.y is None:

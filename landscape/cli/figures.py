@@ -16,6 +16,7 @@ from landscape.cli.inputs import CLIError
 
 
 def read_surface(path: str) -> Any:
+    """The surface file ``--surf_file`` (a one-line error when it is missing)."""
     if not os.path.isfile(path):
         raise CLIError(f"--surf_file {path}: no such file")
     from landscape.io import load_surface
@@ -24,6 +25,7 @@ def read_surface(path: str) -> Any:
 
 
 def read_projection(path: str) -> Any:
+    """The ``(T, 2)`` projected path stored by ``project`` in ``--proj_file``."""
     import h5py
     import numpy as np
 
@@ -40,6 +42,7 @@ def read_projection(path: str) -> Any:
 
 
 def figure_formats(text: str) -> list[str]:
+    """The figure formats of ``--formats`` (``"png,pdf"`` -> ``["png", "pdf"]``)."""
     formats = [f.strip().lstrip(".") for f in text.split(",") if f.strip()]
     if not formats:
         raise CLIError("--formats needs at least one format, e.g. png")
@@ -47,6 +50,7 @@ def figure_formats(text: str) -> list[str]:
 
 
 def draw(surface: Any, prefix: str, args: argparse.Namespace, trajectory: Any = None) -> list:
+    """The standard figures of ``surface`` named after ``prefix`` (and shown with ``--show``)."""
     from landscape.plot import plot_all
 
     if args.surf_name not in surface.metrics:
@@ -84,6 +88,7 @@ def x_limits(args: argparse.Namespace) -> dict[str, float | None]:
 
 
 def show(surface: Any, args: argparse.Namespace, trajectory: Any = None) -> None:
+    """The figures of ``surface`` in pyplot windows (``--show``)."""
     import matplotlib.pyplot as plt
 
     from landscape import plot

@@ -29,6 +29,7 @@ class Context:
         self.size = 1
 
     def log(self, message: str) -> None:
+        """Print ``message`` on rank 0 only."""
         if self.rank == 0:
             print(message, flush=True)
 
@@ -64,6 +65,7 @@ def resolve_factory(spec: str, flag: str) -> Callable[..., Any]:
 
 
 def call_factory(spec: str, flag: str, kwargs: Mapping[str, Any]) -> Any:
+    """What the factory ``spec`` returns when called with ``kwargs``."""
     factory = resolve_factory(spec, flag)
     try:
         return factory(**kwargs)
@@ -164,6 +166,7 @@ def build_data(spec: str | None, flag: str, kwargs: Mapping[str, Any], part: int
 
 
 def data_length(data: Any, flag: str) -> int:
+    """The number of samples of a data set (a DataLoader's, a pair's or a Dataset's)."""
     from torch.utils.data import DataLoader
 
     if isinstance(data, DataLoader):
@@ -198,6 +201,7 @@ def subset_option(args: argparse.Namespace, data: Any) -> Any:
 
 
 def linspace(spec: tuple[float, float, int]) -> Any:
+    """The coordinates of a ``MIN:MAX:NUM`` range."""
     import numpy as np
 
     low, high, count = spec

@@ -39,6 +39,7 @@ nonnegative_int = int_at_least(0, "an integer >= 0")
 
 
 def factory_type(text: str) -> str:
+    """An argparse type: ``MODULE:FACTORY`` (checked for the colon, resolved later)."""
     module, sep, attr = text.partition(":")
     if not sep or not module.strip() or not attr.strip():
         raise argparse.ArgumentTypeError(
@@ -48,6 +49,7 @@ def factory_type(text: str) -> str:
 
 
 def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (keyword arguments of a factory)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -58,6 +60,7 @@ def json_object(text: str) -> dict[str, Any]:
 
 
 def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """The group ``model``: ``--model``, ``--model_kwargs``, ``--model_file``."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
@@ -83,6 +86,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def add_direction_args(p: argparse.ArgumentParser) -> None:
+    """The group ``directions``: direction file, type, norms, ignore rules, seed, models."""
     g = p.add_argument_group("directions")
     g.add_argument(
         "--dir_file",
@@ -126,6 +130,7 @@ def add_direction_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The group ``data`` (and loss-landscape's unused data flags, hidden)."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -179,6 +184,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_plot_args(p: argparse.ArgumentParser) -> None:
+    """The group ``plots``: the metric, levels, limits, scales and formats of the figures."""
     g = p.add_argument_group("plots")
     g.add_argument("--surf_name", default="train_loss", help="metric to draw (train_loss)")
     g.add_argument("--vmin", type=float, default=None, help="lowest contour level (from data)")

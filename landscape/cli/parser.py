@@ -71,6 +71,7 @@ def parse_range(text: str) -> tuple[float, float, int]:
 
 
 def range_type(text: str) -> tuple[float, float, int]:
+    """An argparse type: :func:`parse_range`, its ``ValueError`` as an argparse error."""
     try:
         return parse_range(text)
     except ValueError as err:

@@ -16,6 +16,7 @@ from landscape.cli.inputs import CLIError, Context
 
 
 def launched_ranks() -> int:
+    """How many ranks ``mpiexec`` launched (1 without ``mpiexec``), from its environment."""
     for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
         value = os.environ.get(key)
         if value and value.isdigit():
@@ -24,6 +25,7 @@ def launched_ranks() -> int:
 
 
 def run_device(args: argparse.Namespace, ctx: Context) -> Any:
+    """The evaluation device: ``--device``, or with ``--cuda`` one GPU per rank of a node."""
     import torch
 
     if args.device:
@@ -44,6 +46,7 @@ def run_device(args: argparse.Namespace, ctx: Context) -> Any:
 
 
 def fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:
+    """A sha256 of named tensors (names, dtypes, shapes and bytes)."""
     import hashlib
 
     import torch

@@ -31,6 +31,7 @@ def as_state(obj: Any, what: str) -> Mapping[str, Tensor]:
 
 
 def load_checkpoint_state(path: Path) -> Mapping[str, Tensor]:
+    """The state_dict in a checkpoint file (``weights_only=True``; a ``model`` entry or plain)."""
     if not path.is_file():
         raise ValueError(f"checkpoint {path} does not exist")
     try:
@@ -51,6 +52,7 @@ def load_checkpoint_state(path: Path) -> Mapping[str, Tensor]:
 
 
 def lookup(state: Mapping[str, Any], name: str, shape: torch.Size, what: str) -> Tensor:
+    """``state[name]``, checked to be a tensor of ``shape`` (else a ``ValueError`` naming it)."""
     if name not in state:
         raise ValueError(f"{what} has no entry {name!r} (a checkpoint of another architecture?)")
     value = state[name]

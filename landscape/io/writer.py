@@ -191,10 +191,12 @@ class SurfaceWriter:
 
     @property
     def ndim(self) -> int:
+        """1 or 2."""
         return 1 if self.y is None else 2
 
     @property
     def size(self) -> int:
+        """The number of grid points."""
         return int(np.prod(self.shape))
 
     @property
@@ -262,6 +264,7 @@ class SurfaceWriter:
         self._file.flush()
 
     def close(self) -> None:
+        """Close the file (idempotent)."""
         if self._file is not None:
             self._file.close()
             self._file = None
