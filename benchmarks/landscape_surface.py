@@ -44,7 +44,7 @@ The clock is process CPU time by default (one thread on a shared machine: far st
 wall time); wall time is recorded on the same calls. Inductor compiles in-process here
 (``compile_threads = 1``) so that compilation shows on the CPU clock too.
 
-``--mpi-check`` runs the distributed driver (``landscape.distributed.compute_surface``) on the
+``--mpi-check`` runs the distributed driver (``landscape.compute_surface``) on the
 whole 21 x 21 digits-CNN grid under the venv's ``mpiexec`` with 1 and 2 ranks (one thread
 each, alternating), and reports the speed-up, the per-rank share of points and whether the
 surfaces are bitwise equal. ``--full-resnet20`` runs the whole 21 x 21 ResNet-20 grid eager
@@ -77,8 +77,8 @@ import torch
 from _timing import Arm, ArmResult, format_markdown_table, run_interleaved
 from torch import nn
 
+from landscape import SurfaceEvaluator, grid_coordinates
 from landscape.directions import create_directions
-from landscape.surface import SurfaceEvaluator, grid_coordinates
 
 GRID = np.linspace(-1.0, 1.0, 21)
 SAMPLES = 1024
@@ -454,7 +454,7 @@ def mpi_worker(args: argparse.Namespace) -> int:
     """One rank of the MPI check (run under mpiexec by ``--mpi-check``)."""
     from mpi4py import MPI
 
-    from landscape.distributed import compute_surface
+    from landscape import compute_surface
 
     torch.set_num_threads(1)
     comm = MPI.COMM_WORLD
@@ -483,7 +483,7 @@ def mpi_worker(args: argparse.Namespace) -> int:
 
 
 def mpi_check(args: argparse.Namespace, emit: Callable[[str], None], log: Callable) -> list[str]:
-    from landscape.distributed import format_rank_report
+    from landscape import format_rank_report
 
     mpiexec = Path(sys.executable).with_name("mpiexec")
     # Ranks of an MPI job do not probe their forward chunk (they would time each other's

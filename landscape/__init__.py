@@ -2,13 +2,19 @@
 
 - :mod:`landscape.directions`: seeded, filter-normalised random directions (Li et al., NeurIPS
   2018), directions to other checkpoints, PCA of a trajectory; HDF5 by parameter name.
-- :mod:`landscape.surface`: 1D/2D surfaces (loss and accuracy, or MSE and MAE, with per-point
-  standard errors) evaluated eagerly, compiled with BatchNorm folded, or K points per forward
-  with ``vmap``; returned as a frozen :class:`~landscape.surface.Surface`.
-- :mod:`landscape.distributed`: the same surface over MPI ranks (dynamic chunks, rank 0 writes).
+- :mod:`landscape.grid`: the frozen :class:`Surface` (loss and accuracy, or MSE and MAE, with
+  per-point standard errors, a ``done`` mask and provenance) and its grid coordinates.
+- :mod:`landscape.evaluate`: :class:`SurfaceEvaluator` and its evaluation paths (eagerly,
+  compiled with BatchNorm folded, or K points per forward with ``vmap``).
+- :mod:`landscape.compute`: whole 1D/2D surfaces (:func:`surface_1d`, :func:`surface_2d`) and the
+  points a surface file still lacks (:func:`compute_surface`), on one process or MPI ranks.
+- :mod:`landscape.mpi`: the surface over MPI ranks (dynamic chunks, rank 0 writes) and launching
+  a command on N ranks.
+- :mod:`landscape.curvature`: the Hessian's top eigenvalue and sharpness read off surfaces.
 - :mod:`landscape.io`: HDF5 with tomgoldstein/loss-landscape's keys, resume, VTK export.
 - :mod:`landscape.plot`: contours, heat maps, 3D surfaces, 1D curves, trajectories.
-- ``python -m landscape``: the command line (``surface``, ``plot``, ``project``, ``vtk``).
+- :mod:`landscape.cli` and ``python -m landscape``: the command line (``surface``, ``plot``,
+  ``project``, ``vtk``).
 
 It depends on torch and numpy only; h5py, matplotlib, mpi4py, scipy and tqdm are imported inside
 the functions that need them, and it never imports ``samlab`` (``tests/test_boundaries.py``).
@@ -22,6 +28,7 @@ Example::
     landscape.plot.plot_contour(surf)
 """
 
+from landscape.compute import compute_surface, format_rank_report, surface_1d, surface_2d
 from landscape.directions import (
     Directions,
     create_directions,
@@ -33,9 +40,9 @@ from landscape.directions import (
     random_direction,
     save_directions,
 )
-from landscape.distributed import compute_surface
+from landscape.evaluate import SurfaceEvaluator, as_tensors
+from landscape.grid import Surface, grid_coordinates
 from landscape.io import SurfaceWriter, export_vtp, load_surface, save_surface
-from landscape.surface import Surface, SurfaceEvaluator, as_tensors, surface_1d, surface_2d
 
 __all__ = [
     "Directions",
@@ -47,6 +54,8 @@ __all__ = [
     "create_directions",
     "direction_targets",
     "export_vtp",
+    "format_rank_report",
+    "grid_coordinates",
     "load_directions",
     "load_surface",
     "load_trajectory",

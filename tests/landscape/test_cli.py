@@ -352,35 +352,55 @@ def test_mpiexec_without_mpi_flag(monkeypatch, capsys):
     assert_one_line_error(capsys, code, 1, "--mpi")
 
 
-def test_public_names_still_import_from_landscape_cli():
-    """The code lives in private modules (``landscape/_cli_*.py``); the public names are the
-    same objects when imported from ``landscape.cli``."""
-    import landscape._cli_inputs as inputs
-    import landscape._cli_options as options
-    import landscape._cli_parser as parser
-    import landscape._cli_plot as plot
-    import landscape._cli_surface as surface
+def test_public_names_of_landscape_cli():
+    """``landscape.cli``'s public names (``__all__``) are the objects its subpackage defines;
+    the console script's ``landscape.cli:main`` is among them."""
     import landscape.cli as cli
+    import landscape.cli.directions as directions
+    import landscape.cli.entry as entry
+    import landscape.cli.inputs as inputs
+    import landscape.cli.options as options
+    import landscape.cli.parser as parser
+    import landscape.cli.plot as plot
+    import landscape.cli.project as project
+    import landscape.cli.surface as surface
+    import landscape.cli.vtk as vtk
 
     for module, names in (
+        (entry, ("main",)),
         (parser, ("build_parser", "parse_range")),
         (options, ("NORM_CHOICES", "IGNORE_CHOICES")),
-        (inputs, ("CLIError", "FLAG_DEFAULTS", "resolve_factory", "load_state", "build_model")),
-        (inputs, ("build_data", "default_dir_file", "default_surf_file")),
+        (inputs, ("CLIError", "resolve_factory", "load_state", "build_model", "build_data")),
+        (directions, ("FLAG_DEFAULTS", "default_dir_file", "default_surf_file")),
         (surface, ("cmd_surface",)),
-        (plot, ("cmd_plot", "cmd_project", "cmd_vtk")),
+        (plot, ("cmd_plot",)),
+        (project, ("cmd_project",)),
+        (vtk, ("cmd_vtk",)),
     ):
         for name in names:
             assert getattr(cli, name) is getattr(module, name), name
-    assert cli.__all__ == ["CLIError", "build_parser", "main", "parse_range"]
+    assert {"CLIError", "build_parser", "main", "parse_range"} <= set(cli.__all__)
+    assert sorted(cli.__all__, key=str.lower) == sorted(
+        [
+            *("CLIError", "FLAG_DEFAULTS", "IGNORE_CHOICES", "NORM_CHOICES", "build_data"),
+            *("build_model", "build_parser", "cmd_plot", "cmd_project", "cmd_surface"),
+            *("cmd_vtk", "default_dir_file", "default_surf_file", "load_state", "main"),
+            *("parse_range", "resolve_factory"),
+        ],
+        key=str.lower,
+    )
+    for name in cli.__all__:
+        assert not name.startswith("_") and hasattr(cli, name), name
 
 
 def test_python_dash_m_entry_point(workdir):
-    """The real ``python -m landscape`` process: a clean one-line error and exit status."""
+    """The real ``python -m landscape`` process: a clean one-line error and exit status, and no
+    runpy warning (the package is not imported twice)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_"))}
     env["OMP_NUM_THREADS"] = "1"
     result = subprocess.run(
-        [sys.executable, "-m", "landscape", "vtk", "--surf_file", "absent.h5"],
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "landscape", "vtk", "--surf_file"]
+        + ["absent.h5"],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -422,7 +442,7 @@ def test_data_split_takes_one_part(workdir, capsys):
 
 
 def line_surface(shift=0.0, x=None):
-    from landscape.surface import Surface
+    from landscape import Surface
 
     x = np.linspace(-1.0, 1.5, 26) if x is None else x
     loss = 0.2 + (x - shift) ** 2
@@ -437,19 +457,26 @@ def line_surface(shift=0.0, x=None):
 
 @pytest.fixture
 def drawn_axes(monkeypatch):
-    """The Axes the CLI's plots return, by function name (the functions run unchanged)."""
-    import landscape.plot as plot_module
+    """The Axes of the figures the CLI saves, by the plot function that drew them (told by the
+    file name): the first Axes of each figure, the loss Axes or the 3D one."""
+    from matplotlib.figure import Figure
 
+    kinds = {
+        "_1d_loss_acc": "plot_1d",
+        "_1d_loss_err_repeat": "plot_1d_repeat",
+        "_3dsurface": "plot_surface_3d",
+    }
     captured: dict[str, list] = {}
-    for name in ("plot_1d", "plot_1d_repeat", "plot_surface_3d"):
-        real = getattr(plot_module, name)
+    real_savefig = Figure.savefig
 
-        def wrapper(*args, _real=real, _name=name, **kwargs):
-            ax = _real(*args, **kwargs)
-            captured.setdefault(_name, []).append(ax)
-            return ax
+    def savefig(figure, fname, *args, **kwargs):
+        stem = Path(str(fname)).stem
+        for suffix, name in kinds.items():
+            if stem.endswith(suffix):
+                captured.setdefault(name, []).append(figure.axes[0])
+        return real_savefig(figure, fname, *args, **kwargs)
 
-        monkeypatch.setattr(plot_module, name, wrapper)
+    monkeypatch.setattr(Figure, "savefig", savefig)
     return captured
 
 
@@ -512,8 +539,8 @@ def test_plot_prefix_overlays_one_line_per_file(workdir, capsys, drawn_axes):
 
 
 def test_plot_zlim_sets_the_top_of_the_3d_surface(workdir, capsys, drawn_axes):
+    from landscape import Surface
     from landscape.io import save_surface
-    from landscape.surface import Surface
 
     x, y = np.linspace(-1, 1, 9), np.linspace(-1, 1, 7)
     loss = 0.1 + np.add.outer(y**2, x**2)  # 0.1 .. 2.1

@@ -453,20 +453,23 @@ def test_directions_value_checks() -> None:
     assert d.ndim == 1 and d.names() == ["w"]
 
 
-def test_public_names_still_import_from_landscape_directions() -> None:
-    """The code lives in private modules (``landscape/_directions_*.py``); the public names
-    are the same objects when imported from ``landscape.directions``."""
-    import landscape._directions_base as base
-    import landscape._directions_files as files
-    import landscape._directions_pca as pca
+def test_public_names_of_landscape_directions() -> None:
+    """``landscape.directions``'s public names (``__all__``, the constants included) are the
+    objects its modules define."""
     import landscape.directions as directions
+    import landscape.directions.create as create
+    import landscape.directions.files as files
+    import landscape.directions.pca as pca
+    import landscape.directions.value as value
 
     for module, names in (
-        (base, ("Directions", "direction_targets", "DIR_TYPES", "NORMS", "IGNORES", "KINDS")),
+        (value, ("Directions", "direction_targets", "DIR_TYPES", "NORMS", "IGNORES", "KINDS")),
+        (create, ("random_direction", "create_directions")),
         (pca, ("load_trajectory", "pca_directions", "project_trajectory")),
         (files, ("load_directions", "save_directions", "SCHEMA_VERSION")),
     ):
         for name in names:
             assert getattr(directions, name) is getattr(module, name), name
+            assert name in directions.__all__, name
     for name in directions.__all__:
         assert not name.startswith("_") and hasattr(directions, name), name

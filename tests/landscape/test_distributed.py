@@ -1,4 +1,4 @@
-"""``landscape.distributed``: the one-process loop (resume computes only what is missing), and
+"""``landscape.compute_surface``: the one-process loop (resume computes only what is missing), and
 real MPI: the venv's own ``mpiexec -n 2/3`` running ``python -m mpi4py -m landscape surface ...
 --mpi`` (one thread per rank, a timeout; marked ``mpi``).
 
@@ -29,8 +29,8 @@ import torch
 
 pytest.importorskip("h5py")
 
+from landscape import compute_surface, format_rank_report  # noqa: E402
 from landscape.cli import main  # noqa: E402
-from landscape.distributed import compute_surface, format_rank_report  # noqa: E402
 from landscape.io import SurfaceWriter, load_surface  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -131,6 +131,34 @@ def test_one_process_rejects_inconsistent_input(tmp_path):
 # --------------------------------------------------------------------------------------------
 # MPI
 # --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "module, names",
+    [
+        (
+            "landscape.surface",
+            ["Surface", "SurfaceEvaluator", "as_tensors", "grid_coordinates"]
+            + ["surface_1d", "surface_2d"],
+        ),
+        ("landscape.distributed", ["compute_surface", "format_rank_report"]),
+    ],
+)
+def test_moved_modules_warn_and_reexport_only_public_names(monkeypatch, module, names):
+    """``landscape.surface`` and ``landscape.distributed`` stay one release: importing them
+    warns, naming the new place, and they hold exactly their former public names, the objects
+    of :mod:`landscape`."""
+    import importlib
+
+    import landscape
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    with pytest.warns(DeprecationWarning, match=f"{module} is deprecated.*from landscape"):
+        moved = importlib.import_module(module)
+    assert moved.__all__ == names
+    for name in names:
+        assert name in landscape.__all__ and getattr(moved, name) is getattr(landscape, name)
+    assert {name for name in vars(moved) if not name.startswith("_")} == {*names, "warnings"}
 
 
 @pytest.fixture(scope="module")

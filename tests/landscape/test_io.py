@@ -12,6 +12,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
+from landscape import Surface  # noqa: E402
 from landscape.evaluate import hash_indices  # noqa: E402
 from landscape.io import (  # noqa: E402
     SCHEMA_VERSION,
@@ -20,7 +21,6 @@ from landscape.io import (  # noqa: E402
     load_surface,
     save_surface,
 )
-from landscape.surface import Surface  # noqa: E402
 
 METRICS = ("train_loss", "train_acc", "train_loss_se", "train_acc_se")
 
@@ -526,8 +526,8 @@ def subset_evaluator(subset=12, test_subset=5):
     import torch
     from torch import nn
 
+    from landscape import SurfaceEvaluator
     from landscape.directions import create_directions
-    from landscape.surface import SurfaceEvaluator
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
@@ -577,8 +577,8 @@ def test_surface_1d_with_subset_round_trips_its_indices(tmp_path):
     import torch
     from torch import nn
 
+    from landscape import SurfaceEvaluator, surface_1d
     from landscape.directions import create_directions
-    from landscape.surface import SurfaceEvaluator, surface_1d
 
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(4, 3))
@@ -629,17 +629,19 @@ def test_resume_checks_the_stored_indices(tmp_path):
     np.testing.assert_array_equal(load_surface(path).train_indices, indices)
 
 
-def test_public_names_still_import_from_landscape_io() -> None:
-    """The code lives in private modules (``landscape/_io_*.py``); the public names are the
-    same objects when imported from ``landscape.io`` (and from ``landscape``)."""
+def test_public_names_of_landscape_io() -> None:
+    """``landscape.io``'s public names are the objects its modules define (and the same from
+    ``landscape``)."""
     import landscape
-    import landscape._io_format as layout
-    import landscape._io_vtk as vtk
-    import landscape._io_writer as writer
     import landscape.io as io
+    import landscape.io.layout as layout
+    import landscape.io.surfaces as surfaces
+    import landscape.io.vtk as vtk
+    import landscape.io.writer as writer
 
     for module, names in (
         (layout, ("SCHEMA_VERSION", "NON_IDENTITY_PROVENANCE_KEYS")),
+        (surfaces, ("load_surface", "save_surface")),
         (writer, ("SurfaceWriter",)),
         (vtk, ("export_vtp",)),
     ):

@@ -15,6 +15,7 @@ from matplotlib.contour import ContourSet  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
 
+from landscape import Surface  # noqa: E402
 from landscape.plot import (  # noqa: E402
     noise_floor,
     plot_1d,
@@ -24,7 +25,6 @@ from landscape.plot import (  # noqa: E402
     plot_surface_3d,
     plot_trajectory,
 )
-from landscape.surface import Surface  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -271,16 +271,21 @@ def test_plot_all_1d(tmp_path):
     assert_not_blank(mpimg.imread(paths[0]))
 
 
-def test_public_names_still_import_from_landscape_plot():
-    """The code lives in private modules (``landscape/_plot_*.py``); the public names are the
-    same objects when imported from ``landscape.plot``, and :func:`plot_all` calls them there."""
-    import landscape._plot_2d as plot_2d
-    import landscape._plot_grid as grid
+def test_public_names_of_landscape_plot():
+    """``landscape.plot``'s public names are the objects its modules define."""
     import landscape.plot as plot
+    import landscape.plot.figures as figures
+    import landscape.plot.grid as grid
+    import landscape.plot.line as line
+    import landscape.plot.plane as plane
 
     two_d = ("plot_contour", "plot_heatmap", "plot_surface_3d", "plot_trajectory")
-    for module, names in ((plot_2d, two_d), (grid, ("noise_floor",))):
+    for module, names in (
+        (plane, two_d),
+        (line, ("plot_1d", "plot_1d_repeat")),
+        (figures, ("plot_all",)),
+        (grid, ("noise_floor",)),
+    ):
         for name in names:
             assert getattr(plot, name) is getattr(module, name), name
     assert plot.__all__ == ["noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d]
-    assert plot.plot_all.__globals__ is vars(plot)  # monkeypatching landscape.plot reaches it

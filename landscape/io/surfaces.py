@@ -1,26 +1,6 @@
-"""Loss surfaces in HDF5, with tomgoldstein/loss-landscape's key names, and VTK export.
+"""Whole surface files: :func:`save_surface` and :func:`load_surface`.
 
-Layout of a surface file written here (``schema_version`` 1):
-
-- ``xcoordinates`` ``(nx,)`` and, for 2D, ``ycoordinates`` ``(ny,)``, float64;
-- one float64 dataset per metric (``train_loss``, ``train_acc``, ``train_loss_se``,
-  ``test_loss``, ``train_mae``, ...) of the grid shape: ``(nx,)`` in 1D, ``(ny, nx)`` in 2D with
-  element ``[i, j]`` at ``(x[j], y[i])`` (flat index ``k = i * nx + j``, ``np.meshgrid(x, y)``
-  order). NaN where a point is not done; accuracy is a fraction in ``[0, 1]``;
-- ``done`` (uint8, grid shape): 1 where every metric of the point has been written;
-- ``dir_file``: the direction file's path, a string dataset (as loss-landscape writes it);
-- ``train_indices`` (and ``test_indices``), int64: the indices of the evaluated samples when
-  a subset was used (:attr:`Surface.sample_indices`), next to their sha256 in the attributes;
-  a resumed run must evaluate the same ones;
-- attributes: one per provenance entry (strings and numbers as they are, anything else as
-  JSON, the JSON-encoded names listed in ``provenance_json_keys``), ``schema_version`` and
-  ``acc_units = "fraction"``.
-
-Datasets are chunked; :class:`SurfaceWriter` flushes after every :meth:`~SurfaceWriter.write`,
-so a killed run loses at most the chunk of points in flight and resumes with the points not
-``done``.
-
-:func:`load_surface` also reads loss-landscape's own files and converts them.
+:func:`load_surface` also reads tomgoldstein/loss-landscape's own files and converts them.
 
 .. note::
    loss-landscape allocates its 2D arrays as ``(nx, ny)`` but fills them through the flat
@@ -29,11 +9,6 @@ so a killed run loses at most the chunk of points in flight and resumes with the
    well (loss-landscape's own plots are right only for square ones). Its ``-1`` sentinels
    become the ``done`` mask (a true loss of 0 counts as done, unlike its ``<= 0`` rule) and its
    accuracies in percent become fractions.
-
-The code: this module holds :func:`save_surface` and :func:`load_surface` (with the reading of
-loss-landscape's files); the file layout, the constants and the shared helpers
-(``_io_format.py``), :class:`SurfaceWriter` (``_io_writer.py``) and :func:`export_vtp`
-(``_io_vtk.py``) are defined in private modules beside it and re-exported here.
 """
 
 from __future__ import annotations
@@ -44,42 +19,8 @@ from typing import Any
 
 import numpy as np
 
-# Defined in the private modules, importable from here as before (the private helpers are the
-# ones this module uses).
-from landscape._io_format import (
-    _RESERVED_ATTRS,
-    _attr_value,
-    _check_landscape_file,
-    _coordinates,
-    _create_atomically,
-    _decode_string,
-    _grid_shape,
-    _index_arrays,
-    _metric_names,
-    _open_existing,
-    _read_indices,
-    _read_provenance,
-    _write_layout,
-)
-from landscape._io_format import NON_IDENTITY_PROVENANCE_KEYS as NON_IDENTITY_PROVENANCE_KEYS
-from landscape._io_format import SCHEMA_VERSION as SCHEMA_VERSION
-from landscape._io_vtk import export_vtp as export_vtp
-from landscape._io_writer import SurfaceWriter as SurfaceWriter
-from landscape.surface import Surface
-
-__all__ = [
-    "SCHEMA_VERSION",
-    "NON_IDENTITY_PROVENANCE_KEYS",
-    "SurfaceWriter",
-    "export_vtp",
-    "load_surface",
-    "save_surface",
-]
-
-
-# --------------------------------------------------------------------------------------------
-# save / load
-# --------------------------------------------------------------------------------------------
+from landscape.grid import Surface, grid_arrays, grid_axis, grid_shape
+from landscape.io import layout
 
 
 def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = False) -> Path:
@@ -88,22 +29,13 @@ def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = Fa
     Raises ``FileExistsError`` if ``path`` exists and ``overwrite`` is false.
     """
     path = Path(path)
-    x = _coordinates(surface.x, "surface.x")
-    y = None if surface.y is None else _coordinates(surface.y, "surface.y")
-    shape = _grid_shape(x, y)
-    metrics = {}
-    for name, values in surface.metrics.items():
-        array = np.asarray(values, dtype=np.float64)
-        if array.shape != shape:
-            raise ValueError(f"metric {name!r} has shape {array.shape}, grid is {shape}")
-        metrics[name] = array
-    done = np.asarray(surface.done, dtype=bool)
-    if done.shape != shape:
-        raise ValueError(f"done has shape {done.shape}, grid is {shape}")
-    indices = _index_arrays(surface.sample_indices)
+    x = grid_axis("surface.x", surface.x, layout.STORED_AXIS_ERRORS)
+    y = None if surface.y is None else grid_axis("surface.y", surface.y, layout.STORED_AXIS_ERRORS)
+    metrics, done = grid_arrays(surface.metrics, surface.done, grid_shape(x, y))
+    indices = layout.index_arrays(surface.sample_indices)
 
     def fill(h5file: Any) -> None:
-        _write_layout(
+        layout.write_layout(
             h5file,
             x=x,
             y=y,
@@ -113,7 +45,7 @@ def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = Fa
             sample_indices=indices,
         )
 
-    _create_atomically(path, overwrite=overwrite, fill=fill)
+    layout.create_atomically(path, overwrite=overwrite, fill=fill)
     return path
 
 
@@ -130,11 +62,11 @@ def load_surface(path: str | os.PathLike) -> Surface:
     corrupt one or an HDF5 file that is not a loss surface.
     """
     path = Path(path)
-    with _open_existing(path, "r") as h5file:
+    with layout.open_existing(path, "r") as h5file:
         if "xcoordinates" not in h5file:
             raise ValueError(f"{path} is not a loss-surface file (no 'xcoordinates' dataset)")
         if "schema_version" in h5file.attrs:
-            _check_landscape_file(h5file, path)
+            layout.check_landscape_file(h5file, path)
             return _load_landscape(h5file, path)
         return _load_loss_landscape(h5file, path)
 
@@ -146,22 +78,22 @@ def _load_landscape(h5file: Any, path: Path) -> Surface:
         if "ycoordinates" in h5file
         else None
     )
-    shape = _grid_shape(x, y)
+    shape = grid_shape(x, y)
     metrics = {
         name: np.asarray(h5file[name][()], dtype=np.float64)
-        for name in _metric_names(h5file, shape)
+        for name in layout.metric_names(h5file, shape)
     }
     done = h5file["done"][()].astype(bool)
     if done.shape != shape:
         raise ValueError(f"{path} is damaged: 'done' has shape {done.shape}, grid is {shape}")
-    provenance = _read_provenance(h5file)
+    provenance = layout.read_provenance(h5file)
     return Surface(
         x=x,
         y=y,
         metrics=metrics,
         done=done,
         provenance=provenance,
-        sample_indices=_read_indices(h5file),
+        sample_indices=layout.read_indices(h5file),
     )
 
 
@@ -176,11 +108,11 @@ def _load_loss_landscape(h5file: Any, path: Path) -> Surface:
         if "ycoordinates" in h5file
         else None
     )
-    shape = _grid_shape(x, y)
+    shape = grid_shape(x, y)
     stored_shapes = {shape, (x.size,) if y is None else (x.size, y.size)}
     raw = {}
     for stored_shape in stored_shapes:
-        for name in _metric_names(h5file, stored_shape):
+        for name in layout.metric_names(h5file, stored_shape):
             # Flat (meshgrid) order -> (ny, nx), whatever shape the array was allocated with.
             raw[name] = np.asarray(h5file[name][()], dtype=np.float64).reshape(shape)
     if not raw:
@@ -201,9 +133,11 @@ def _load_loss_landscape(h5file: Any, path: Path) -> Surface:
         metrics[name] = values
 
     provenance: dict[str, Any] = {
-        key: _attr_value(value) for key, value in h5file.attrs.items() if key not in _RESERVED_ATTRS
+        key: layout.plain(value)
+        for key, value in h5file.attrs.items()
+        if key not in layout.RESERVED_ATTRS
     }
     if "dir_file" in h5file:
-        provenance["dir_file"] = _decode_string(h5file["dir_file"][()])
+        provenance["dir_file"] = layout.decode_string(h5file["dir_file"][()])
     provenance["source_format"] = "loss-landscape"
     return Surface(x=x, y=y, metrics=metrics, done=done, provenance=provenance)

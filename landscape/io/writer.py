@@ -2,7 +2,7 @@
 
 Creates a file or re-opens one to resume, after checking that its grid, metric names,
 identity provenance and evaluated samples are this run's; writes chunks of points, their
-``done`` flags, and flushes after each. The file's layout is :mod:`landscape._io_format`'s.
+``done`` flags, and flushes after each. The file's layout is :mod:`landscape.io.layout`'s.
 """
 
 from __future__ import annotations
@@ -14,24 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from landscape._io_format import (
-    _INDEX_SETS,
-    _attr_value,
-    _canonical,
-    _check_landscape_file,
-    _coordinates,
-    _create_atomically,
-    _grid_shape,
-    _identity_keys,
-    _index_arrays,
-    _metric_names,
-    _open_existing,
-    _read_indices,
-    _read_provenance,
-    _write_layout,
-)
 from landscape.evaluate import hash_indices
-from landscape.surface import Surface
+from landscape.grid import Surface, grid_axis, grid_shape
+from landscape.io import layout
 
 
 class SurfaceWriter:
@@ -56,11 +41,11 @@ class SurfaceWriter:
             if "ycoordinates" in h5file
             else None
         )
-        self.shape = _grid_shape(self.x, self.y)
-        self.metric_names = tuple(_metric_names(h5file, self.shape))
+        self.shape = grid_shape(self.x, self.y)
+        self.metric_names = tuple(layout.metric_names(h5file, self.shape))
         self._metrics = {name: h5file[name][()] for name in self.metric_names}
         self._done = h5file["done"][()].astype(bool)
-        self.sample_indices = _read_indices(h5file)
+        self.sample_indices = layout.read_indices(h5file)
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -79,7 +64,7 @@ class SurfaceWriter:
         """Create ``path``, or re-open it to resume when grid and identity provenance match.
 
         ``sample_indices`` (``{"train": ..., "test": ...}``, e.g.
-        :attr:`SurfaceEvaluator.sample_indices <landscape.surface.SurfaceEvaluator>`): the
+        :attr:`SurfaceEvaluator.sample_indices <landscape.evaluate.SurfaceEvaluator>`): the
         indices of the evaluated samples where a subset is used, stored as the int64 datasets
         ``train_indices`` / ``test_indices``; a resumed file must hold the same ones (a file
         written before they were stored gains them when its recorded sha256 matches).
@@ -94,20 +79,20 @@ class SurfaceWriter:
         An existing file is never replaced without ``overwrite=True``.
         """
         path = Path(path)
-        x = _coordinates(x, "x")
-        y = None if y is None else _coordinates(y, "y")
+        x = grid_axis("x", x, layout.STORED_AXIS_ERRORS)
+        y = None if y is None else grid_axis("y", y, layout.STORED_AXIS_ERRORS)
         names = tuple(metric_names)
         if not names:
             raise ValueError("metric_names must not be empty")
         if len(set(names)) != len(names):
             raise ValueError(f"metric_names has duplicates: {names}")
         provenance = dict(provenance)
-        indices = _index_arrays(sample_indices)
+        indices = layout.index_arrays(sample_indices)
 
         if overwrite or not path.exists():
 
             def fill(h5file: Any) -> None:
-                _write_layout(
+                layout.write_layout(
                     h5file,
                     x=x,
                     y=y,
@@ -117,12 +102,12 @@ class SurfaceWriter:
                     sample_indices=indices,
                 )
 
-            _create_atomically(path, overwrite=True, fill=fill)
-            return cls(_open_existing(path, "r+"), path)
+            layout.create_atomically(path, overwrite=True, fill=fill)
+            return cls(layout.open_existing(path, "r+"), path)
 
-        h5file = _open_existing(path, "r+")
+        h5file = layout.open_existing(path, "r+")
         try:
-            _check_landscape_file(h5file, path)
+            layout.check_landscape_file(h5file, path)
             cls._check_resumable(h5file, path, x=x, y=y, names=names, provenance=provenance)
             cls._check_indices(h5file, path, indices)
             return cls(h5file, path)
@@ -154,29 +139,31 @@ class SurfaceWriter:
             raise mismatch("ycoordinates", _describe(stored_y), _describe(y))
         if y is not None and (stored_y.shape != y.shape or not np.array_equal(stored_y, y)):
             raise mismatch("ycoordinates", _describe(stored_y), _describe(y))
-        shape = _grid_shape(x, y)
-        stored_names = sorted(_metric_names(h5file, shape))
+        shape = grid_shape(x, y)
+        stored_names = sorted(layout.metric_names(h5file, shape))
         if h5file["done"].shape != shape:
             raise ValueError(f"{path} is damaged: 'done' has shape {h5file['done'].shape}")
         if stored_names != sorted(names):
             raise mismatch("metric_names", stored_names, sorted(names))
 
-        stored = _read_provenance(h5file)
-        for key in sorted(_identity_keys(stored) | _identity_keys(provenance)):
+        stored = layout.read_provenance(h5file)
+        for key in sorted(layout.identity_keys(stored) | layout.identity_keys(provenance)):
             if key not in stored:
                 raise mismatch(key, "<missing>", provenance[key])
             if key not in provenance:
                 raise mismatch(key, stored[key], "<missing>")
-            if _canonical(stored[key]) != _canonical(provenance[key]):
-                raise mismatch(key, _canonical(stored[key]), _canonical(provenance[key]))
+            if layout.canonical(stored[key]) != layout.canonical(provenance[key]):
+                raise mismatch(
+                    key, layout.canonical(stored[key]), layout.canonical(provenance[key])
+                )
 
     @staticmethod
     def _check_indices(h5file: Any, path: Path, indices: dict[str, np.ndarray]) -> None:
         """The file's evaluated-sample indices must be this run's; a file without them (older
         landscape) gains them when the sha256 it recorded is theirs."""
-        stored = _read_indices(h5file)
+        stored = layout.read_indices(h5file)
         hint = "use --overwrite (overwrite=True) to start a new surface"
-        for name in _INDEX_SETS:
+        for name in layout.INDEX_SETS:
             key = f"{name}_indices"
             if name in stored and name not in indices:
                 raise ValueError(
@@ -193,7 +180,7 @@ class SurfaceWriter:
                     )
                 continue
             recorded = h5file.attrs.get(f"{key}_sha256")
-            if recorded is None or _attr_value(recorded) != hash_indices(indices[name]):
+            if recorded is None or layout.plain(recorded) != hash_indices(indices[name]):
                 raise ValueError(
                     f"cannot resume {path}: it does not record {key!r} and its recorded "
                     f"sha256 is not that of this run's {name} samples; {hint}"
@@ -204,10 +191,12 @@ class SurfaceWriter:
 
     @property
     def ndim(self) -> int:
+        """1 or 2."""
         return 1 if self.y is None else 2
 
     @property
     def size(self) -> int:
+        """The number of grid points."""
         return int(np.prod(self.shape))
 
     @property
@@ -220,14 +209,14 @@ class SurfaceWriter:
         return np.flatnonzero(~self._done.reshape(-1)).astype(np.int64)
 
     def surface(self) -> Surface:
-        """The current contents as a :class:`~landscape.surface.Surface` (NaN where not done)."""
+        """The current contents as a :class:`~landscape.grid.Surface` (NaN where not done)."""
         self._require_open()
         return Surface(
             x=self.x.copy(),
             y=None if self.y is None else self.y.copy(),
             metrics={name: values.copy() for name, values in self._metrics.items()},
             done=self._done.copy(),
-            provenance=_read_provenance(self._file),
+            provenance=layout.read_provenance(self._file),
             sample_indices={name: array.copy() for name, array in self.sample_indices.items()},
         )
 
@@ -275,6 +264,7 @@ class SurfaceWriter:
         self._file.flush()
 
     def close(self) -> None:
+        """Close the file (idempotent)."""
         if self._file is not None:
             self._file.close()
             self._file = None

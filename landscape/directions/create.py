@@ -1,47 +1,10 @@
-"""Directions in weight space for loss surfaces (Li et al., NeurIPS 2018).
+"""Random directions, and the x (and y) directions of a surface (Li et al., NeurIPS 2018).
 
-A loss surface is the loss along one or two directions through trained weights ``theta0``:
-``f(a) = L(theta0 + a * dx)`` (1D) or ``f(a, b) = L(theta0 + a * dx + b * dy)`` (2D). Li, Xu,
-Taylor, Studer and Goldstein, "Visualizing the Loss Landscape of Neural Nets", NeurIPS 2018,
-draw ``dx`` and ``dy`` from N(0, 1) and *filter-normalise* them: every filter ``d[k]`` (a slice
-along dim 0 of a weight tensor) is rescaled to the norm of the matching weight filter,
-``d[k] <- d[k] * ||w[k]|| / ||d[k]||``, so that the picture does not depend on the scale
-invariance of ReLU networks with BatchNorm.
-
-This module builds such directions for any ``nn.Module``:
-
-- :func:`random_direction` and :func:`create_directions`: random (filter, layer, weight or no
-  normalisation), interpolation towards a second checkpoint, the plane through three;
-- :func:`pca_directions`, :func:`load_trajectory` and :func:`project_trajectory`: the two
-  principal directions of an optimisation path and the path projected onto them;
-- :func:`save_directions` and :func:`load_directions`: HDF5 files with loss-landscape's groups
-  ``xdirection/`` and ``ydirection/``, one dataset per parameter *name* (loss-landscape's
-  position-indexed files are read too, given the model).
-
-Every direction is a ``dict`` name -> float32 CPU tensor in the model's order, shaped like the
-tensor it moves; the weights at a grid point are ``theta0 + x * dx (+ y * dy)``.
-
-.. note::
-   Where samlab deviates from tomgoldstein/loss-landscape (snapshot 64ef4d5):
-
-   - the defaults are ``norm="filter"`` and ``ignore="biasbn"`` (the paper's setting);
-     loss-landscape's empty defaults give raw N(0, 1) weight directions and set every 1-D
-     entry equal to the weights themselves;
-   - the ``seed`` is honoured and recorded (loss-landscape hard-codes 123, so ``--idx``
-     repeats the same direction);
-   - directions are stored by parameter name, not by position, so a file from another
-     architecture is rejected instead of silently mis-applied;
-   - ``dir_type="states"`` never moves integer buffers (``num_batches_tracked``), and tied
-     tensors appear once;
-   - the second direction can be made orthogonal to the first (``orthogonalize=True``);
-     loss-landscape only prints their cosine.
-
-``h5py`` is imported inside the functions that need it.
-
-The code: this module holds :func:`random_direction` and :func:`create_directions`; the
-:class:`Directions` value, :func:`direction_targets` and the shared helpers
-(``_directions_base.py``), trajectories and PCA (``_directions_pca.py``) and direction files
-(``_directions_files.py``) are defined in private modules beside it and re-exported here.
+:func:`random_direction` draws one Gaussian direction and normalises it against the model's
+tensors (filter, layer, weight or no normalisation; 1-D tensors by the ignore rule);
+:func:`create_directions` makes the directions of a 1D or 2D surface: random ones drawn from one
+seeded generator, differences towards other checkpoints (interpolation, the plane through
+three models), optionally orthogonalised.
 """
 
 from __future__ import annotations
@@ -51,42 +14,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-# Defined in the private modules, importable from here as before.
-from landscape._directions_base import DIR_TYPES as DIR_TYPES
-from landscape._directions_base import IGNORES as IGNORES
-from landscape._directions_base import KINDS as KINDS
-from landscape._directions_base import NORMS as NORMS
-from landscape._directions_base import Directions as Directions
-from landscape._directions_base import (
-    _canonical_ignore,
-    _canonical_norm,
-    _check_dir_type,
-    _cosine,
-    _cpu32,
-    _difference,
-    _normalize_,
-    _orthogonalize,
+from landscape.directions.normalise import cosine, cpu32, gram_schmidt, normalize_
+from landscape.directions.states import difference
+from landscape.directions.value import (
+    Directions,
+    canonical_ignore,
+    canonical_norm,
+    check_dir_type,
+    direction_targets,
 )
-from landscape._directions_base import direction_targets as direction_targets
-from landscape._directions_files import SCHEMA_VERSION as SCHEMA_VERSION
-from landscape._directions_files import load_directions as load_directions
-from landscape._directions_files import save_directions as save_directions
-from landscape._directions_pca import load_trajectory as load_trajectory
-from landscape._directions_pca import pca_directions as pca_directions
-from landscape._directions_pca import project_trajectory as project_trajectory
-
-__all__ = [
-    "Directions",
-    "create_directions",
-    "direction_targets",
-    "load_directions",
-    "load_trajectory",
-    "pca_directions",
-    "project_trajectory",
-    "random_direction",
-    "save_directions",
-]
-
 
 # --------------------------------------------------------------------------------------------
 # Random directions
@@ -141,8 +77,8 @@ def random_direction(
        directions and ``d = w`` for 1-D tensors) and its seed is fixed at 123; samlab defaults
        to the paper's ``filter`` / ``biasbn`` and honours ``seed``.
     """
-    norm = _canonical_norm(norm)
-    ignore = _canonical_ignore(ignore)
+    norm = canonical_norm(norm)
+    ignore = canonical_ignore(ignore)
     targets = direction_targets(model, dir_type)
     if generator is None:
         if seed is None:
@@ -155,12 +91,12 @@ def random_direction(
         )
     direction: dict[str, Tensor] = {}
     for name, target in targets.items():
-        w = _cpu32(target)
+        w = cpu32(target)
         d = torch.randn(w.shape, generator=generator, dtype=torch.float32)
         if w.ndim <= 1:
             d = torch.zeros_like(d) if ignore == "biasbn" else w.clone()
         else:
-            _normalize_(d, w, norm)
+            normalize_(d, w, norm)
         direction[name] = d
     return direction
 
@@ -222,7 +158,7 @@ def create_directions(
        vectors); marcellodebernardi/loss-landscapes orthogonalises *before* normalising, which
        undoes the orthogonality. samlab orthogonalises after normalising, on request.
     """
-    _check_dir_type(dir_type)
+    check_dir_type(dir_type)
     if ndim not in (1, 2):
         raise ValueError(f"ndim must be 1 or 2, got {ndim!r}")
     if ndim == 1 and (same_dir or orthogonalize or model3 is not None):
@@ -231,39 +167,29 @@ def create_directions(
         raise ValueError("same_dir and model3 both define y; give one")
     if same_dir and orthogonalize:
         raise ValueError("same_dir and orthogonalize contradict each other (y would be 0)")
-    xnorm, ynorm = _canonical_norm(xnorm), _canonical_norm(ynorm)
-    xignore, yignore = _canonical_ignore(xignore), _canonical_ignore(yignore)
+    xnorm, ynorm = canonical_norm(xnorm), canonical_norm(ynorm)
+    xignore, yignore = canonical_ignore(xignore), canonical_ignore(yignore)
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
     targets = direction_targets(model, dir_type)
 
-    if model2 is not None:
-        x = _difference(targets, model2, "model2")
-        xnorm_used, xignore_used = "none", "none"
-    else:
-        x = random_direction(
-            model, seed=seed, norm=xnorm, ignore=xignore, dir_type=dir_type, generator=generator
-        )
-        xnorm_used, xignore_used = xnorm, xignore
-
+    x, xnorm_used, xignore_used = _axis_direction(
+        model, targets, model2, "model2", xnorm, xignore, dir_type, generator, seed
+    )
     y: dict[str, Tensor] | None = None
     ynorm_used: str | None = None
     yignore_used: str | None = None
-    cosine: float | None = None
+    cos_xy: float | None = None
     if ndim == 2:
         if same_dir:
             y = {n: t.clone() for n, t in x.items()}
             ynorm_used, yignore_used = xnorm_used, xignore_used
-        elif model3 is not None:
-            y = _difference(targets, model3, "model3")
-            ynorm_used, yignore_used = "none", "none"
         else:
-            y = random_direction(
-                model, seed=seed, norm=ynorm, ignore=yignore, dir_type=dir_type, generator=generator
+            y, ynorm_used, yignore_used = _axis_direction(
+                model, targets, model3, "model3", ynorm, yignore, dir_type, generator, seed
             )
-            ynorm_used, yignore_used = ynorm, yignore
-        cosine = _cosine(x, y)
+        cos_xy = cosine(x, y)
         if orthogonalize:
-            y = _orthogonalize(x, y)
+            y = gram_schmidt(x, y)
 
     kind = "plane" if model3 is not None else "interpolation" if model2 is not None else "random"
     meta = {
@@ -275,6 +201,28 @@ def create_directions(
         "yignore": yignore_used,
         "same_dir": bool(same_dir),
         "orthogonalized": bool(orthogonalize),
-        "cosine": cosine,
+        "cosine": cos_xy,
     }
     return Directions(x=x, y=y, dir_type=dir_type, meta=meta)
+
+
+def _axis_direction(
+    model: nn.Module,
+    targets: dict[str, Tensor],
+    other: Any,
+    what: str,
+    norm: str,
+    ignore: str,
+    dir_type: str,
+    generator: torch.Generator,
+    seed: int,
+) -> tuple[dict[str, Tensor], str, str]:
+    """One axis of a surface: ``(direction, norm applied, ignore rule applied)``. The plain
+    difference ``other - model`` when another model is given, else the next random direction
+    of ``generator``."""
+    if other is not None:
+        return difference(targets, other, what), "none", "none"
+    direction = random_direction(
+        model, seed=seed, norm=norm, ignore=ignore, dir_type=dir_type, generator=generator
+    )
+    return direction, norm, ignore

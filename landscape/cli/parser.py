@@ -2,8 +2,8 @@
 
 :func:`build_parser` builds the four subcommands from shared argument groups (model,
 directions, data, plots) and argument types that report a malformed value as an argparse error
-(exit status 2), both defined in :mod:`landscape._cli_options`; :func:`parse_range` reads
-``MIN:MAX:NUM``. :func:`_join_negative_values` rewrites ``--x -1:1:51`` as ``--x=-1:1:51``
+(exit status 2), both defined in :mod:`landscape.cli.options`; :func:`parse_range` reads
+``MIN:MAX:NUM``. :func:`join_negative_values` rewrites ``--x -1:1:51`` as ``--x=-1:1:51``
 before parsing, since argparse would take ``-1:1:51`` for an option.
 """
 
@@ -14,18 +14,20 @@ import math
 import re
 from collections.abc import Sequence
 
-from landscape._cli_options import (
+from landscape.cli.options import (
     IGNORE_CHOICES,
-    _add_data_args,
-    _add_direction_args,
-    _add_model_args,
-    _add_plot_args,
-    _factory_type,
-    _json_object,
-    _positive_int,
+    add_data_args,
+    add_direction_args,
+    add_model_args,
+    add_plot_args,
+    factory_type,
+    json_object,
+    positive_int,
 )
+from landscape.directions import DIR_TYPES
+from landscape.evaluate import BN_MODES, MODES
 
-_RANGE_HELP = "MIN:MAX:NUM with NUM an integer >= 1, e.g. -1:1:51"
+RANGE_HELP = "MIN:MAX:NUM with NUM an integer >= 1, e.g. -1:1:51"
 
 
 # --------------------------------------------------------------------------------------------
@@ -41,15 +43,13 @@ def parse_range(text: str) -> tuple[float, float, int]:
     """
     parts = str(text).strip().split(":")
     if len(parts) != 3 or not all(p.strip() for p in parts):
-        raise ValueError(f"expected {_RANGE_HELP}, got {text!r}")
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r}")
     try:
         low, high = float(parts[0]), float(parts[1])
     except ValueError:
-        raise ValueError(
-            f"expected {_RANGE_HELP}, got {text!r} (MIN and MAX are numbers)"
-        ) from None
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX are numbers)") from None
     if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"expected {_RANGE_HELP}, got {text!r} (MIN and MAX must be finite)")
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX must be finite)")
     count_text = parts[2].strip()
     try:
         count = int(count_text)
@@ -60,27 +60,28 @@ def parse_range(text: str) -> tuple[float, float, int]:
             as_float = math.nan
         if not (math.isfinite(as_float) and as_float == int(as_float)):
             raise ValueError(
-                f"expected {_RANGE_HELP}, got {text!r} (NUM must be an integer)"
+                f"expected {RANGE_HELP}, got {text!r} (NUM must be an integer)"
             ) from None
         count = int(as_float)
     if count < 1:
-        raise ValueError(f"expected {_RANGE_HELP}, got {text!r} (NUM must be at least 1)")
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM must be at least 1)")
     if count == 1 and low != high:
-        raise ValueError(f"expected {_RANGE_HELP}, got {text!r} (NUM = 1 needs MIN = MAX)")
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM = 1 needs MIN = MAX)")
     return low, high, count
 
 
-def _range_type(text: str) -> tuple[float, float, int]:
+def range_type(text: str) -> tuple[float, float, int]:
+    """An argparse type: :func:`parse_range`, its ``ValueError`` as an argparse error."""
     try:
         return parse_range(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-_NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf)")
+NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf)")
 
 
-def _join_negative_values(argv: Sequence[str]) -> list[str]:
+def join_negative_values(argv: Sequence[str]) -> list[str]:
     """``--x -1:1:51`` -> ``--x=-1:1:51`` (argparse takes ``-1:1:51`` for an option)."""
     out: list[str] = []
     i = 0
@@ -91,7 +92,7 @@ def _join_negative_values(argv: Sequence[str]) -> list[str]:
             token.startswith("--")
             and "=" not in token
             and i + 1 < len(argv)
-            and _NEGATIVE_VALUE.match(argv[i + 1])
+            and NEGATIVE_VALUE.match(argv[i + 1])
         ):
             out.append(f"{token}={argv[i + 1]}")
             i += 2
@@ -119,16 +120,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         description="Compute the loss on a grid around a model; resumes an existing matching "
         "file, refuses a different one unless --overwrite.",
     )
-    _add_model_args(s, required=True)
-    _add_direction_args(s)
-    _add_data_args(s)
+    add_model_args(s, required=True)
+    add_direction_args(s)
+    add_data_args(s)
     g = s.add_argument_group("grid and output")
     g.add_argument(
-        "--x", type=_range_type, default=(-1.0, 1.0, 51), metavar="MIN:MAX:NUM", help="(-1:1:51)"
+        "--x", type=range_type, default=(-1.0, 1.0, 51), metavar="MIN:MAX:NUM", help="(-1:1:51)"
     )
     g.add_argument(
         "--y",
-        type=_range_type,
+        type=range_type,
         default=None,
         metavar="MIN:MAX:NUM",
         help="y range; given, the surface is 2D",
@@ -149,35 +150,33 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     e.add_argument("--mpi", "-m", action="store_true", help="split the grid over MPI ranks")
     e.add_argument(
         "--mode",
-        choices=("auto", "eager", "compiled", "vmap"),
+        choices=MODES,
         default="auto",
         help="evaluation path (auto: eager on CPU; on CUDA vmap where it measures >= 10%% faster)",
     )
     e.add_argument(
         "--bn_mode",
-        choices=("eval", "recompute"),
+        choices=BN_MODES,
         default="eval",
         help="BatchNorm: frozen statistics (eval) or re-estimated at every point",
     )
     e.add_argument(
         "--threads",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="torch threads per process (default: torch's; 1 per rank under --mpi)",
     )
     e.add_argument("--cuda", "-c", action="store_true", help="evaluate on the GPU")
     e.add_argument("--device", default=None, help="evaluation device (cpu, cuda, cuda:1, ...)")
-    e.add_argument("--ngpu", type=_positive_int, default=1, help=argparse.SUPPRESS)
-    e.add_argument(
-        "--chunk_size", type=_positive_int, default=None, help="points per chunk written"
-    )
+    e.add_argument("--ngpu", type=positive_int, default=1, help=argparse.SUPPRESS)
+    e.add_argument("--chunk_size", type=positive_int, default=None, help="points per chunk written")
     e.add_argument(
         "--no_check_center",
         action="store_true",
         help="skip checking the centre point against the model's own loss",
     )
     e.add_argument("--no_progress", action="store_true", help="no progress bar")
-    _add_plot_args(s)
+    add_plot_args(s)
 
     p = sub.add_parser(
         "plot",
@@ -199,7 +198,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--prefix", default="", help="common prefix of the 1D surface files")
     r.add_argument("--idx_min", type=int, default=1, help="first index (1)")
     r.add_argument("--idx_max", type=int, default=10, help="last index (10)")
-    _add_plot_args(p)
+    add_plot_args(p)
 
     j = sub.add_parser(
         "project",
@@ -220,14 +219,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     j.add_argument("--dir_file", default="", help="directions to project on (default: PCA)")
     j.add_argument(
         "--model",
-        type=_factory_type,
+        type=factory_type,
         default=None,
         metavar="MODULE:FACTORY",
         help="the model (needed for loss-landscape's position-indexed direction files)",
     )
-    j.add_argument("--model_kwargs", type=_json_object, default={}, metavar="JSON")
+    j.add_argument("--model_kwargs", type=json_object, default={}, metavar="JSON")
     j.add_argument("--model_file", default="", help="the centre (default: the last checkpoint)")
-    j.add_argument("--dir_type", choices=("weights", "states"), default="weights")
+    j.add_argument("--dir_type", choices=DIR_TYPES, default="weights")
     j.add_argument(
         "--ignore", choices=IGNORE_CHOICES, default="biasbn", help="PCA: 1-D tensors (biasbn)"
     )
@@ -240,7 +239,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     j.add_argument("--proj_file", default="", help="output (default <dir_file>_proj_<method>.h5)")
     j.add_argument("--surf_file", default="", help="surface to draw the path on (2D)")
     j.add_argument("--overwrite", action="store_true", help="recompute an existing PCA file")
-    _add_plot_args(j)
+    add_plot_args(j)
 
     v = sub.add_parser(
         "vtk",

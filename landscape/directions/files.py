@@ -19,31 +19,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._directions_base import (
-    DIR_TYPES,
-    Directions,
-    _check_dir_type,
-    _cosine,
-    direction_targets,
-)
+from landscape.directions.normalise import cosine
+from landscape.directions.value import DIR_TYPES, Directions, check_dir_type, direction_targets
+from landscape.optional import import_optional
 
 SCHEMA_VERSION = 1
 _ARCH_HINT = "direction file from another architecture?"
+_NEEDS_H5PY = "landscape direction files need h5py: pip install h5py (or conda install h5py)"
 
 
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------
-
-
-def _import_h5py() -> Any:
-    try:
-        import h5py
-    except ImportError as err:  # pragma: no cover - h5py is a dependency
-        raise ImportError(
-            "landscape direction files need h5py: pip install h5py (or conda install h5py)"
-        ) from err
-    return h5py
 
 
 def _encode_attr(value: Any) -> tuple[Any, bool]:
@@ -79,7 +66,7 @@ def save_directions(path: str | os.PathLike, directions: Directions) -> Path:
        loss-landscape stores datasets ``"0"``, ``"1"``, ... by position, so a file written for
        one architecture is silently applied to another; samlab stores names and checks them.
     """
-    h5py = _import_h5py()
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     path = Path(path)
     for name in directions.names():
         if "/" in name:
@@ -205,10 +192,10 @@ def load_directions(
         ValueError: the file is missing, not HDF5 (corrupt or foreign), not a direction file,
             or does not match ``model`` (naming the first mismatch).
     """
-    h5py = _import_h5py()
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     path = Path(path)
     if dir_type is not None:
-        _check_dir_type(dir_type)
+        check_dir_type(dir_type)
     if not path.is_file():
         raise ValueError(f"direction file {path} does not exist")
     try:
@@ -319,7 +306,7 @@ def _load_positional(
         "yignore": None,
         "same_dir": False,
         "orthogonalized": False,
-        "cosine": None if y is None else _cosine(x, y),
+        "cosine": None if y is None else cosine(x, y),
     }
     for key in ("explained_variance_ratio", "explained_variance", "singular_values"):
         if key + "_" in f:

@@ -14,17 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from landscape._plot_grid import (
-    _FAINT_COLOR,
-    _axis_labels,
-    _finite,
-    _floor,
-    _grid,
-    _levels,
-    _new_axes,
-    _pretty,
-    _split_levels,
-    _value_range,
+from landscape.plot.grid import (
+    FAINT_COLOR,
+    axis_labels,
+    contour_levels,
+    finite_values,
+    metric_grid,
+    new_axes,
+    pretty,
+    se_floor,
+    split_levels,
+    value_range,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -39,25 +39,6 @@ def _color_norm(low: float, high: float, log: bool = False) -> Any:
     return LogNorm(vmin=low, vmax=high) if log else Normalize(vmin=low, vmax=high)
 
 
-def _finish_axes(
-    ax: Any,
-    surface: Any,
-    *,
-    title: str | None = None,
-    zlabel: str | None = None,
-    explained_variance_ratio: Any = None,
-) -> None:
-    """Label the x and y axes (with the PCA explained variance when known, else "x" and "y")
-    and, when given, the z axis of a 3D Axes and the title."""
-    xlabel, ylabel = _axis_labels(surface, explained_variance_ratio)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if zlabel is not None:
-        ax.set_zlabel(zlabel)
-    if title is not None:
-        ax.set_title(title)
-
-
 def plot_contour(
     surface: Any,
     metric: str = "train_loss",
@@ -65,14 +46,14 @@ def plot_contour(
     x: Any = None,
     y: Any = None,
     se: Any = None,
-    ax: Any = None,
+    levels: Sequence[float] | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
     vlevel: float | None = None,
-    levels: Sequence[float] | None = None,
+    cmap: str = "viridis",
     noise_floor: bool = True,
     clabel: bool = True,
-    cmap: str = "viridis",
+    ax: Any = None,
     title: str | None = None,
 ) -> Any:
     """Labelled contour lines of a 2D surface (loss-landscape's ``_2dcontour``).
@@ -84,15 +65,15 @@ def plot_contour(
 
     ``surface`` may also be a ``(ny, nx)`` array with coordinates ``x`` and ``y``.
     """
-    grid = _grid(surface, metric, x=x, y=y, se=se, ndim=2)
-    ax = _new_axes(ax)
+    grid = metric_grid(surface, metric, x=x, y=y, se=se, ndim=2)
+    ax = new_axes(ax)
     from matplotlib.lines import Line2D
 
-    all_levels = _levels(grid.z, vmin, vmax, vlevel, levels)
+    all_levels = contour_levels(grid.z, vmin, vmax, vlevel, levels)
     floor = float("nan")
     if noise_floor:
-        floor = _floor(surface, metric, grid.se)
-    solid, faint = _split_levels(all_levels, floor)
+        floor = se_floor(surface, metric, grid.se)
+    solid, faint = split_levels(all_levels, floor)
     norm = _color_norm(all_levels.min(), all_levels.max()) if all_levels.size else None
     z = np.ma.masked_invalid(grid.z)
     if solid.size:
@@ -105,7 +86,7 @@ def plot_contour(
             grid.y,
             z,
             levels=faint,
-            colors=_FAINT_COLOR,
+            colors=FAINT_COLOR,
             linestyles="--",
             linewidths=0.6,
         )
@@ -114,7 +95,7 @@ def plot_contour(
                 Line2D(
                     [],
                     [],
-                    color=_FAINT_COLOR,
+                    color=FAINT_COLOR,
                     linestyle="--",
                     linewidth=0.6,
                     label=f"below noise floor (2×median SE = {floor:.3g})",
@@ -123,8 +104,27 @@ def plot_contour(
             loc="upper right",
             fontsize=8,
         )
-    _finish_axes(ax, surface, title=_pretty(metric) if title is None else title)
+    _finish_axes(ax, surface, title=pretty(metric) if title is None else title)
     return ax
+
+
+def _finish_axes(
+    ax: Any,
+    surface: Any,
+    *,
+    title: str | None = None,
+    zlabel: str | None = None,
+    explained_variance_ratio: Any = None,
+) -> None:
+    """Label the x and y axes (with the PCA explained variance when known, else "x" and "y")
+    and, when given, the z axis of a 3D Axes and the title."""
+    xlabel, ylabel = axis_labels(surface, explained_variance_ratio)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if zlabel is not None:
+        ax.set_zlabel(zlabel)
+    if title is not None:
+        ax.set_title(title)
 
 
 def plot_heatmap(
@@ -133,15 +133,15 @@ def plot_heatmap(
     *,
     x: Any = None,
     y: Any = None,
-    ax: Any = None,
+    cmap: str = "viridis",
+    levels: Sequence[float] | None = None,
     vmin: float | None = None,
     vmax: float | None = None,
     vlevel: float | None = None,
-    levels: Sequence[float] | None = None,
-    log: bool = False,
     filled: bool = False,
-    cmap: str = "viridis",
+    log: bool = False,
     colorbar: bool = True,
+    ax: Any = None,
     title: str | None = None,
 ) -> Any:
     """Heat map (``filled=False``: one cell per grid point, loss-landscape's ``_2dheat``) or
@@ -149,12 +149,12 @@ def plot_heatmap(
 
     Colours span ``[vmin, vmax]`` (data range by default), on a log scale when ``log``.
     """
-    grid = _grid(surface, metric, x=x, y=y, ndim=2)
-    ax = _new_axes(ax)
+    grid = metric_grid(surface, metric, x=x, y=y, ndim=2)
+    ax = new_axes(ax)
     z = np.ma.masked_invalid(grid.z)
-    finite = _finite(grid.z)
+    finite = finite_values(grid.z)
     if filled:
-        all_levels = _levels(grid.z, vmin, vmax, vlevel, levels)
+        all_levels = contour_levels(grid.z, vmin, vmax, vlevel, levels)
         if log:
             positive = finite[finite > 0]
             low = all_levels[all_levels > 0].min() if np.any(all_levels > 0) else positive.min()
@@ -169,7 +169,7 @@ def plot_heatmap(
             grid.x, grid.y, z, levels=all_levels, cmap=cmap, norm=norm, extend="both"
         )
     else:
-        low, high = _value_range(finite, vmin, vmax)
+        low, high = value_range(finite, vmin, vmax)
         if log:
             positive = finite[finite > 0]
             if low <= 0:
@@ -178,65 +178,8 @@ def plot_heatmap(
         norm = _color_norm(low, high, log)
         mappable = ax.pcolormesh(grid.x, grid.y, z, cmap=cmap, norm=norm, shading="nearest")
     if colorbar:
-        ax.figure.colorbar(mappable, ax=ax, label=_pretty(metric))
-    _finish_axes(ax, surface, title=_pretty(metric) if title is None else title)
-    return ax
-
-
-def plot_surface_3d(
-    surface: Any,
-    metric: str = "train_loss",
-    *,
-    x: Any = None,
-    y: Any = None,
-    ax: Any = None,
-    vmin: float | None = None,
-    vmax: float | None = None,
-    zmax: float | None = None,
-    zlim: float | None = None,
-    log: bool = False,
-    cmap: str = "coolwarm",
-    colorbar: bool = True,
-    title: str | None = None,
-) -> Any:
-    """3D surface (loss-landscape's ``_3dsurface``) on a ``projection="3d"`` Axes.
-
-    ``zmax`` clips the values, ``log`` plots ``log(z + 0.1)``; ``vmin``/``vmax`` set the colour
-    limits; ``zlim`` is the upper limit of the z axis (in the plotted units, so of
-    ``log(z + 0.1)`` with ``log``; loss-landscape's ``--zlim``, which it never applies). A
-    new figure gets its Axes from ``fig.add_subplot(projection="3d")`` (the ``Axes3D(fig)``
-    of loss-landscape draws nothing on matplotlib >= 3.6).
-    """
-    grid = _grid(surface, metric, x=x, y=y, ndim=2)
-    if ax is not None and getattr(ax, "name", "") != "3d":
-        raise ValueError("plot_surface_3d needs an Axes made with projection='3d'")
-    ax = _new_axes(ax, projection="3d")
-    z = grid.z.copy()
-    if zmax is not None:
-        z = np.where(z > zmax, zmax, z)
-    zlabel = _pretty(metric)
-    if log:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            z = np.log(z + 0.1)
-        zlabel = f"log({zlabel} + 0.1)"
-    _finite(z)
-    grid_x, grid_y = np.meshgrid(grid.x, grid.y)
-    mappable = ax.plot_surface(
-        grid_x,
-        grid_y,
-        np.ma.masked_invalid(z),
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        linewidth=0,
-        antialiased=False,
-    )
-    if zlim is not None:
-        low = float(np.nanmin(z))
-        ax.set_zlim(low if low < zlim else zlim - 1.0, float(zlim))
-    if colorbar:
-        ax.figure.colorbar(mappable, ax=ax, shrink=0.5, aspect=10, pad=0.1)
-    _finish_axes(ax, surface, title=_pretty(metric) if title is None else title, zlabel=zlabel)
+        ax.figure.colorbar(mappable, ax=ax, label=pretty(metric))
+    _finish_axes(ax, surface, title=pretty(metric) if title is None else title)
     return ax
 
 
@@ -265,11 +208,68 @@ def plot_trajectory(
     path = np.asarray(path, dtype=np.float64)
     if path.ndim != 2 or path.shape[1] != 2:
         raise ValueError(f"path must have shape (T, 2), got {path.shape}")
-    ax = _new_axes(ax)
+    ax = new_axes(ax)
     if surface is not None and contour:
         plot_contour(surface, metric, ax=ax, **contour_options)
     ax.plot(path[:, 0], path[:, 1], marker=".", color=color, label=label, linewidth=1)
     ax.plot(path[0, 0], path[0, 1], marker="o", color=color, linestyle="none")
     ax.plot(path[-1, 0], path[-1, 1], marker="*", markersize=12, color=color, linestyle="none")
     _finish_axes(ax, surface, explained_variance_ratio=explained_variance_ratio)
+    return ax
+
+
+def plot_surface_3d(
+    surface: Any,
+    metric: str = "train_loss",
+    *,
+    x: Any = None,
+    y: Any = None,
+    zmax: float | None = None,
+    zlim: float | None = None,
+    log: bool = False,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    cmap: str = "coolwarm",
+    colorbar: bool = True,
+    ax: Any = None,
+    title: str | None = None,
+) -> Any:
+    """3D surface (loss-landscape's ``_3dsurface``) on a ``projection="3d"`` Axes.
+
+    ``zmax`` clips the values, ``log`` plots ``log(z + 0.1)``; ``vmin``/``vmax`` set the colour
+    limits; ``zlim`` is the upper limit of the z axis (in the plotted units, so of
+    ``log(z + 0.1)`` with ``log``; loss-landscape's ``--zlim``, which it never applies). A
+    new figure gets its Axes from ``fig.add_subplot(projection="3d")`` (the ``Axes3D(fig)``
+    of loss-landscape draws nothing on matplotlib >= 3.6).
+    """
+    grid = metric_grid(surface, metric, x=x, y=y, ndim=2)
+    if ax is not None and getattr(ax, "name", "") != "3d":
+        raise ValueError("plot_surface_3d needs an Axes made with projection='3d'")
+    ax = new_axes(ax, projection="3d")
+    z = grid.z.copy()
+    if zmax is not None:
+        z = np.where(z > zmax, zmax, z)
+    zlabel = pretty(metric)
+    if log:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.log(z + 0.1)
+        zlabel = f"log({zlabel} + 0.1)"
+    finite_values(z)
+    grid_x, grid_y = np.meshgrid(grid.x, grid.y)
+    mappable = ax.plot_surface(
+        grid_x,
+        grid_y,
+        np.ma.masked_invalid(z),
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        linewidth=0,
+        antialiased=False,
+    )
+    if zlim is not None:
+        low = float(np.nanmin(z))
+        ax.set_zlim(low if low < zlim else zlim - 1.0, float(zlim))
+    if colorbar:
+        ax.figure.colorbar(mappable, ax=ax, shrink=0.5, aspect=10, pad=0.1)
+    _finish_axes(ax, surface, title=pretty(metric) if title is None else title, zlabel=zlabel)
     return ax

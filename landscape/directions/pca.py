@@ -18,16 +18,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape._directions_base import (
+from landscape.directions.normalise import cosine
+from landscape.directions.states import as_state, load_checkpoint_state, lookup
+from landscape.directions.value import (
     Directions,
-    _as_state,
-    _canonical_ignore,
-    _check_dir_type,
-    _cosine,
-    _load_checkpoint_state,
-    _lookup,
-    _same_storage_key,
+    canonical_ignore,
+    check_dir_type,
     direction_targets,
+    same_storage_key,
 )
 
 _BN_STAT_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
@@ -62,7 +60,7 @@ def load_trajectory(folder: str | os.PathLike, pattern: str = "*.pt") -> list[di
     files = [f for f in files if os.path.isfile(f)]
     if not files:
         raise ValueError(f"no checkpoint matches {pattern!r} in {folder}")
-    return [dict(_load_checkpoint_state(Path(f))) for f in files]
+    return [dict(load_checkpoint_state(Path(f))) for f in files]
 
 
 def _pca_names(
@@ -77,7 +75,7 @@ def _pca_names(
             continue
         if dir_type == "weights" and name.rsplit(".", 1)[-1] in _BN_STAT_SUFFIXES:
             continue
-        key = _same_storage_key(value)
+        key = same_storage_key(value)
         if key is not None:
             if key in seen:
                 continue
@@ -125,12 +123,12 @@ def pca_directions(
        around ``theta_final`` need not agree with the loss along the projected path, which
        leaves that plane (loss-landscape issue #1).
     """
-    _check_dir_type(dir_type)
-    ignore = _canonical_ignore(ignore)
+    check_dir_type(dir_type)
+    ignore = canonical_ignore(ignore)
     if len(states) < 3:
         raise ValueError(f"PCA of a trajectory needs at least 3 states, got {len(states)}")
-    state_dicts = [_as_state(s, f"states[{i}]") for i, s in enumerate(states)]
-    final_sd = state_dicts[-1] if final is None else _as_state(final, "final")
+    state_dicts = [as_state(s, f"states[{i}]") for i, s in enumerate(states)]
+    final_sd = state_dicts[-1] if final is None else as_state(final, "final")
     names = _pca_names(final_sd, model, dir_type)
     if not names:
         raise ValueError("the trajectory has no floating-point tensors to analyse")
@@ -138,9 +136,9 @@ def pca_directions(
     n_states = len(state_dicts)
 
     def diffs(name: str, shape: torch.Size) -> Tensor:
-        centre = _lookup(final_sd, name, shape, "final").detach().to("cpu", torch.float64)
+        centre = lookup(final_sd, name, shape, "final").detach().to("cpu", torch.float64)
         rows = [
-            _lookup(sd, name, shape, f"states[{i}]").detach().to("cpu", torch.float64) - centre
+            lookup(sd, name, shape, f"states[{i}]").detach().to("cpu", torch.float64) - centre
             for i, sd in enumerate(state_dicts)
         ]
         return torch.stack(rows).reshape(n_states, -1)
@@ -188,7 +186,7 @@ def pca_directions(
         "yignore": ignore,
         "same_dir": False,
         "orthogonalized": False,
-        "cosine": _cosine(x, y),
+        "cosine": cosine(x, y),
         "explained_variance_ratio": [float(r) for r in ratio],
         "explained_variance": [float(v) for v in explained_variance],
         "singular_values": [float(s) for s in singular.tolist()],
@@ -230,13 +228,13 @@ def project_trajectory(
     if method not in ("lstsq", "cos"):
         raise ValueError(f"method must be 'lstsq' or 'cos', got {method!r}")
     dirs = [directions.x] if directions.y is None else [directions.x, directions.y]
-    centre = _as_state(center_state, "center_state")
+    centre = as_state(center_state, "center_state")
     shapes = {n: directions.x[n].shape for n in directions.names()}
 
     def flat64(state: Mapping[str, Tensor], what: str) -> Tensor:
         return torch.cat(
             [
-                _lookup(state, n, s, what).detach().cpu().double().reshape(-1)
+                lookup(state, n, s, what).detach().cpu().double().reshape(-1)
                 for n, s in shapes.items()
             ]
         )
@@ -248,7 +246,7 @@ def project_trajectory(
         raise ValueError("cannot project onto a zero direction")
     out = np.zeros((len(states), len(dirs)), dtype=np.float64)
     for t, state in enumerate(states):
-        diff = flat64(_as_state(state, f"states[{t}]"), f"states[{t}]") - centre_flat
+        diff = flat64(as_state(state, f"states[{t}]"), f"states[{t}]") - centre_flat
         inner = torch.stack([diff @ d for d in flat_dirs])
         if method == "cos":
             coords = inner / torch.diagonal(gram).sqrt()

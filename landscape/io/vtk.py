@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from landscape.surface import Surface
+    from landscape.grid import Surface
 
 
 def export_vtp(

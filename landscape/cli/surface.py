@@ -11,112 +11,23 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from landscape._cli_inputs import (
+from landscape.cli.directions import (
     FLAG_DEFAULTS,
-    CLIError,
-    _Context,
-    _fit_ndim,
-    _linspace,
-    _prepare_directions,
-    _resolved_direction_flags,
-    _subset,
-    build_data,
-    build_model,
     default_dir_file,
     default_surf_file,
+    fit_ndim,
+    prepare_directions,
+    resolved_direction_flags,
 )
-from landscape._cli_plot import _draw, _read_projection
-
-# --------------------------------------------------------------------------------------------
-# helpers: ranks, devices, the run record
-# --------------------------------------------------------------------------------------------
+from landscape.cli.figures import draw, read_projection
+from landscape.cli.inputs import CLIError, Context, build_data, build_model, linspace, subset_option
+from landscape.cli.ranks import agree_across_ranks, launched_ranks, run_device
 
 
-def _launched_ranks() -> int:
-    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
-        value = os.environ.get(key)
-        if value and value.isdigit():
-            return int(value)
-    return 1
-
-
-def _device(args: argparse.Namespace, ctx: _Context) -> Any:
-    import torch
-
-    if args.device:
-        try:
-            return torch.device(args.device)
-        except RuntimeError as err:
-            raise CLIError(f"--device {args.device}: {err}") from None
-    if args.cuda:
-        if not torch.cuda.is_available():
-            raise CLIError("--cuda: no CUDA device is available")
-        local = 0
-        if ctx.comm is not None:
-            from mpi4py import MPI
-
-            local = ctx.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        return torch.device("cuda", local % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
-def _fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in tensors:
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _agree_across_ranks(
-    ctx: _Context, model: Any, args: argparse.Namespace, train: Any, test: Any, subset: Any
-) -> None:
-    """Every rank must evaluate the same model on the same data.
-
-    A factory with an unseeded random initialisation builds different weights on every rank
-    (torch seeds each process differently): rank 0's weights are then sent to all ranks. Data
-    that differ across ranks (an unseeded random data factory) cannot be repaired: error.
-    """
-    from landscape.surface import as_tensors
-
-    comm = ctx.comm
-    state = model.state_dict()
-    if len(set(comm.allgather(_fingerprint(list(state.items()))))) > 1:
-        ctx.log(
-            f"note: --model {args.model} builds different weights on different ranks (unseeded "
-            "initialisation?); every rank uses rank 0's weights"
-        )
-        weights = comm.bcast(
-            {k: v.detach().cpu() for k, v in state.items()} if ctx.rank == 0 else None, root=0
-        )
-        model.load_state_dict(weights)
-    parts = []
-    for name, data, part_subset in (("train", train, subset), ("test", test, args.test_subset)):
-        if data is None:
-            continue
-        try:
-            inputs, targets, _ = as_tensors(data, subset=part_subset, subset_seed=args.subset_seed)
-        except (ValueError, TypeError):
-            return  # the evaluator reports it, with context
-        parts += [(f"{name}.inputs", inputs), (f"{name}.targets", targets)]
-        del inputs, targets
-    if len(set(comm.allgather(_fingerprint(parts)))) > 1:
-        raise CLIError(
-            "the data factories give different data on different MPI ranks (unseeded "
-            "randomness?); make them deterministic"
-        )
-
-
-def _write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
+def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
     """``<surf_file>.json``: the resolved command and one entry per run (appended)."""
     sidecar = path.with_name(path.name + ".json")
     runs: list[Any] = []
@@ -138,9 +49,9 @@ def _write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> P
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
+def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     """``surface``: compute (or resume) a loss surface into ``--surf_file``."""
-    ranks = _launched_ranks()
+    ranks = launched_ranks()
     if args.mpi:
         try:
             from mpi4py import MPI
@@ -174,8 +85,8 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
         torch.set_num_threads(1)
 
     ndim = 1 if args.y is None else 2
-    x = _linspace(args.x)
-    y = None if args.y is None else _linspace(args.y)
+    x = linspace(args.x)
+    y = None if args.y is None else linspace(args.y)
     explicit_dir = bool(args.dir_file)
     if args.dir_file:
         dir_file = Path(args.dir_file)
@@ -193,30 +104,30 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
     if surf_file == dir_file:
         raise CLIError("--surf_file and --dir_file must be different files")
 
-    device = _device(args, ctx)
+    device = run_device(args, ctx)
     model = build_model(args, device)
     train = build_data(args.data, "--data", args.data_kwargs, 0)
     test = build_data(args.test_data, "--test_data", args.data_kwargs, 1)
-    subset = _subset(args, train)
+    subset = subset_option(args, train)
 
     if ctx.comm is not None and ctx.size > 1:
-        _agree_across_ranks(ctx, model, args, train, test, subset)
+        agree_across_ranks(ctx, model, args, train, test, subset)
 
     # Directions: rank 0 creates / checks / saves them; the other ranks read the same file.
     from landscape.directions import load_directions
 
     note = ""
     if ctx.rank == 0:
-        directions, note = _prepare_directions(args, model, ndim, dir_file, explicit_dir, ctx)
+        directions, note = prepare_directions(args, model, ndim, dir_file, explicit_dir, ctx)
     if ctx.comm is not None and ctx.size > 1:
         ctx.comm.Barrier()
         if ctx.rank != 0:
             directions = load_directions(dir_file, model)
-    directions = _fit_ndim(directions, ndim, dir_file)
+    directions = fit_ndim(directions, ndim, dir_file)
     if note:
         ctx.log(f"directions: {note}")
 
-    from landscape.surface import SurfaceEvaluator
+    from landscape.evaluate import SurfaceEvaluator
 
     try:
         evaluator = SurfaceEvaluator(
@@ -283,7 +194,7 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
                 f"points, {already} already done, {writer.size - already} to compute on "
                 f"{ctx.size} rank{'s' if ctx.size > 1 else ''}; mode {evaluator.mode})"
             )
-        from landscape.distributed import compute_surface, format_rank_report
+        from landscape.compute import compute_surface, format_rank_report
 
         surface = compute_surface(
             evaluator,
@@ -319,7 +230,7 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
         {
             "surf_file": str(surf_file),
             "dir_file": str(dir_file),
-            "resolved_directions": _resolved_direction_flags(args),
+            "resolved_directions": resolved_direction_flags(args),
         }
     )
     run = {
@@ -334,10 +245,10 @@ def cmd_surface(args: argparse.Namespace, ctx: _Context) -> None:
         "ranks": rank_stats,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    sidecar = _write_sidecar(surf_file, config, run)
+    sidecar = write_sidecar(surf_file, config, run)
     ctx.log(f"wrote {surf_file} (and {sidecar.name})")
     if args.plot or args.show:
-        trajectory = _read_projection(args.proj_file) if args.proj_file else None
-        paths = _draw(surface, str(surf_file), args, trajectory)
+        trajectory = read_projection(args.proj_file) if args.proj_file else None
+        paths = draw(surface, str(surf_file), args, trajectory)
         for path in paths:
             ctx.log(f"figure: {path}")

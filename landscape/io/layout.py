@@ -3,9 +3,9 @@
 :data:`SCHEMA_VERSION` and :data:`NON_IDENTITY_PROVENANCE_KEYS`; provenance stored as HDF5
 attributes (JSON where not a plain scalar or string) and read back; the evaluated samples'
 indices (``train_indices`` / ``test_indices``); the datasets and attributes of a new file
-(:func:`_write_layout`), written atomically (:func:`_create_atomically`); opening an existing
-file with a clear error (:func:`_open_existing`) and checking that it is one written by
-landscape (:func:`_check_landscape_file`).
+(:func:`write_layout`), written atomically (:func:`create_atomically`); opening an existing
+file with a clear error (:func:`open_existing`) and checking that it is one written by
+landscape (:func:`check_landscape_file`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from landscape.grid import grid_shape
+from landscape.optional import import_optional
 
 SCHEMA_VERSION = 1
 """Version of the HDF5 layout written by this module (attribute ``schema_version``)."""
@@ -49,23 +52,19 @@ device, paths, versions), not which surface. Every other entry (direction meta a
 is identity: a resumed file must match it exactly.
 """
 
-_COORD_KEYS = ("xcoordinates", "ycoordinates")
-_INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
-_RESERVED_DATASETS = frozenset(
-    {"xcoordinates", "ycoordinates", "done", "dir_file"} | {f"{n}_indices" for n in _INDEX_SETS}
+INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
+RESERVED_DATASETS = frozenset(
+    {"xcoordinates", "ycoordinates", "done", "dir_file"} | {f"{n}_indices" for n in INDEX_SETS}
 )
-_RESERVED_ATTRS = frozenset({"schema_version", "acc_units", "provenance_json_keys"})
+RESERVED_ATTRS = frozenset({"schema_version", "acc_units", "provenance_json_keys"})
 _INT64 = np.iinfo(np.int64)
-
-
-def _h5py():
-    try:
-        import h5py
-    except ImportError as err:  # pragma: no cover - h5py is a dependency
-        raise ImportError(
-            "landscape.io needs h5py to read and write surface files: pip install h5py"
-        ) from err
-    return h5py
+_NUMPY_SCALARS = ((np.bool_, bool), (np.integer, int), (np.floating, float))
+_NEEDS_H5PY = "landscape.io needs h5py to read and write surface files: pip install h5py"
+#: how coordinates that cannot be stored are reported (see :func:`landscape.grid.grid_axis`)
+STORED_AXIS_ERRORS = (
+    "{name} must be a non-empty 1D array, got shape {shape}",
+    "{name} must be finite",
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,43 +72,27 @@ def _h5py():
 # --------------------------------------------------------------------------------------------
 
 
-def _coordinates(values: Any, name: str) -> np.ndarray:
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 1 or array.size == 0:
-        raise ValueError(f"{name} must be a non-empty 1D array, got shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite")
-    return array
-
-
-def _grid_shape(x: np.ndarray, y: np.ndarray | None) -> tuple[int, ...]:
-    return (x.size,) if y is None else (y.size, x.size)
-
-
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """``value`` with numpy scalars/arrays, tuples and paths turned into JSON-able Python."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
+    for numpy_type, python_type in _NUMPY_SCALARS:
+        if isinstance(value, numpy_type):
+            return python_type(value)
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, np.ndarray):
+        return plain(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
     return value
 
 
-def _canonical(value: Any) -> str:
+def canonical(value: Any) -> str:
     """A string that is equal for equal provenance values (key order ignored)."""
-    return json.dumps(_plain(value), sort_keys=True)
+    return json.dumps(plain(value), sort_keys=True)
 
 
 def _is_native_attr(value: Any) -> bool:
@@ -125,9 +108,9 @@ def _write_provenance(h5file: Any, provenance: Mapping[str, Any]) -> None:
     for key, value in provenance.items():
         if not isinstance(key, str):
             raise ValueError(f"provenance keys must be strings, got {key!r}")
-        if key in _RESERVED_ATTRS:
+        if key in RESERVED_ATTRS:
             raise ValueError(f"provenance key {key!r} is reserved by the surface file format")
-        value = _plain(value)
+        value = plain(value)
         if _is_native_attr(value):
             h5file.attrs[key] = value
         else:
@@ -136,56 +119,55 @@ def _write_provenance(h5file: Any, provenance: Mapping[str, Any]) -> None:
     h5file.attrs["provenance_json_keys"] = json.dumps(json_keys)
 
 
-def _attr_value(value: Any) -> Any:
-    return _plain(value)
-
-
-def _read_provenance(h5file: Any) -> dict[str, Any]:
-    json_keys = set(json.loads(_attr_value(h5file.attrs.get("provenance_json_keys", "[]"))))
+def read_provenance(h5file: Any) -> dict[str, Any]:
+    """The provenance stored in a surface file's attributes (JSON ones decoded)."""
+    json_keys = set(json.loads(plain(h5file.attrs.get("provenance_json_keys", "[]"))))
     provenance = {}
     for key, value in h5file.attrs.items():
-        if key in _RESERVED_ATTRS:
+        if key in RESERVED_ATTRS:
             continue
-        value = _attr_value(value)
+        value = plain(value)
         provenance[key] = json.loads(value) if key in json_keys else value
     return provenance
 
 
-def _identity_keys(provenance: Mapping[str, Any]) -> set[str]:
+def identity_keys(provenance: Mapping[str, Any]) -> set[str]:
+    """The provenance keys a resumed file must match (see :data:`NON_IDENTITY_PROVENANCE_KEYS`)."""
     return {
         key
         for key in provenance
         if key not in NON_IDENTITY_PROVENANCE_KEYS
         and not key.endswith(("version", "versions"))
-        and key not in _RESERVED_ATTRS
+        and key not in RESERVED_ATTRS
     }
 
 
-def _metric_names(h5file: Any, shape: tuple[int, ...]) -> list[str]:
+def metric_names(h5file: Any, shape: tuple[int, ...]) -> list[str]:
     """Names of the metric datasets: every dataset of the grid shape but the reserved ones."""
-    h5py = _h5py()
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     return [
         name
         for name, item in h5file.items()
-        if name not in _RESERVED_DATASETS and isinstance(item, h5py.Dataset) and item.shape == shape
+        if name not in RESERVED_DATASETS and isinstance(item, h5py.Dataset) and item.shape == shape
     ]
 
 
-def _decode_string(value: Any) -> str:
+def decode_string(value: Any) -> str:
+    """A string dataset or attribute (bytes, a 0-d array, ...) as ``str``."""
     if isinstance(value, bytes):
         return value.decode("utf-8")
     if isinstance(value, np.ndarray):
         value = value.item() if value.size == 1 else value.tolist()
-        return _decode_string(value)
+        return decode_string(value)
     return str(value)
 
 
-def _index_arrays(sample_indices: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
-    """``sample_indices`` checked: keys among ``_INDEX_SETS``, values 1-D int64 arrays."""
+def index_arrays(sample_indices: Mapping[str, Any] | None) -> dict[str, np.ndarray]:
+    """``sample_indices`` checked: keys among ``INDEX_SETS``, values 1-D int64 arrays."""
     arrays = {}
     for name, values in dict(sample_indices or {}).items():
-        if name not in _INDEX_SETS:
-            raise ValueError(f"sample_indices keys must be in {_INDEX_SETS}, got {name!r}")
+        if name not in INDEX_SETS:
+            raise ValueError(f"sample_indices keys must be in {INDEX_SETS}, got {name!r}")
         array = np.asarray(values)
         if array.ndim != 1 or not (array.size == 0 or np.issubdtype(array.dtype, np.integer)):
             raise ValueError(f"sample_indices[{name!r}] must be a 1-D integer array")
@@ -198,10 +180,11 @@ def _write_indices(h5file: Any, sample_indices: Mapping[str, np.ndarray]) -> Non
         h5file.create_dataset(f"{name}_indices", data=array, dtype=np.int64)
 
 
-def _read_indices(h5file: Any) -> dict[str, np.ndarray]:
+def read_indices(h5file: Any) -> dict[str, np.ndarray]:
+    """The evaluated samples' indices stored in a surface file, by evaluation set."""
     return {
         name: np.asarray(h5file[f"{name}_indices"][()], dtype=np.int64)
-        for name in _INDEX_SETS
+        for name in INDEX_SETS
         if f"{name}_indices" in h5file
     }
 
@@ -211,7 +194,7 @@ def _read_indices(h5file: Any) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------
 
 
-def _write_layout(
+def write_layout(
     h5file: Any,
     *,
     x: np.ndarray,
@@ -223,12 +206,12 @@ def _write_layout(
 ) -> None:
     """Coordinates, metric datasets (NaN-filled where ``None``), ``done``, the evaluated
     samples' indices and attributes."""
-    shape = _grid_shape(x, y)
+    shape = grid_shape(x, y)
     h5file.create_dataset("xcoordinates", data=x)
     if y is not None:
         h5file.create_dataset("ycoordinates", data=y)
     for name, values in metrics.items():
-        if name in _RESERVED_DATASETS:
+        if name in RESERVED_DATASETS:
             raise ValueError(f"metric name {name!r} is reserved by the surface file format")
         h5file.create_dataset(
             name,
@@ -246,7 +229,7 @@ def _write_layout(
         chunks=True,
         fillvalue=0,
     )
-    dir_file = _plain(provenance.get("dir_file", ""))
+    dir_file = plain(provenance.get("dir_file", ""))
     h5file.create_dataset("dir_file", data=str(dir_file))
     _write_indices(h5file, sample_indices or {})
     _write_provenance(h5file, provenance)
@@ -254,9 +237,9 @@ def _write_layout(
     h5file.attrs["acc_units"] = "fraction"
 
 
-def _create_atomically(path: Path, overwrite: bool, fill: Any) -> None:
+def create_atomically(path: Path, overwrite: bool, fill: Any) -> None:
     """Write a new file next to ``path`` with ``fill(h5file)``, then rename it onto ``path``."""
-    h5py = _h5py()
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,8 +255,9 @@ def _create_atomically(path: Path, overwrite: bool, fill: Any) -> None:
         raise
 
 
-def _open_existing(path: Path, mode: str) -> Any:
-    h5py = _h5py()
+def open_existing(path: Path, mode: str) -> Any:
+    """The h5py file at ``path``; a missing, locked or unreadable file raises a clear error."""
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     if not path.is_file():
         raise FileNotFoundError(f"surface file {path} does not exist")
     try:
@@ -289,7 +273,7 @@ def _open_existing(path: Path, mode: str) -> Any:
         ) from err
 
 
-def _check_landscape_file(h5file: Any, path: Path) -> None:
+def check_landscape_file(h5file: Any, path: Path) -> None:
     """Raise ``ValueError`` naming ``path`` unless it is a surface file written by this module."""
     if "xcoordinates" not in h5file:
         raise ValueError(f"{path} is not a loss-surface file (no 'xcoordinates' dataset)")

@@ -1,8 +1,8 @@
 """What the plots of :mod:`landscape.plot` share: the values to draw and their levels.
 
 A surface (or plain arrays) as coordinates, values (NaN where not done) and standard errors
-(:func:`_grid`); axis labels from the PCA explained variance; contour levels from explicit
-values or ``vmin``/``vmax``/``vlevel`` with data defaults (:func:`_levels`); the noise floor
+(:func:`metric_grid`); axis labels from the PCA explained variance; contour levels from explicit
+values or ``vmin``/``vmax``/``vlevel`` with data defaults (:func:`contour_levels`); the noise floor
 (:func:`noise_floor`: twice the median standard error) and the levels below it; a new Axes
 when none is given. matplotlib is imported inside the functions.
 """
@@ -14,18 +14,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-_FAINT_COLOR = "0.6"
+from landscape.optional import import_optional
+
+FAINT_COLOR = "0.6"
 
 
-def _pyplot():
-    try:
-        import matplotlib.pyplot as plt
-    except ImportError as err:  # pragma: no cover - matplotlib is a dependency
-        raise ImportError("landscape.plot needs matplotlib: pip install matplotlib") from err
-    return plt
+class MetricGrid(NamedTuple):
+    """What a plot draws of one metric."""
 
-
-class _Grid(NamedTuple):
     x: np.ndarray
     y: np.ndarray | None
     z: np.ndarray  # NaN where not done
@@ -33,11 +29,12 @@ class _Grid(NamedTuple):
     label: str
 
 
-def _is_surface(obj: Any) -> bool:
+def is_surface(obj: Any) -> bool:
+    """Whether ``obj`` looks like a :class:`~landscape.grid.Surface` (rather than arrays)."""
     return hasattr(obj, "metrics") and hasattr(obj, "done") and hasattr(obj, "x")
 
 
-def _grid(
+def metric_grid(
     surface: Any,
     metric: str,
     *,
@@ -45,9 +42,9 @@ def _grid(
     y: Any = None,
     se: Any = None,
     ndim: int,
-) -> _Grid:
+) -> MetricGrid:
     """Coordinates, values (NaN where not done) and standard errors of ``metric``."""
-    if _is_surface(surface):
+    if is_surface(surface):
         if metric not in surface.metrics:
             raise KeyError(f"metric {metric!r} not in surface (have {sorted(surface.metrics)})")
         grid_ndim = 1 if surface.y is None else 2
@@ -58,7 +55,7 @@ def _grid(
         se_values = surface.metrics.get(metric + "_se")
         if se_values is not None:
             se_values = np.where(done, np.asarray(se_values, dtype=np.float64), np.nan)
-        return _Grid(
+        return MetricGrid(
             np.asarray(surface.x, dtype=np.float64),
             None if surface.y is None else np.asarray(surface.y, dtype=np.float64),
             z,
@@ -79,7 +76,7 @@ def _grid(
         y = None
     if se is not None:
         se = np.broadcast_to(np.asarray(se, dtype=np.float64), z.shape)
-    return _Grid(x, y, z, se, metric)
+    return MetricGrid(x, y, z, se, metric)
 
 
 def _find(mapping: Any, key: str) -> Any:
@@ -94,27 +91,30 @@ def _find(mapping: Any, key: str) -> Any:
     return None
 
 
-def _axis_labels(surface: Any, explained_variance_ratio: Any = None) -> tuple[str, str]:
+def axis_labels(surface: Any, explained_variance_ratio: Any = None) -> tuple[str, str]:
+    """The x and y axis labels: the PCA explained variance when known, else "x" and "y"."""
     ratio = explained_variance_ratio
-    if ratio is None and _is_surface(surface):
+    if ratio is None and is_surface(surface):
         ratio = _find(surface.provenance, "explained_variance_ratio")
     if ratio is not None and len(ratio) >= 2:
         return f"1st PC: {100 * ratio[0]:.2f} %", f"2nd PC: {100 * ratio[1]:.2f} %"
     return "x", "y"
 
 
-def _pretty(metric: str) -> str:
+def pretty(metric: str) -> str:
+    """A metric name for a label (``train_loss`` -> ``train loss``)."""
     return metric.replace("_", " ")
 
 
-def _finite(z: np.ndarray) -> np.ndarray:
+def finite_values(z: np.ndarray) -> np.ndarray:
+    """The finite values of ``z``; ``ValueError`` when there are none (nothing done)."""
     finite = z[np.isfinite(z)]
     if finite.size == 0:
         raise ValueError("nothing to plot: no point of the surface is done")
     return finite
 
 
-def _value_range(finite: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
+def value_range(finite: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
     """``(vmin, vmax)`` as floats, each defaulting to the minimum or maximum of ``finite``: the
     range of contour levels and of heat map colours."""
     low = float(finite.min()) if vmin is None else float(vmin)
@@ -122,7 +122,7 @@ def _value_range(finite: np.ndarray, vmin: float | None, vmax: float | None) -> 
     return low, high
 
 
-def _levels(
+def contour_levels(
     z: np.ndarray,
     vmin: float | None,
     vmax: float | None,
@@ -133,7 +133,7 @@ def _levels(
     defaults (about 15 round levels when ``vlevel`` is ``None``)."""
     if levels is not None:
         return np.unique(np.asarray(levels, dtype=np.float64))
-    low, high = _value_range(_finite(z), vmin, vmax)
+    low, high = value_range(finite_values(z), vmin, vmax)
     if vlevel is not None:
         if vlevel <= 0:
             raise ValueError(f"vlevel must be positive, got {vlevel}")
@@ -152,12 +152,13 @@ def noise_floor(surface: Any, metric: str = "train_loss", *, se: Any = None) -> 
     Loss differences smaller than this are not resolved by the evaluation data; contour
     levels closer than this are below the noise floor.
     """
-    return _floor(surface, metric, se)
+    return se_floor(surface, metric, se)
 
 
-def _floor(surface: Any, metric: str, se: Any) -> float:
+def se_floor(surface: Any, metric: str, se: Any) -> float:
+    """:func:`noise_floor` (the plots have a flag of that name)."""
     if se is None:
-        if not _is_surface(surface) or metric + "_se" not in surface.metrics:
+        if not is_surface(surface) or metric + "_se" not in surface.metrics:
             return float("nan")
         done = np.asarray(surface.done, dtype=bool)
         se = np.asarray(surface.metrics[metric + "_se"], dtype=np.float64)[done]
@@ -166,7 +167,7 @@ def _floor(surface: Any, metric: str, se: Any) -> float:
     return float(2.0 * np.median(se)) if se.size else float("nan")
 
 
-def _split_levels(levels: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
+def split_levels(levels: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndarray]:
     """Levels kept solid (each at least ``floor`` above the previous solid one) and the rest."""
     if not np.isfinite(floor) or floor <= 0:
         return levels, levels[:0]
@@ -181,9 +182,12 @@ def _split_levels(levels: np.ndarray, floor: float) -> tuple[np.ndarray, np.ndar
     return np.asarray(solid), np.asarray(faint)
 
 
-def _new_axes(ax: Any, projection: str | None = None) -> Any:
+def new_axes(ax: Any, projection: str | None = None) -> Any:
+    """``ax``, or the Axes of a new pyplot figure."""
     if ax is not None:
         return ax
-    plt = _pyplot()
+    plt = import_optional(
+        "matplotlib.pyplot", "landscape.plot needs matplotlib: pip install matplotlib"
+    )
     fig = plt.figure()
     return fig.add_subplot(projection=projection)

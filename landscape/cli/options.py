@@ -2,7 +2,7 @@
 
 The groups model, directions, data (with loss-landscape's unused data flags, hidden) and plots,
 each added to a subcommand by one function; the argument types report a malformed value as an
-argparse error (exit status 2). :func:`landscape._cli_parser.build_parser` builds the
+argparse error (exit status 2). :func:`landscape.cli.parser.build_parser` builds the
 subcommands from them.
 """
 
@@ -12,11 +12,14 @@ import argparse
 import json
 from typing import Any
 
+from landscape.directions import DIR_TYPES
+from landscape.evaluate import LOSSES
+
 NORM_CHOICES = ("filter", "layer", "weight", "dfilter", "dlayer", "none", "")
 IGNORE_CHOICES = ("biasbn", "none", "")
 
 
-def _int_at_least(minimum: int, expected: str):
+def int_at_least(minimum: int, expected: str):
     """An argparse type: an integer >= ``minimum``, else "expected <expected>, got ..."."""
 
     def parse(text: str) -> int:
@@ -31,11 +34,12 @@ def _int_at_least(minimum: int, expected: str):
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_nonnegative_int = _int_at_least(0, "an integer >= 0")
+positive_int = int_at_least(1, "a positive integer")
+nonnegative_int = int_at_least(0, "an integer >= 0")
 
 
-def _factory_type(text: str) -> str:
+def factory_type(text: str) -> str:
+    """An argparse type: ``MODULE:FACTORY`` (checked for the colon, resolved later)."""
     module, sep, attr = text.partition(":")
     if not sep or not module.strip() or not attr.strip():
         raise argparse.ArgumentTypeError(
@@ -44,7 +48,8 @@ def _factory_type(text: str) -> str:
     return text
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def json_object(text: str) -> dict[str, Any]:
+    """An argparse type: a JSON object (keyword arguments of a factory)."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as err:
@@ -54,11 +59,12 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    """The group ``model``: ``--model``, ``--model_kwargs``, ``--model_file``."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        type=_factory_type,
+        type=factory_type,
         required=required,
         metavar="MODULE:FACTORY",
         help="importable factory returning the nn.Module (e.g. samlab.models:digits_cnn); "
@@ -66,7 +72,7 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     )
     g.add_argument(
         "--model_kwargs",
-        type=_json_object,
+        type=json_object,
         default={},
         metavar="JSON",
         help="keyword arguments for the model factory, as a JSON object",
@@ -79,7 +85,8 @@ def _add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-def _add_direction_args(p: argparse.ArgumentParser) -> None:
+def add_direction_args(p: argparse.ArgumentParser) -> None:
+    """The group ``directions``: direction file, type, norms, ignore rules, seed, models."""
     g = p.add_argument_group("directions")
     g.add_argument(
         "--dir_file",
@@ -89,7 +96,7 @@ def _add_direction_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dir_type",
-        choices=("weights", "states"),
+        choices=DIR_TYPES,
         default=None,
         help="weights: parameters only (default); states: BatchNorm running statistics too",
     )
@@ -114,7 +121,7 @@ def _add_direction_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the random directions (0)")
     g.add_argument(
         "--idx",
-        type=_nonnegative_int,
+        type=nonnegative_int,
         default=0,
         help="repeat index: draws another direction (seed + idx) and tags the file names",
     )
@@ -122,51 +129,52 @@ def _add_direction_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model_file3", default="", help="y direction = model_file3 - model_file")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """The group ``data`` (and loss-landscape's unused data flags, hidden)."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
-        type=_factory_type,
+        type=factory_type,
         metavar="MODULE:FACTORY",
         help="factory returning the evaluation data: a DataLoader, a Dataset, an "
         "(inputs, targets) pair of tensors, or a (train, test) pair of loaders/datasets",
     )
     g.add_argument(
         "--test_data",
-        type=_factory_type,
+        type=factory_type,
         metavar="MODULE:FACTORY",
         help="factory for a test set evaluated at the same points (test_* metrics); for a "
         "(train, test) pair its second element",
     )
     g.add_argument(
         "--data_kwargs",
-        type=_json_object,
+        type=json_object,
         default={},
         metavar="JSON",
         help="keyword arguments for the data factories, as a JSON object",
     )
-    g.add_argument("--batch_size", type=_positive_int, default=128, help="evaluation batch (128)")
+    g.add_argument("--batch_size", type=positive_int, default=128, help="evaluation batch (128)")
     g.add_argument(
         "--loss_name",
         "-l",
-        choices=("crossentropy", "mse"),
+        choices=LOSSES,
         default="crossentropy",
         help="crossentropy (loss and accuracy) or mse (MSE and MAE)",
     )
     g.add_argument(
         "--data_split",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         help="S > 1: evaluate on part --split_idx of a seeded random split into S parts",
     )
     g.add_argument(
-        "--split_idx", type=_nonnegative_int, default=0, help="which part of --data_split (0)"
+        "--split_idx", type=nonnegative_int, default=0, help="which part of --data_split (0)"
     )
     g.add_argument(
-        "--subset", type=_positive_int, default=None, help="evaluate on N seeded random samples"
+        "--subset", type=positive_int, default=None, help="evaluate on N seeded random samples"
     )
     g.add_argument("--subset_seed", type=int, default=0, help="seed of --subset / --data_split (0)")
-    g.add_argument("--test_subset", type=_positive_int, default=None, help="N random test samples")
+    g.add_argument("--test_subset", type=positive_int, default=None, help="N random test samples")
     legacy = p.add_argument_group("loss-landscape data flags (not used: give --data)")
     legacy.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     legacy.add_argument("--datapath", default=None, help=argparse.SUPPRESS)
@@ -175,7 +183,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     legacy.add_argument("--testloader", default="", help=argparse.SUPPRESS)
 
 
-def _add_plot_args(p: argparse.ArgumentParser) -> None:
+def add_plot_args(p: argparse.ArgumentParser) -> None:
+    """The group ``plots``: the metric, levels, limits, scales and formats of the figures."""
     g = p.add_argument_group("plots")
     g.add_argument("--surf_name", default="train_loss", help="metric to draw (train_loss)")
     g.add_argument("--vmin", type=float, default=None, help="lowest contour level (from data)")

@@ -1,11 +1,9 @@
-"""What the commands of :mod:`landscape.cli` build from their flags.
+"""What the commands of :mod:`landscape.cli` build from their flags: models and data.
 
-:class:`CLIError` (a user mistake, reported in one line) and :class:`_Context` (the MPI
+:class:`CLIError` (a user mistake, reported in one line) and :class:`Context` (the MPI
 communicator and this process's rank); the model and the data from ``MODULE:FACTORY`` names
-(:func:`resolve_factory`), checkpoints (:func:`load_state`), subsets and splits of the data,
-loss-landscape's direction and surface file names (:func:`default_dir_file`,
-:func:`default_surf_file`) and the directions of a ``surface`` run: created, or loaded and
-checked against the flags.
+(:func:`resolve_factory`), checkpoints (:func:`load_state`), subsets and splits of the data and
+the grid axes.
 """
 
 from __future__ import annotations
@@ -13,28 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
-
-FLAG_DEFAULTS = {
-    "xnorm": "filter",
-    "ynorm": "filter",
-    "xignore": "biasbn",
-    "yignore": "biasbn",
-    "dir_type": "weights",
-    "note": "samlab defaults; loss-landscape's are xnorm=ynorm='' (none) and "
-    "xignore=yignore='' (1-D tensors moved by a copy of themselves)",
-}
 
 
 class CLIError(Exception):
     """A user mistake: reported as one line, without a traceback."""
 
 
-class _Context:
+class Context:
     """The MPI communicator (if any) and this process's rank."""
 
     def __init__(self) -> None:
@@ -43,6 +29,7 @@ class _Context:
         self.size = 1
 
     def log(self, message: str) -> None:
+        """Print ``message`` on rank 0 only."""
         if self.rank == 0:
             print(message, flush=True)
 
@@ -77,7 +64,8 @@ def resolve_factory(spec: str, flag: str) -> Callable[..., Any]:
     return target
 
 
-def _call_factory(spec: str, flag: str, kwargs: Mapping[str, Any]) -> Any:
+def call_factory(spec: str, flag: str, kwargs: Mapping[str, Any]) -> Any:
+    """What the factory ``spec`` returns when called with ``kwargs``."""
     factory = resolve_factory(spec, flag)
     try:
         return factory(**kwargs)
@@ -122,7 +110,7 @@ def build_model(args: argparse.Namespace, device: Any = None) -> Any:
     """The model from ``--model`` (+ ``--model_file``), in eval mode, on ``device``."""
     from torch import nn
 
-    model = _call_factory(args.model, "--model", args.model_kwargs)
+    model = call_factory(args.model, "--model", args.model_kwargs)
     if not isinstance(model, nn.Module):
         raise CLIError(
             f"--model {args.model}: the factory returned {type(model).__name__}, not an nn.Module"
@@ -149,7 +137,7 @@ def build_model(args: argparse.Namespace, device: Any = None) -> Any:
     return model
 
 
-def _split_pair(value: Any) -> tuple[Any, Any] | None:
+def split_pair(value: Any) -> tuple[Any, Any] | None:
     """``(train, test)`` when ``value`` is a pair of loaders/datasets (not of tensors)."""
     import numpy as np
     import torch
@@ -166,8 +154,8 @@ def build_data(spec: str | None, flag: str, kwargs: Mapping[str, Any], part: int
     """What a data factory returns, reduced to one data set (``part`` 0 train, 1 test)."""
     if spec is None:
         return None
-    value = _call_factory(spec, flag, kwargs)
-    pair = _split_pair(value)
+    value = call_factory(spec, flag, kwargs)
+    pair = split_pair(value)
     if pair is not None:
         value = pair[part]
         if value is None:
@@ -177,7 +165,8 @@ def build_data(spec: str | None, flag: str, kwargs: Mapping[str, Any], part: int
     return value
 
 
-def _data_length(data: Any, flag: str) -> int:
+def data_length(data: Any, flag: str) -> int:
+    """The number of samples of a data set (a DataLoader's, a pair's or a Dataset's)."""
     from torch.utils.data import DataLoader
 
     if isinstance(data, DataLoader):
@@ -190,7 +179,7 @@ def _data_length(data: Any, flag: str) -> int:
         raise CLIError(f"{flag}: --data_split needs a data set with a length") from None
 
 
-def _subset(args: argparse.Namespace, data: Any) -> Any:
+def subset_option(args: argparse.Namespace, data: Any) -> Any:
     """``--subset`` (an int) or ``--data_split/--split_idx`` (explicit sorted indices)."""
     import numpy as np
     import torch
@@ -203,7 +192,7 @@ def _subset(args: argparse.Namespace, data: Any) -> Any:
         return args.subset
     if args.split_idx >= args.data_split:
         raise CLIError(f"--split_idx must be below --data_split ({args.data_split})")
-    size = _data_length(data, "--data")
+    size = data_length(data, "--data")
     if size < args.data_split:
         raise CLIError(f"--data_split {args.data_split} is larger than the data ({size} samples)")
     generator = torch.Generator().manual_seed(int(args.subset_seed))
@@ -211,143 +200,9 @@ def _subset(args: argparse.Namespace, data: Any) -> Any:
     return np.sort(np.array_split(order, args.data_split)[args.split_idx]).astype(np.int64)
 
 
-def _linspace(spec: tuple[float, float, int]) -> Any:
+def linspace(spec: tuple[float, float, int]) -> Any:
+    """The coordinates of a ``MIN:MAX:NUM`` range."""
     import numpy as np
 
     low, high, count = spec
     return np.linspace(low, high, int(count))
-
-
-def _format_range(spec: tuple[float, float, int]) -> str:
-    low, high, count = spec
-    return f"[{float(low)},{float(high)},{int(count)}]"
-
-
-def _sanitize(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("_") or "model"
-
-
-def _resolved_direction_flags(args: argparse.Namespace) -> dict[str, str]:
-    """Explicit flags, else samlab's defaults (an explicit '' means none)."""
-    out = {}
-    for key in ("xnorm", "ynorm", "xignore", "yignore", "dir_type"):
-        value = getattr(args, key)
-        out[key] = FLAG_DEFAULTS[key] if value is None else (value or "none")
-    return out
-
-
-def default_dir_file(args: argparse.Namespace, ndim: int, folder: Path) -> Path:
-    """loss-landscape's naming: ``<model>_<dir_type>_xignore=.._xnorm=..[...].h5`` in folder."""
-    flags = _resolved_direction_flags(args)
-    base = os.path.basename(args.model_file) if args.model_file else _sanitize(args.model)
-    name = f"{base}_{flags['dir_type']}"
-    random_used = False
-    if args.model_file2:
-        name += f"_model2={_sanitize(os.path.basename(args.model_file2))}"
-    else:
-        name += f"_xignore={flags['xignore']}_xnorm={flags['xnorm']}"
-        random_used = True
-    if ndim == 2:
-        if args.model_file3:
-            name += f"_model3={_sanitize(os.path.basename(args.model_file3))}"
-        elif args.same_dir:
-            name += "_same_dir"
-        else:
-            name += f"_yignore={flags['yignore']}_ynorm={flags['ynorm']}"
-            random_used = True
-        if args.orthogonalize:
-            name += "_orth"
-    if random_used:
-        name += f"_seed={args.seed}"
-    if args.idx:
-        name += f"_idx={args.idx}"
-    return folder / f"{name}.h5"
-
-
-def default_surf_file(args: argparse.Namespace, dir_file: Path) -> Path:
-    """loss-landscape's naming: ``<dir_file>_[xmin,xmax,xnum]x[ymin,ymax,ynum].h5``."""
-    name = f"{dir_file.name}_{_format_range(args.x)}"
-    if args.y is not None:
-        name += f"x{_format_range(args.y)}"
-    if args.data_split > 1:
-        name += f"_datasplit={args.data_split}_splitidx={args.split_idx}"
-    if args.subset is not None:
-        name += f"_subset={args.subset}"
-    return dir_file.parent / f"{name}.h5"
-
-
-def _same_directions(a: Any, b: Any) -> bool:
-    import torch
-
-    if a.dir_type != b.dir_type or a.names() != b.names() or (a.y is None) != (b.y is None):
-        return False
-    pairs = [(a.x, b.x)] + ([] if a.y is None else [(a.y, b.y)])
-    return all(torch.equal(p[n], q[n]) for p, q in pairs for n in p)
-
-
-def _create_directions(args: argparse.Namespace, model: Any, ndim: int) -> Any:
-    from landscape.directions import create_directions
-
-    flags = _resolved_direction_flags(args)
-    model2 = load_state(args.model_file2, "--model_file2") if args.model_file2 else None
-    model3 = load_state(args.model_file3, "--model_file3") if args.model_file3 else None
-    if model3 is not None and ndim == 1:
-        raise CLIError("--model_file3 needs a 2D surface (--y)")
-    if (args.same_dir or args.orthogonalize) and ndim == 1:
-        raise CLIError("--same_dir and --orthogonalize need a 2D surface (--y)")
-    if (model2 is not None or model3 is not None) and not args.model_file:
-        raise CLIError("--model_file2/--model_file3 need --model_file (the first model)")
-    try:
-        return create_directions(
-            model,
-            seed=int(args.seed) + int(args.idx),
-            xnorm=flags["xnorm"],
-            ynorm=flags["ynorm"],
-            xignore=flags["xignore"],
-            yignore=flags["yignore"],
-            dir_type=flags["dir_type"],
-            ndim=ndim,
-            same_dir=args.same_dir,
-            orthogonalize=args.orthogonalize,
-            model2=model2,
-            model3=model3,
-        )
-    except ValueError as err:
-        raise CLIError(f"cannot create the directions: {err}") from None
-
-
-def _prepare_directions(
-    args: argparse.Namespace, model: Any, ndim: int, dir_file: Path, explicit: bool, ctx: _Context
-) -> tuple[Any, str]:
-    """Rank 0: load, check or create+save the directions. Returns (directions, what happened)."""
-    from landscape.directions import load_directions, save_directions
-
-    if dir_file.exists():
-        directions = load_directions(dir_file, model, dir_type=args.dir_type)
-        if explicit:
-            return directions, f"loaded {dir_file}"
-        fresh = _create_directions(args, model, ndim)
-        if _same_directions(directions, fresh):
-            return directions, f"reused {dir_file} (same directions)"
-        if not args.overwrite:
-            raise CLIError(
-                f"direction file {dir_file} exists but holds other directions (another model, "
-                "seed or settings); pass it as --dir_file to use it, or --overwrite to replace it"
-            )
-        save_directions(dir_file, fresh)
-        return fresh, f"replaced {dir_file}"
-    directions = _create_directions(args, model, ndim)
-    dir_file.parent.mkdir(parents=True, exist_ok=True)
-    save_directions(dir_file, directions)
-    return directions, f"created {dir_file}"
-
-
-def _fit_ndim(directions: Any, ndim: int, dir_file: Path) -> Any:
-    from landscape.directions import Directions
-
-    if ndim == 2 and directions.y is None:
-        raise CLIError(f"--dir_file {dir_file} holds one direction but --y asks for a 2D surface")
-    if ndim == 1 and directions.y is not None:
-        meta = {**directions.meta, "used": "x direction of a 2D direction file"}
-        return Directions(x=directions.x, y=None, dir_type=directions.dir_type, meta=meta)
-    return directions

@@ -1,0 +1,83 @@
+"""Command line: ``python -m landscape {surface,plot,project,vtk}`` (console script
+``samlab-landscape``).
+
+The flags are those of tomgoldstein/loss-landscape's ``plot_surface.py``, ``plot_2D.py``,
+``plot_1D.py``, ``plot_trajectory.py`` and ``h52vtp.py``, with the same meaning, so an old
+command runs with the script name changed and the model / data given as importable factories::
+
+    python -m landscape surface --model mymodels:resnet --model_file ckpt.pt \\
+        --data mydata:train --x -1:1:51 --y -1:1:51 --surf_file surf.h5 --plot
+    mpiexec -n 2 python -m mpi4py -m landscape surface ... --mpi
+    python -m landscape plot --surf_file surf.h5
+    python -m landscape project --trajectory checkpoints/ --surf_file surf.h5
+    python -m landscape vtk --surf_file surf.h5 --log
+
+Models and data come from ``MODULE:FACTORY`` names resolved with importlib at run time (the
+current directory is put on ``sys.path``), e.g. ``samlab.models:digits_cnn``; this package never
+imports them itself. Checkpoints load with ``torch.load(weights_only=True)`` (a dict with a
+``model`` entry, or a plain state_dict); direction and surface files are plain HDF5. Code runs
+only from a factory the user names.
+
+Deviations from loss-landscape (each recorded where it matters):
+
+- ``--xnorm/--ynorm`` default to ``filter`` and ``--xignore/--yignore`` to ``biasbn`` (the
+  paper's setting; loss-landscape's empty defaults give raw N(0, 1) directions and move every
+  1-D tensor by a copy of itself). An explicit empty value (``--xnorm ""``) still means "none".
+  The surface file records the values used (``directions``) and these defaults
+  (``flag_defaults``).
+- ``--seed`` is honoured (loss-landscape hard-codes 123) and ``--idx N`` draws another direction
+  (seed + N; loss-landscape's ``--idx`` only changes the file name).
+- ``--data_split S --split_idx I`` takes part I of a seeded random split into S parts
+  (loss-landscape ignores ``--split_idx``).
+- ``--x``/``--y`` need an integer count and accept ranges starting or ending at 0.
+- ``--threads`` sets torch's intra-op threads (loss-landscape: DataLoader workers; here the
+  data are materialised once). Under ``--mpi`` a rank uses 1 thread unless told otherwise.
+- Direction and surface files are validated, never silently reused: an existing surface file is
+  resumed only when its grid, directions, model and data match, and is otherwise refused
+  unless ``--overwrite``. Figures, projections and ``.vtp`` files are regenerated freely.
+- Beside the surface file, ``<surf_file>.json`` keeps the resolved command (DESIGN.md §6), one
+  entry per run with the per-rank share of the points.
+
+User mistakes (unknown module or factory, missing files, malformed flags, mismatching files,
+empty data) end with a one-line ``error:`` message and exit status 1 (2 for flag syntax);
+``LANDSCAPE_TRACEBACK=1`` shows the traceback instead.
+
+The code: :mod:`~landscape.cli.entry` (:func:`main`), :mod:`~landscape.cli.parser` (the argparse
+parser, :func:`parse_range`), :mod:`~landscape.cli.options` (its shared argument groups and
+argument types), :mod:`~landscape.cli.inputs` (:class:`CLIError`, the run's context, factories,
+checkpoints, data), :mod:`~landscape.cli.directions` (the directions of a run and the default
+file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
+(reading surfaces and drawing figures) and one module per subcommand:
+:mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project` and
+:mod:`~landscape.cli.vtk`.
+"""
+
+from landscape.cli.directions import FLAG_DEFAULTS, default_dir_file, default_surf_file
+from landscape.cli.entry import main
+from landscape.cli.inputs import CLIError, build_data, build_model, load_state, resolve_factory
+from landscape.cli.options import IGNORE_CHOICES, NORM_CHOICES
+from landscape.cli.parser import build_parser, parse_range
+from landscape.cli.plot import cmd_plot
+from landscape.cli.project import cmd_project
+from landscape.cli.surface import cmd_surface
+from landscape.cli.vtk import cmd_vtk
+
+__all__ = [
+    "FLAG_DEFAULTS",
+    "IGNORE_CHOICES",
+    "NORM_CHOICES",
+    "CLIError",
+    "build_data",
+    "build_model",
+    "build_parser",
+    "cmd_plot",
+    "cmd_project",
+    "cmd_surface",
+    "cmd_vtk",
+    "default_dir_file",
+    "default_surf_file",
+    "load_state",
+    "main",
+    "parse_range",
+    "resolve_factory",
+]

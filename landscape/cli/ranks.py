@@ -1,0 +1,98 @@
+"""The processes of a ``surface`` run of :mod:`landscape.cli`: ranks, devices, agreement.
+
+How many ranks ``mpiexec`` launched (:func:`launched_ranks`), the device of this rank
+(:func:`run_device`), and the check that every rank evaluates the same model on the same data
+(:func:`agree_across_ranks`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from landscape.cli.inputs import CLIError, Context
+
+
+def launched_ranks() -> int:
+    """How many ranks ``mpiexec`` launched (1 without ``mpiexec``), from its environment."""
+    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
+        value = os.environ.get(key)
+        if value and value.isdigit():
+            return int(value)
+    return 1
+
+
+def run_device(args: argparse.Namespace, ctx: Context) -> Any:
+    """The evaluation device: ``--device``, or with ``--cuda`` one GPU per rank of a node."""
+    import torch
+
+    if args.device:
+        try:
+            return torch.device(args.device)
+        except RuntimeError as err:
+            raise CLIError(f"--device {args.device}: {err}") from None
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise CLIError("--cuda: no CUDA device is available")
+        local = 0
+        if ctx.comm is not None:
+            from mpi4py import MPI
+
+            local = ctx.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+        return torch.device("cuda", local % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:
+    """A sha256 of named tensors (names, dtypes, shapes and bytes)."""
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in tensors:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def agree_across_ranks(
+    ctx: Context, model: Any, args: argparse.Namespace, train: Any, test: Any, subset: Any
+) -> None:
+    """Every rank must evaluate the same model on the same data.
+
+    A factory with an unseeded random initialisation builds different weights on every rank
+    (torch seeds each process differently): rank 0's weights are then sent to all ranks. Data
+    that differ across ranks (an unseeded random data factory) cannot be repaired: error.
+    """
+    from landscape.evaluate import as_tensors
+
+    comm = ctx.comm
+    state = model.state_dict()
+    if len(set(comm.allgather(fingerprint(list(state.items()))))) > 1:
+        ctx.log(
+            f"note: --model {args.model} builds different weights on different ranks (unseeded "
+            "initialisation?); every rank uses rank 0's weights"
+        )
+        weights = comm.bcast(
+            {k: v.detach().cpu() for k, v in state.items()} if ctx.rank == 0 else None, root=0
+        )
+        model.load_state_dict(weights)
+    parts = []
+    for name, data, part_subset in (("train", train, subset), ("test", test, args.test_subset)):
+        if data is None:
+            continue
+        try:
+            inputs, targets, _ = as_tensors(data, subset=part_subset, subset_seed=args.subset_seed)
+        except (ValueError, TypeError):
+            return  # the evaluator reports it, with context
+        parts += [(f"{name}.inputs", inputs), (f"{name}.targets", targets)]
+        del inputs, targets
+    if len(set(comm.allgather(fingerprint(parts)))) > 1:
+        raise CLIError(
+            "the data factories give different data on different MPI ranks (unseeded "
+            "randomness?); make them deterministic"
+        )

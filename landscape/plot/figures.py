@@ -1,0 +1,82 @@
+"""The standard figure set of a surface (:func:`plot_all`), as loss-landscape writes it.
+
+One figure file per plot and format, next to the surface file: the 1D curves, or the contour,
+filled contour, heat map, 3D surface (and trajectory) of a 2D surface.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from landscape.plot.line import plot_1d
+from landscape.plot.plane import plot_contour, plot_heatmap, plot_surface_3d, plot_trajectory
+
+
+def plot_all(
+    surface: Any,
+    out_prefix: str | os.PathLike,
+    *,
+    formats: Sequence[str] = ("png",),
+    metric: str = "train_loss",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    vlevel: float | None = None,
+    log: bool = False,
+    loss_max: float | None = None,
+    zmax: float | None = None,
+    zlim: float | None = None,
+    xmin: float | None = None,
+    xmax: float | None = None,
+    noise_floor: bool = True,
+    trajectory: Any = None,
+    dpi: int = 150,
+) -> list[Path]:
+    """Write loss-landscape's figure set for ``surface`` and return the paths.
+
+    1D: ``<out_prefix>_1d_loss_acc[_log].<fmt>``. 2D: ``<out_prefix>_<metric>_2dcontour``,
+    ``_2dcontourf``, ``_2dheat`` and ``_3dsurface`` (and ``_2dcontour_proj`` when a projected
+    ``trajectory`` ``(T, 2)`` is given), one file per format in ``formats``. ``xmin``/``xmax``
+    go to the 1D plot, ``zlim`` to the 3D one.
+    """
+    from matplotlib.figure import Figure
+
+    prefix = os.fspath(out_prefix)
+    Path(prefix).parent.mkdir(parents=True, exist_ok=True)
+    figures: list[tuple[str, Any]] = []
+
+    def new(projection: str | None = None) -> Any:
+        fig = Figure(figsize=(6.4, 4.8))
+        return fig.add_subplot(projection=projection)
+
+    if surface.y is None:
+        ax = plot_1d(surface, ax=new(), log=log, loss_max=loss_max, xmin=xmin, xmax=xmax)
+        figures.append(("_1d_loss_acc" + ("_log" if log else ""), ax.figure))
+    else:
+        levels = dict(vmin=vmin, vmax=vmax, vlevel=vlevel)
+        base = f"_{metric}"
+        ax = plot_contour(surface, metric, ax=new(), noise_floor=noise_floor, **levels)
+        figures.append((base + "_2dcontour", ax.figure))
+        ax = plot_heatmap(surface, metric, ax=new(), filled=True, log=log, **levels)
+        figures.append((base + "_2dcontourf", ax.figure))
+        ax = plot_heatmap(surface, metric, ax=new(), log=log, vmin=vmin, vmax=vmax)
+        figures.append((base + "_2dheat", ax.figure))
+        ax = plot_surface_3d(
+            surface, metric, ax=new("3d"), log=log, zmax=zmax, zlim=zlim, vmin=vmin, vmax=vmax
+        )
+        figures.append((base + "_3dsurface", ax.figure))
+        if trajectory is not None:
+            ax = plot_trajectory(
+                surface, trajectory, metric, ax=new(), noise_floor=noise_floor, **levels
+            )
+            figures.append((base + "_2dcontour_proj", ax.figure))
+
+    paths = []
+    for suffix, fig in figures:
+        for fmt in formats:
+            path = Path(f"{prefix}{suffix}.{fmt.lstrip('.')}")
+            fig.savefig(path, dpi=dpi, bbox_inches="tight", format=fmt.lstrip("."))
+            paths.append(path)
+    return paths
