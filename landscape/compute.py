@@ -9,71 +9,10 @@ gradients. Loss and accuracy are sample-weighted means over all evaluation sampl
 standard errors come from the means of the nominal batches of ``batch_size``. The grid
 convention is :mod:`landscape.grid`'s.
 
-Evaluation modes of :class:`~landscape.evaluate.SurfaceEvaluator`:
-
-- ``"eager"``: the plain loop (the reference twin). The forward runs in chunks of
-  ``forward_chunk`` rows (see below); the outputs of a group of points (up to 64 MiB) are kept
-  and their metrics computed together: per-sample losses and correctness of all their rows in
-  one call, per-batch sums by reshaping, one host copy and numpy over the whole group, so the
-  metric bookkeeping costs O(1) tensor ops per group of points instead of a few per batch.
-- ``"compiled"``: the same loop with the forward under ``torch.compile`` (at the chunk shape;
-  the last chunk is padded) and, BatchNorm being in eval mode, folded into the preceding
-  conv/linear layer; the folded weights are recomputed from the perturbed weights at every
-  point and written in place, so the compiled graph is built once (a recompile raises). Falls
-  back to eager with one warning when compilation fails, and without a warning (noted in
-  ``provenance["execution"]["compiled_fallback"]``) when, on a model cheap enough to time
-  whole passes, the compiled pass does not measure faster than the eager one (a compiled call
-  costs ~0.1 ms of guards and wrapper here: more than it saves on the digits MLP). On such
-  cheap models it also tries **K points per compiled call** (``vmap`` over K stacked weight
-  sets inside one compiled graph per evaluation set, the weights built from the coordinates in
-  the graph, loss, accuracy and per-batch sums fused; K from a 32 MiB activation budget, at
-  most 64, tried from 4), kept only when it is position-independent bitwise, agrees with the
-  eager loop and measures >= 10% faster per point than the path chosen so far; then
-  ``points_per_call`` and ``default_chunk_size`` are K.
-- ``"vmap"``: ``torch.func.functional_call`` + ``vmap`` over K stacked sets of the moved
-  tensors (the others, buffers included, stay unbatched), K points per forward; eval mode only.
-- ``"auto"``: eager on CPU. On CUDA (``bn_mode="eval"``, one process) a probe at the centre
-  checks ``vmap`` (K points per forward) against the eager loop and times both in interleaved
-  rounds on a prefix of at most 1,024 training rows; ``vmap`` is taken only where it agrees
-  within tolerance and measures at least 10% faster per point, else eager (timings and choice
-  in ``provenance["execution"]["auto_vmap_probe"]``). Eager with ``bn_mode="recompute"`` and
-  on one of several MPI ranks (which could choose differently).
-
-Forward chunk (eager and compiled): ``forward_chunk`` rows per forward call, by default chosen
-at construction by a timing probe at the centre (hill climbing from ``batch_size``: halving
-while smaller activations stay in cache and save >= 10%, else doubling up to the whole set
-while fewer calls do; a winner other than ``batch_size`` is confirmed against it in fresh
-rounds), on whole passes for cheap models (a pass <= 0.25 s) and per sample on a prefix
-otherwise; no probe for one of several MPI ranks (they would time each other's load, and
-cannot agree without a collective: pass ``forward_chunk``). The chosen chunk is kept only if its
-outputs equal, bit for bit, those of the batch-by-batch forward, so values never depend on it.
-Measured here (one thread, shared 2-core AMD EPYC, AVX2): the digits MLP runs 1,024 rows per
-call (0.29 ms per pass against 0.55 ms in batches of 128), the CIFAR ResNet-20 64 or 32 rows
-(1.6-2.4 ms per sample against 2.0-3.3 ms at 128: 8 MB activations per tensor at 128), the
-digits CNN stays at 128.
-
-Measured by ``benchmarks/landscape_surface.py`` (ratio to the bare limit: one plain eager
-forward per point at batch 128 over the same 1,024 samples, weights set by a plain axpy;
-medians of paired per-round ratios, arms interleaved, process CPU time, one thread on a shared
-2-core CPU; table in the README's "Landscape performance"): eager (with accuracy and standard
-errors) 0.73 on the MLP, 0.94 on the CNN, 0.97 on ResNet-20; compiled 0.59 on the MLP (K = 64
-points per compiled call), 0.61 on the CNN and 0.67 on ResNet-20; vmap 0.84-1.38 (K = 64, 5,
-1): slower than eager on all three, hence eager on CPU. ``loss-landscapes`` (mean loss only,
-all samples in one forward): 0.59 on the MLP (compiled / loss-landscapes 0.91 paired; eager
-alone stays ~25% behind it there: the per-point cross-entropy and argmax kernels of 1,024
-ten-class rows cost ~0.09 ms next to a 0.3 ms forward), 1.06 on the CNN and 2.2 on ResNet-20.
-On GPUs a small model at batch 128 is launch-bound, which K points per forward may amortise,
-so ``auto`` on CUDA measures ``vmap`` against eager at construction and keeps the faster one;
-GPU timings are not recorded in this repository yet (the probe's are in the provenance).
-
-Determinism: a point's value depends only on its coordinates, never on the chunk of points, the
-group whose metrics are computed together, the forward chunk or the process that evaluates it
-(per-sample values are row-independent and every per-batch sum reduces one contiguous row;
-``vmap`` pads every chunk to the same K, and its per-point results were checked independent of
-the point's position in the chunk on CPU; ``compiled`` pads the last chunk to the compiled
-shape, and its K-point calls are padded to K and kept only where a check at construction finds
-the same bits for the same points in another order). On CUDA, bitwise reproducibility also
-needs deterministic kernels (``torch.use_deterministic_algorithms(True)``).
+How a point is evaluated (the modes ``eager``, ``compiled``, ``vmap`` and ``auto``, the
+forward-chunk probe, what each costs and why values never depend on chunking or on the process
+that evaluates a point) is documented with the evaluation paths in :mod:`landscape.evaluate.paths`
+and :mod:`landscape.evaluate.paths.chunks`.
 
 The code: :func:`surface_1d` and :func:`surface_2d` build an evaluator and evaluate every
 point; :func:`compute_surface` evaluates the points a writer has not done yet, on one process

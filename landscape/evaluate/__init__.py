@@ -10,7 +10,7 @@ from landscape.evaluate.center import CENTER_TOLERANCE
 from landscape.evaluate.data import as_tensors
 from landscape.evaluate.evaluator import SurfaceEvaluator
 from landscape.evaluate.provenance import hash_indices
-from landscape.evaluate.spec import BN_MODES, LOSSES, MODES
+from landscape.evaluate.spec import BN_MODES, LOSSES, MODES, ProbeSettings
 from landscape.evaluate.stats import standard_error
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CENTER_TOLERANCE",
     "LOSSES",
     "MODES",
+    "ProbeSettings",
     "SurfaceEvaluator",
     "as_tensors",
     "hash_indices",

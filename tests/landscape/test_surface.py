@@ -17,14 +17,13 @@ from torch.utils.data import DataLoader, TensorDataset
 import landscape.evaluate.center as center_module
 from landscape import Surface, SurfaceEvaluator, as_tensors, surface_1d, surface_2d
 from landscape.directions import Directions, create_directions
-from landscape.evaluate import standard_error
+from landscape.evaluate import ProbeSettings, standard_error
 from landscape.evaluate.center import CenterCheck
 from landscape.evaluate.paths import PATHS, EvaluationPath, PassTimer, VmapPath, cxx_available
 from landscape.evaluate.paths.choose import AUTO_PROBE_EAGER_POINTS, AUTO_PROBE_ROUNDS
 from landscape.evaluate.paths.fold import fold_batchnorm
-from landscape.evaluate.spec import ProbeSettings
 from landscape.evaluate.stats import Metrics, fast_cross_entropy_stats
-from landscape.surface import grid_coordinates
+from landscape.grid import grid_coordinates
 
 # Fast path vs eager: (rtol, atol) per dtype.
 TOLERANCE = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-5, 1e-6)}
@@ -891,13 +890,12 @@ def test_eager_cross_entropy_stats_equal_cross_entropy_and_argmax():
 def test_evaluator_holds_its_parts_and_every_path_follows_one_protocol():
     """The evaluator inherits from nothing and holds its parts (:mod:`landscape.evaluate`),
     which never import it; every evaluation path listed in ``paths.PATHS`` answers one
-    protocol; ``CENTER_TOLERANCE`` is the same object from :mod:`landscape.surface`."""
+    protocol; ``CENTER_TOLERANCE`` is the same object from :mod:`landscape.evaluate`."""
     import importlib
     import pkgutil
 
     import landscape.evaluate as evaluate
     import landscape.evaluate.paths as paths
-    import landscape.surface as surface
 
     assert SurfaceEvaluator.__bases__ == (object,)
     protocol = {"mode", "points_per_call", "batch_sums", "evaluate"}
@@ -906,7 +904,7 @@ def test_evaluator_holds_its_parts_and_every_path_follows_one_protocol():
     for path in PATHS:
         assert issubclass(path, EvaluationPath) and isinstance(path.mode, str), path
         assert all(len(cls.__bases__) == 1 for cls in path.__mro__[:-1]), path  # no mixins
-    assert surface.CENTER_TOLERANCE is center_module.CENTER_TOLERANCE
+    assert evaluate.CENTER_TOLERANCE is center_module.CENTER_TOLERANCE
     for package in (evaluate, paths):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
