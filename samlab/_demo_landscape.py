@@ -7,6 +7,15 @@ factory as recorded. It is :func:`samlab.datasets.digits_eval_data`; the demo's 
 is :mod:`samlab.demo.landscape_section`.
 """
 
+import warnings
+
 from samlab.datasets import digits_eval_data
 
 __all__ = ["digits_eval_data"]
+
+warnings.warn(
+    "samlab._demo_landscape is deprecated and will be removed in the next release: the data "
+    "factory is samlab.datasets:digits_eval_data (the same function)",
+    DeprecationWarning,
+    stacklevel=2,
+)

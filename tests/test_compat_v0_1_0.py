@@ -138,3 +138,14 @@ def test_interrupted_run_resumes_from_the_old_checkpoint(copy: Path):
     assert resumed.history[0].train_loss == pytest.approx(fresh.history[0].train_loss, rel=1e-5)
     assert resumed.history[1].train_loss == pytest.approx(fresh.history[1].train_loss, rel=1e-5)
     assert resumed.history[1].test_acc == pytest.approx(fresh.history[1].test_acc, abs=1e-3)
+
+
+def test_old_data_factory_module_warns_and_is_the_new_function():
+    import importlib
+
+    from samlab.datasets import digits_eval_data
+
+    sys.modules.pop("samlab._demo_landscape", None)
+    with pytest.warns(DeprecationWarning, match="samlab.datasets:digits_eval_data"):
+        old = importlib.import_module("samlab._demo_landscape")
+    assert old.digits_eval_data is digits_eval_data and old.__all__ == ["digits_eval_data"]

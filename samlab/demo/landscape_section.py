@@ -45,6 +45,7 @@ from samlab.datasets import digits_eval_data
 from samlab.demo.comparison import COMPARISON, SMOKE_TRAIN_SAMPLES, Comparison
 from samlab.demo.landscape_figure import LABELS, plot_landscapes
 from samlab.demo.landscape_runs import (
+    DATA_FACTORY,
     FULL_SETTINGS,
     SMOKE_SETTINGS,
     LandscapeSettings,
@@ -131,6 +132,7 @@ def run_landscape_section(
             "checkpoint": str(checkpoint.resolve()),
             "checkpoint_sha256": file_sha256(checkpoint),
             "settings": {**settings.to_dict(), "samples": samples},
+            "data_factory": DATA_FACTORY,  # 0.1.0's files name another factory: recomputed
             "data_kwargs": data_kwargs,
         }
         forget_stale(paths, folder / f"{name}_inputs.json", inputs)
