@@ -102,7 +102,7 @@ def _samlab_impl(opt: Any) -> str:
     """The tensor-list path a samlab optimizer really took (after its first step)."""
     if opt.impl != "auto":
         return opt.impl
-    resolved = getattr(opt, "_auto_cpu_impl", None)
+    resolved = opt.dispatch.cpu_choice
     return f"auto->{resolved}" if resolved else "auto"
 
 
