@@ -157,7 +157,8 @@ def sam_ascent_(
                 swapped += [True] * len(ps)
                 continue
         adaptive = segment.eta is not None
-        perturb_(ps, ds, bufs, scale, adaptive=adaptive, eta=segment.eta or 0.0, impl=dispatch)
+        eta = segment.eta if adaptive else 0.0
+        perturb_(ps, ds, bufs, scale, adaptive=adaptive, eta=eta, impl=dispatch)
         held += bufs
         swapped += [False] * len(ps)
     return Ascent(norm, params, held, swapped)

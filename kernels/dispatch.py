@@ -8,11 +8,12 @@ place where that is decided, as ``torch.optim.sgd()``'s ``_default_to_fused_or_f
 
 * ``impl="auto"`` picks by measurement: ``"foreach"`` on CUDA; on CPU ``"compiled"`` for
   models of at least :data:`COMPILE_MIN_NUMEL` parameter elements where a C++ compiler exists,
-  else ``"foreach"``. Measured on CPU with one thread (``benchmarks/optim_step.py`` and the
-  figures in ``docs/closure-protocol.md``): the compiled ascent and base step are several times
-  faster than either eager path, but the one-time compilation (30-130 s cold, seconds from
-  inductor's disk cache) costs more than a short run of a small model saves; between the two
-  eager paths the difference is small (see :mod:`kernels.sam_ops`).
+  else ``"foreach"``. Measured on CPU with one thread (``benchmarks/optim_step.py``): the
+  compiled ascent and base step are several times faster than either eager path, but the
+  one-time compilation (30-130 s cold, seconds from inductor's disk cache) costs more than a
+  short run of a small model saves; between the eager paths foreach is 4-11% faster than the
+  loop on models of many tensors and about even (up to 7% slower) on models of a few large
+  ones (figures in :mod:`kernels.sam_ops`).
 * The fallback. A dispatch with an ``owner`` (an optimizer) warns once when a compiled call
   fails (no compiler, an inductor failure, an exhausted recompile limit), naming the owner and
   the error, and runs the loop from then on: it never switches to eager silently. A dispatch

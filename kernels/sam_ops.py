@@ -8,8 +8,12 @@ chooses per device and owns the fallback):
   of the docstring.
 * ``"foreach"`` — ``torch._foreach_*`` multi-tensor kernels (few launches; the fast path on
   CUDA, as in ``torch/optim/sgd.py``, and the optimizers' CPU default below 2M parameters).
-  On CPU with one thread it measured about as fast as the loop (torch 2.x, SAM's optimizer
-  work on models of 2k to 2M parameters; ``docs/closure-protocol.md`` lists the figures).
+  On CPU its gain over the loop grows with the number of tensors, not with their size: with
+  one thread, SAM's, GSAM's and one-step SAM's optimizer work took 0.89-0.93 of the loop's
+  time on ResNet-20 (0.27M parameters in 59 tensors) and 0.93-0.96 on a 24k-parameter CNN
+  (11 tensors), but 0.97-1.02 on MLPs of 2k and 0.2M parameters (4 and 8 tensors) and
+  1.00-1.07 on one of 1.9M (8 tensors) (``benchmarks/optim_step.py --measures C``, medians
+  of paired ratios over 30 interleaved rounds, torch 2.14).
 * ``"compiled"`` — the reference loop under ``torch.compile`` (one fused C++/Triton kernel per
   call after a one-time compilation) for the reductions (``global_norm``, ``dot``) and GSAM's
   and LookSAM's combinations; see :mod:`kernels.compiled`. ``copy_``, ``scaled_add_`` and

@@ -110,7 +110,7 @@ class GSAM(GradientPairSAM):
         self.base_step.mark_stepped()
         return True
 
-    def _finish(self, impl: str | None = None) -> None:
+    def _finish(self, impl: str | kernels.Dispatch | None = None) -> None:
         clean = self._clean_grads
         self._clean_grads = {}
         grouped = [

@@ -126,8 +126,9 @@ class GradientPairSAM(SAM):
     :attr:`alpha_key`. ``_first`` takes each ``p.grad`` tensor itself (no copy) into
     ``_clean_grads``, so the perturbed backward writes fresh ``.grad`` tensors."""
 
-    #: the param-group key of ``alpha`` (named apart from any base optimizer's own ``alpha``)
-    alpha_key = "alpha"
+    #: the param-group key of ``alpha``, named apart from a base optimizer's own ``alpha``
+    #: (RMSprop's): "gsam_alpha", "looksam_alpha"
+    alpha_key: str
 
     def __init__(self, params: Any, base_optimizer: Any, alpha: float, **options: Any) -> None:
         if not alpha >= 0:
