@@ -19,9 +19,9 @@ from kernels import Dispatch, Segment, compiled
 from kernels.dispatch import COMPILE_MIN_NUMEL
 
 F64_RTOL = 1e-14
-#: three segments: SAM, ASAM (eta), an empty one (a group without gradients), SAM again
-SPLITS = [(0, 3, 0.05, 1e-12, None), (3, 5, 0.2, 1e-3, 0.01), (5, 5, 0.3, 1e-12, None)]
-SHAPES = [(3, 4), (), (5,), (2, 3, 2), (1,), (7, 1), (4099,)]
+#: the shapes and segments of ``test_compiled_steps.py``'s ascent test, so that the compiled
+#: graphs are shared (a 0-d tensor, odd lengths, one longer than a reduction row of 4096)
+SHAPES = [(3, 5), (), (1,), (7,), (4099,), (2, 3, 2)]
 
 
 def needs_compiler(impl):
@@ -34,48 +34,56 @@ def tensors(seed, dtype=torch.float64):
     return [torch.randn(s, generator=gen, dtype=torch.float64).to(dtype) for s in SHAPES]
 
 
-def segments(ws, ds, splits=SPLITS):
-    out = [Segment(ws[a:b], ds[a:b], rho, eps, eta) for a, b, rho, eps, eta in splits]
-    out.append(Segment(ws[5:], ds[5:], 0.1, 1e-12, None))
-    return out
+def segments(ws, ds, etas):
+    """Two segments with their own rho, eps and eta around an empty one (a param group
+    without gradients)."""
+    return [
+        Segment(ws[:3], ds[:3], 0.05, 1e-12, etas[0]),
+        Segment([], [], 0.3, 1e-12, None),
+        Segment(ws[3:], ds[3:], 0.2, 1e-3, etas[1]),
+    ]
 
 
-def ascend(impl, seed=0):
+def ascend(impl, etas=(None, None), seed=0):
     """(weights after the in-place ascent, the Ascent, the weights before, the segments)."""
     ws, ds = tensors(seed), tensors(seed + 1)
     before = [w.clone() for w in ws]
-    segs = segments(ws, ds)
+    segs = segments(ws, ds, etas)
     buffers = [torch.empty_like(w) for w in ws]
     ascent = kernels.sam_ascent_(segs, buffers, impl=impl)
     return ws, ascent, before, segs
 
 
-@pytest.mark.parametrize("impl", ["foreach", "compiled"])
-def test_in_place_paths_match_the_loop_and_restore_exactly(impl):
-    needs_compiler(impl)
-    ref, ref_ascent, _, _ = ascend("loop")
-    got, ascent, before, _ = ascend(impl)
+def check_against_the_loop(impl, etas):
+    ref, ref_ascent, _, _ = ascend("loop", etas)
+    got, ascent, before, _ = ascend(impl, etas)
     torch.testing.assert_close(ascent.norm, ref_ascent.norm, rtol=F64_RTOL, atol=0.0)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=F64_RTOL, atol=1e-15)
     # the compiled path swaps storages (w + e lives in the buffers), the others copy w
-    assert all(ascent.swapped) == (impl == "compiled") and any(ascent.swapped) == all(
-        ascent.swapped
-    )
+    assert ascent.swapped == [impl == "compiled"] * len(got)
     kernels.restore_(ascent, impl=impl)
     assert all(torch.equal(w, w0) for w, w0 in zip(got, before))
+
+
+@pytest.mark.parametrize("eta", [None, 0.01], ids=["sam", "asam"])
+@pytest.mark.parametrize("impl", ["foreach", "compiled"])
+def test_in_place_paths_match_the_loop_and_restore_exactly(impl, eta):
+    needs_compiler(impl)
+    check_against_the_loop(impl, (eta, eta))
+
+
+def test_sam_and_asam_segments_under_one_norm_match_the_loop():
+    check_against_the_loop("foreach", (None, 0.01))
 
 
 @pytest.mark.parametrize("impl", kernels.IMPLS)
 def test_the_pure_form_matches_the_in_place_form(impl):
     needs_compiler(impl)
-    moved, ascent, before, segs = ascend(impl)
+    moved, ascent, before, segs = ascend(impl, (0.01, 0.01))
     weights = [w.clone() for w in before]
-    pure_segments = [
-        Segment(weights[i : i + len(s.params)], s.directions, s.rho, s.eps, s.eta)
-        for i, s in zip([0, 3, 5, 5], segs)
-    ]
-    points, norm = kernels.sam_ascent(pure_segments)
+    pure = [s._replace(params=weights[i : i + len(s.params)]) for i, s in zip([0, 3, 3], segs)]
+    points, norm = kernels.sam_ascent(pure)
     assert all(torch.equal(w, w0) for w, w0 in zip(weights, before))  # nothing moved
     torch.testing.assert_close(norm, ascent.norm, rtol=F64_RTOL, atol=0.0)
     for a, b in zip(points, moved):
@@ -83,9 +91,9 @@ def test_the_pure_form_matches_the_in_place_form(impl):
 
 
 def test_the_perturbation_norm_is_rho_per_segment():
-    """||e|| is sqrt(sum_k rho_k^2 ||d_k||^2 / (n + eps_k)^2) for SAM segments; compared with
-    its definition ||(w + e) - w|| computed from the moved weights."""
-    ws, ascent, before, segs = ascend("loop")
+    """||e|| over a SAM and an ASAM segment, against its definition ||(w + e) - w|| computed
+    from the moved weights."""
+    ws, ascent, before, segs = ascend("loop", (None, 0.01))
     size = kernels.perturbation_norm(segs, ascent)
     moved = torch.cat([(w - w0).flatten() for w, w0 in zip(ws, before)])
     torch.testing.assert_close(size, torch.linalg.vector_norm(moved), rtol=1e-12, atol=0.0)
