@@ -15,6 +15,9 @@ A. Full step / SGD step (forward + backward + update) on a CIFAR-shaped syntheti
    per call and report seconds per step.
 B. Optimizer-only work on cached gradients / default ``torch.optim.SGD.step``: ``.grad`` is set
    once from one real backward; no forward or backward is timed.
+C. (``--measures C``, not run by default) ``impl="foreach"`` / ``impl="loop"`` on CPU: the
+   optimizer-only work of SAM, GSAM and one-step SAM on models of 2k to 2M parameters (the
+   choice ``impl="auto"`` makes below 2M parameters), paired per round per method.
 
 Batch sizes run in ascending order (the smallest first absorbs torch.compile's one-time
 compilation in its warm-up; the same optimizers then run the larger batch). At batch sizes
@@ -33,6 +36,7 @@ import copy
 import importlib.metadata
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -41,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _timing import Arm, ArmResult, format_markdown_table, run_interleaved
+from _timing import Arm, ArmResult, format_markdown_table, quartiles, run_interleaved
 from torch import nn
 
 from samlab.models import create_model
@@ -102,7 +106,7 @@ def _samlab_impl(opt: Any) -> str:
     """The tensor-list path a samlab optimizer really took (after its first step)."""
     if opt.impl != "auto":
         return opt.impl
-    resolved = getattr(opt, "_auto_cpu_impl", None)
+    resolved = opt.dispatch.cpu_choice
     return f"auto->{resolved}" if resolved else "auto"
 
 
@@ -348,6 +352,75 @@ def optimizer_only_arms(base_model: nn.Module, batch: Batch, with_asam: bool = T
     return arms
 
 
+# ---------------------------------------------------------------------------- measure C
+#: measure C's models: label -> a samlab model name, or the width of a 4-layer MLP
+IMPL_MODELS: dict[str, str | int] = {
+    "digits_mlp": "digits_mlp",
+    "digits_cnn": "digits_cnn",
+    "mlp-0.2M": 300,
+    "resnet20": "resnet20_cifar",
+    "mlp-1.9M": 960,
+}
+#: measure C's methods: label -> (registry name, keywords)
+IMPL_METHODS = {
+    "SAM": ("sam", {"rho": RHO}),
+    "GSAM": ("gsam", {"rho": RHO, "alpha": GSAM_ALPHA}),
+    "one-step SAM": ("onestep-sam", {"rho": RHO}),
+}
+
+
+def impl_model(spec: str | int) -> nn.Module:
+    if isinstance(spec, str):
+        return create_model(spec)
+    return nn.Sequential(
+        nn.Linear(64, spec), nn.Linear(spec, spec), nn.Linear(spec, spec), nn.Linear(spec, 10)
+    )
+
+
+def impl_arms(base_model: nn.Module) -> list[Arm]:
+    """Measure C's arms: each method under ``impl="loop"`` and ``"foreach"``, each on its own
+    copy of the model holding one fixed random gradient; a call runs enough optimizer steps
+    (``begin_step``, ``first_step``, ``second_step``) to last milliseconds."""
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(p.shape, generator=gen) * 1e-2 for p in base_model.parameters()]
+    numel = sum(g.numel() for g in grads)
+    per_call = min(200, max(1, 2_000_000 // numel))
+    arms = []
+    for label, (name, kw) in IMPL_METHODS.items():
+        for impl in ("loop", "foreach"):
+            model = copy.deepcopy(base_model)
+            params = list(model.parameters())
+            opt = create_optimizer(name, params, impl=impl, **SGD_KW, **kw)
+            own = [g.clone() for g in grads]
+
+            def steps(opt=opt, params=params, own=own):
+                for _ in range(per_call):
+                    for p, g in zip(params, own):  # GSAM takes .grad away: put it back
+                        p.grad = g
+                    opt.begin_step()
+                    opt.first_step()
+                    for p, g in zip(params, own):
+                        p.grad = g
+                    opt.second_step()
+
+            arms.append(Arm(f"{label} [{impl}]", steps, per_call=per_call, warmup=2))
+    return arms
+
+
+def impl_table(results: dict[str, ArmResult]) -> list[str]:
+    """Per method: the median over rounds of foreach seconds / loop seconds of that round."""
+    cells = []
+    for label in IMPL_METHODS:
+        loop, fast = results[f"{label} [loop]"], results[f"{label} [foreach]"]
+        ratios = [f / lo for f, lo in zip(fast.seconds, loop.seconds)]
+        q1, q3 = quartiles(ratios)
+        cells.append(
+            f"{_fmt(statistics.median(ratios))} ({_fmt(q1)}-{_fmt(q3)}); loop "
+            f"{_seconds(loop.median_seconds)}"
+        )
+    return cells
+
+
 # ---------------------------------------------------------------------------- report
 def _fmt(x: float, digits: int = 3) -> str:
     return f"{x:.{digits}f}"
@@ -453,7 +526,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default=None, help="comma list (default 128,8)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds for every measure")
     parser.add_argument("--optim-repeats", type=int, default=None, help="rounds of measure B")
-    parser.add_argument("--measures", default="A,B", help="A (full step), B (optimizer only)")
+    parser.add_argument(
+        "--measures",
+        default="A,B",
+        help="A (full step), B (optimizer only), C (foreach / loop on CPU, models of 2k-2M)",
+    )
     parser.add_argument(
         "--clock", choices=("cpu", "wall"), default="cpu", help="primary clock (default cpu)"
     )
@@ -583,6 +660,24 @@ def main(argv: list[str] | None = None) -> int:
                 emit()
                 missed_all += [f"A/{model_key}/b{batch_size}/{n}" for n in missed]
             del arms
+
+    if "C" in measures:
+        rows = []
+        for label, spec in IMPL_MODELS.items():
+            torch.manual_seed(0)
+            model = impl_model(spec)
+            ps = list(model.parameters())
+            progress(f"measure C, {label}: {optim_repeats} rounds")
+            res = run_interleaved(impl_arms(model), repeats=optim_repeats, warmup=1, **timing)
+            numel = sum(p.numel() for p in ps)
+            rows.append([label, f"{numel:,}", len(ps), *impl_table(res)])
+        emit(
+            f"## C. impl='foreach' / impl='loop' on CPU, optimizer-only work ({optim_repeats} "
+            "rounds; median of the per-round ratios, quartiles; loop seconds per step)"
+        )
+        emit()
+        emit(format_markdown_table(["model", "params", "tensors", *IMPL_METHODS], rows))
+        emit()
 
     elapsed = time.perf_counter() - started
     load1 = os.getloadavg()

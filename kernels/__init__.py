@@ -1,12 +1,23 @@
 """Tensor-list operations behind samlab's optimizers.
 
 Each fast path (``torch._foreach_*`` or ``torch.compile``) has a readable per-tensor reference
-twin selected with ``impl="loop"``; tests check in float64 that they agree. No ``nn.Module``
-code lives here and nothing here imports ``samlab`` or ``landscape``.
+twin selected with ``impl="loop"``; tests check in float64 that they agree. SAM's ascent is one
+functional over param-group segments with the dispatch inside (:func:`sam_ascent_` in place,
+:func:`sam_ascent` pure); a :class:`Dispatch` chooses the implementation per device and owns
+the one fallback. No ``nn.Module`` code lives here and nothing here imports ``samlab`` or
+``landscape``.
 """
 
+from kernels.ascent import (
+    Ascent,
+    Segment,
+    perturbation_norm,
+    restore_,
+    sam_ascent,
+    sam_ascent_,
+)
+from kernels.dispatch import IMPLS, NOT_RUN, Dispatch
 from kernels.sam_ops import (
-    IMPLS,
     adaptive_weights,
     axpy_,
     copy_,
@@ -21,6 +32,10 @@ from kernels.sam_ops import (
 
 __all__ = [
     "IMPLS",
+    "NOT_RUN",
+    "Ascent",
+    "Dispatch",
+    "Segment",
     "adaptive_weights",
     "axpy_",
     "copy_",
@@ -30,5 +45,9 @@ __all__ = [
     "gsam_decompose_",
     "pair_stats",
     "perturb_",
+    "perturbation_norm",
+    "restore_",
+    "sam_ascent",
+    "sam_ascent_",
     "scaled_add_",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "norm_sq_into",
     "pair_stats_into",
     "perturb_into",
+    "perturbation",
     "sgd_step_",
 ]
 
@@ -114,6 +115,20 @@ def norm_sq_into(tensors: Sequence[Tensor], weights_eta: float | None) -> Tensor
     return _total([_sum_sq((p.abs() + weights_eta) * g) for p, g in pairs])
 
 
+def perturbation(w: Tensor, d: Tensor, scale: Tensor, eta: float | None) -> Tensor:
+    """SAM's perturbation of one tensor: ``e = d * scale`` (SAM), or with ASAM's
+    ``T = |w| + eta``: ``e = T * T * d * scale``, in that order of operations.
+
+    The one per-tensor rule of the ascent: the loop adds it in place, :func:`perturb_into` and
+    :func:`ascent_into` trace it, the pure form of :func:`kernels.ascent.sam_ascent` returns
+    ``w + e``.
+    """
+    if eta is None:
+        return d * scale
+    t = w.abs() + eta
+    return t * t * d * scale
+
+
 def perturb_into(
     out: Sequence[Tensor],
     params: Sequence[Tensor],
@@ -123,11 +138,7 @@ def perturb_into(
 ) -> None:
     """``out_i <- w_i + e_i`` with ``e_i = scale * g_i`` or ``scale * (|w_i| + eta)^2 g_i``."""
     for o, p, g in zip(out, params, grads):
-        if eta is None:
-            o.copy_(p + g * scale)
-        else:
-            t = p.abs() + eta
-            o.copy_(p + t * t * g * scale)
+        o.copy_(p + perturbation(p, g, scale, eta))
 
 
 def ascent_into(

@@ -1,17 +1,17 @@
 """SAM-family optimizers with a documented closure protocol (docs/closure-protocol.md)."""
 
-from samlab.optim._base import SAMBase, current_pass
-from samlab.optim._registry import (
+from samlab.optim.base import SAMBase, current_pass
+from samlab.optim.gsam import GSAM
+from samlab.optim.hooks import StepRecorder
+from samlab.optim.looksam import LookSAM
+from samlab.optim.onestep import OneStepSAM
+from samlab.optim.registry import (
     BASE_OPTIMIZERS,
     OptimInfo,
     create_optimizer,
     get_optimizer_info,
     list_optimizers,
 )
-from samlab.optim.gsam import GSAM
-from samlab.optim.hooks import StepRecorder
-from samlab.optim.looksam import LookSAM
-from samlab.optim.onestep import OneStepSAM
 from samlab.optim.rho_schedule import (
     CosineRho,
     LinearRho,

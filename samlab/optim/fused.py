@@ -5,16 +5,18 @@ update) into one ``torch.compile`` graph. What it needs from the optimizer lives
 the optimizers are known: :func:`fused_plan_unsupported` says whether an optimizer's step can
 be written that way, and a :class:`FusedPlan` holds
 
-* the update rules as pure functions of tensors (:meth:`FusedPlan.perturbed`, SAM's
-  ``w + rho * g / (||g|| + perturb_eps)``, and :meth:`FusedPlan.adam_update_`, the update of
-  ``torch.optim.Adam``: L2 weight decay, ``lerp`` of the first moment, the bias-corrected
-  denominator), with every hyper-parameter read from one small tensor so that a schedule of lr
-  or rho never recompiles;
+* the update rules as pure functions of tensors: SAM's ascent is the pure form of the ascent
+  functional (:func:`kernels.sam_ascent`, ``w + rho * g / (||g|| + perturb_eps)``) over the
+  :class:`~kernels.Segment` of :meth:`FusedPlan.segment`; :meth:`FusedPlan.adam_update_` is
+  the update of ``torch.optim.Adam`` (L2 weight decay, ``lerp`` of the first moment, the
+  bias-corrected denominator); every hyper-parameter is read from one small tensor so that a
+  schedule of lr or rho never recompiles;
 * the optimizer's own state tensors (Adam's ``step``, ``exp_avg``, ``exp_avg_sq``, created as
   Adam creates them), updated in place, so ``state_dict()``, checkpoints and resumption are
   those of the eager path;
 * :meth:`FusedPlan.finish`, the bookkeeping ``optimizer.step`` does besides the update
-  (Adam's step counts, SAM's ``last_step`` record and step index).
+  (Adam's step counts, SAM's ``last_step`` record and step count through
+  :meth:`~samlab.optim.SAMBase.record_step`).
 
 Covered: :class:`~samlab.optim.SAM` (not adaptive, no clipping, no step hooks) over
 ``torch.optim.Adam``, and a plain ``torch.optim.Adam``; one param group; Adam without amsgrad,
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 from torch.optim import optimizer as _torch_optimizer
 
+from kernels import Segment
 from samlab.optim.sam import SAM
 
 __all__ = ["FusedPlan", "fused_plan_unsupported"]
@@ -141,13 +144,10 @@ class FusedPlan:
 
     # ------------------------------------------------------------------ traced parts
     @staticmethod
-    def perturbed(
-        params: list[Tensor], grads: list[Tensor], hyper: Tensor
-    ) -> tuple[list[Tensor], Tensor]:
-        """SAM's ascent point ``w + rho * g / (||g|| + perturb_eps)`` and ``||g||``."""
-        norm = torch.sqrt(sum((g * g).sum() for g in grads))
-        scale = hyper[_RHO] / (norm + hyper[_PERTURB_EPS])
-        return [p + scale * g for p, g in zip(params, grads, strict=True)], norm
+    def segment(params: list[Tensor], grads: list[Tensor], hyper: Tensor) -> Segment:
+        """SAM's ascent over the one param group: ``rho`` and ``perturb_eps`` read from
+        ``hyper`` (for :func:`kernels.sam_ascent`, which returns ``w + e`` and ``||g||``)."""
+        return Segment(params, grads, hyper[_RHO], hyper[_PERTURB_EPS])
 
     @staticmethod
     def adam_update_(
@@ -192,5 +192,4 @@ class FusedPlan:
             last["grad_norm"] = norm.detach()
             last["perturbed_loss"] = perturbed_loss.detach()
             last["sharpness_gap"] = last["perturbed_loss"] - last["clean_loss"]
-        self.sam.last_step = last
-        self.sam._step_index += 1
+        self.sam.record_step(last)

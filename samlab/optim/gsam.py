@@ -15,21 +15,18 @@ learning rate, or is the constant ``rho``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch import Tensor
 
 import kernels
-import kernels.compiled
 from samlab.optim.rho_schedule import RhoSchedule
-from samlab.optim.sam import SAM
+from samlab.optim.sam import GradientPairSAM, sam_keywords
 
 __all__ = ["GSAM"]
 
 
-class GSAM(SAM):
+class GSAM(GradientPairSAM):
     """GSAM wrapping any ``torch.optim`` optimizer (see the module docstring for the rule).
 
     Args beyond :class:`~samlab.optim.SAM`'s:
@@ -39,60 +36,31 @@ class GSAM(SAM):
     """
 
     method = "GSAM"
+    alpha_key = "gsam_alpha"
 
+    @sam_keywords()
     def __init__(
         self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
+        params,
+        base_optimizer=torch.optim.SGD,
         *,
-        rho: float = 0.05,
         alpha: float = 0.4,
         rho_schedule: RhoSchedule | None = None,
-        adaptive: bool = False,
-        eta: float = 0.01,
-        perturb_eps: float = 1e-12,
-        max_grad_norm: float | None = None,
-        impl: str = "auto",
-        **base_kwargs: Any,
-    ) -> None:
+        **options,
+    ):
         if rho_schedule is not None and not isinstance(rho_schedule, RhoSchedule):
             raise TypeError(
                 "rho_schedule must be a samlab.optim RhoSchedule (ProportionalRho, LinearRho, "
                 f"CosineRho, PolynomialRho), got {type(rho_schedule).__name__}"
             )
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
         self.rho_schedule = rho_schedule
-        super().__init__(
-            params,
-            base_optimizer,
-            rho=rho,
-            adaptive=adaptive,
-            eta=eta,
-            perturb_eps=perturb_eps,
-            max_grad_norm=max_grad_norm,
-            impl=impl,
-            **base_kwargs,
-        )
-        for group in self.param_groups:
-            group.setdefault("gsam_alpha", alpha)
-        self.defaults["gsam_alpha"] = alpha
-        self._clean_grads: dict[Tensor, Tensor] = {}
+        super().__init__(params, base_optimizer, alpha, **options)
 
     def _rho(self, group: dict[str, Any]) -> float:
         if self.rho_schedule is None:
             return group["rho"]
         lr, initial = group["lr"], group.get("initial_lr")
         return self.rho_schedule(float(lr), None if initial is None else float(initial))
-
-    def _first(self) -> bool:
-        self._ascent()
-        # Keep the clean gradient by taking the tensor itself (no copy); the perturbed
-        # backward then writes fresh .grad tensors.
-        for p in self._all_params_with_grad():
-            self._clean_grads[p] = p.grad
-            p.grad = None
-        return True
 
     def _update(self) -> None:
         self._sgd_first_step = False
@@ -103,7 +71,7 @@ class GSAM(SAM):
             # over from the next step, so this one step's decomposition runs the loop rather
             # than compiling a second graph used once
             self._finish(impl="loop")
-            self._base_step()
+            self.base_step.step()
             return
         super()._update()
 
@@ -122,29 +90,27 @@ class GSAM(SAM):
         }
         if len(alphas) != 1 or 0 in alphas:
             return False
-        plan = self._sgd_plan()
+        plan = self.base_step.sgd_plan()
         if plan is None:
+            self._sgd_first_step = self.base_step.creating_buffers
             return False
         params, grads, bufs, lrs, spec = plan
         if len(params) != len(clean) or any(p not in clean for p in params):
             return False
         g = [clean[p] for p in params]
-        if self._uniform(params + g) is None:
+        if self.dispatch.compiled_layout(params + g) is None:
             return False
         eps = float(self.param_groups[0]["perturb_eps"])
-        try:
-            cos = kernels.compiled.compiled("gsam_sgd_step_")(
-                params, grads, g, bufs, lrs, spec, float(alphas.pop()), eps
-            )
-        except Exception as err:
-            self._compile_failed(err)
+        alpha = float(alphas.pop())
+        cos = self.dispatch.run("gsam_sgd_step_", params, grads, g, bufs, lrs, spec, alpha, eps)
+        if cos is kernels.NOT_RUN:
             return False
         self._clean_grads = {}
         self.last_step["gsam_cos"] = cos
-        self._base_stepped()
+        self.base_step.mark_stepped()
         return True
 
-    def _finish(self, impl: str | None = None) -> None:
+    def _finish(self, impl: str | kernels.Dispatch | None = None) -> None:
         clean = self._clean_grads
         self._clean_grads = {}
         grouped = [
@@ -154,7 +120,7 @@ class GSAM(SAM):
         params = [p for _, ps in grouped for p in ps]
         if not params:
             return
-        impl = impl or self._impl_for(params[0].device)
+        impl = impl or self.dispatch
         eps = self.param_groups[0]["perturb_eps"]
         alphas = {group["gsam_alpha"] for group, ps in grouped if ps}
         if len(alphas) == 1:  # one alpha for all (the usual case): one fused call

@@ -19,58 +19,31 @@ so the second forward+backward is really skipped (``first_step()`` returns False
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
 import kernels
-from samlab.optim.sam import SAM
+from samlab.optim.sam import GradientPairSAM, sam_keywords
 
 __all__ = ["LookSAM"]
 
 
-class LookSAM(SAM):
+class LookSAM(GradientPairSAM):
     """LookSAM with refresh period ``k`` and reuse weight ``alpha`` (paper: k=5, alpha=0.7)."""
 
     method = "LookSAM"
+    alpha_key = "looksam_alpha"
 
+    @sam_keywords()
     def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        *,
-        rho: float = 0.05,
-        k: int = 5,
-        alpha: float = 0.7,
-        adaptive: bool = False,
-        eta: float = 0.01,
-        perturb_eps: float = 1e-12,
-        max_grad_norm: float | None = None,
-        impl: str = "auto",
-        **base_kwargs: Any,
-    ) -> None:
+        self, params, base_optimizer=torch.optim.SGD, *, k: int = 5, alpha: float = 0.7, **options
+    ):
         if not isinstance(k, int) or k < 1:
             raise ValueError(f"k (refresh period) must be an integer >= 1, got {k!r}")
-        if not alpha >= 0:
-            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
         self.k = k
-        super().__init__(
-            params,
-            base_optimizer,
-            rho=rho,
-            adaptive=adaptive,
-            eta=eta,
-            perturb_eps=perturb_eps,
-            max_grad_norm=max_grad_norm,
-            impl=impl,
-            **base_kwargs,
-        )
-        for group in self.param_groups:
-            group.setdefault("looksam_alpha", alpha)
-        self.defaults["looksam_alpha"] = alpha
-        self._clean_grads: dict[Tensor, Tensor] = {}
+        super().__init__(params, base_optimizer, alpha, **options)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"k": self.k}
@@ -87,25 +60,18 @@ class LookSAM(SAM):
         # one pass between refreshes (and before the first refresh has stored g_v)
         self.single_pass = self.single_pass or self._step_index % self.k != 0
 
-    def _first(self) -> bool:
-        self._ascent()
-        for p in self._all_params_with_grad():
-            self._clean_grads[p] = p.grad
-            p.grad = None
-        return True
-
     def _finish(self) -> None:
         params = self._all_params_with_grad()
         if not params:
             return
-        impl = self._impl_for(params[0].device)
+        impl = self.dispatch
         eps = self.param_groups[0]["perturb_eps"]
         if self.single_pass:
             self._reuse(params, impl, eps)
         else:
             self._refresh(params, impl, eps)
 
-    def _refresh(self, params: list[Tensor], impl: str, eps: float) -> None:
+    def _refresh(self, params: list[Tensor], impl: kernels.Dispatch, eps: float) -> None:
         clean = self._clean_grads
         self._clean_grads = {}
         params = [p for p in params if p in clean]
@@ -122,7 +88,7 @@ class LookSAM(SAM):
             g_v.append(state["g_v"])
         kernels.axpy_(g_v, g_p, g, -coef, impl=impl)  # g_v = g_p - coef * g
 
-    def _reuse(self, params: list[Tensor], impl: str, eps: float) -> None:
+    def _reuse(self, params: list[Tensor], impl: kernels.Dispatch, eps: float) -> None:
         params = [p for p in params if "g_v" in self.state[p]]
         if not params:
             return

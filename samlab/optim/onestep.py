@@ -22,13 +22,7 @@ and ``g_t`` is kept for step ``t + 1``. Adaptive variant: ``T = |w_t| + eta``,
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
-import torch
-from torch import Tensor
-
-import kernels.compiled
+import kernels
 from samlab.optim.sam import SAM
 
 __all__ = ["OneStepSAM"]
@@ -39,31 +33,6 @@ class OneStepSAM(SAM):
 
     method = "OneStepSAM"
     perturbs_before_first_pass = True
-
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        *,
-        rho: float = 0.05,
-        adaptive: bool = False,
-        eta: float = 0.01,
-        perturb_eps: float = 1e-12,
-        max_grad_norm: float | None = None,
-        impl: str = "auto",
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(
-            params,
-            base_optimizer,
-            rho=rho,
-            adaptive=adaptive,
-            eta=eta,
-            perturb_eps=perturb_eps,
-            max_grad_norm=max_grad_norm,
-            impl=impl,
-            **base_kwargs,
-        )
 
     def _begin(self) -> None:
         self.single_pass = True
@@ -86,24 +55,20 @@ class OneStepSAM(SAM):
         super()._update()
 
     def _update_fused(self) -> bool:
-        plan = self._sgd_plan()
+        plan = self.base_step.sgd_plan()
         if plan is None:
             return False
-        params, grads, bufs, lrs, spec = plan
         keep = []
-        for p, grad in zip(params, grads):
+        for p, grad in zip(plan.params, plan.grads):
             kept = self.state[p].get("kept_grad")
             if kept is None or kept.shape != grad.shape or kept.dtype != grad.dtype:
                 return False
             keep.append(kept)
-        if self._uniform(params + keep) is None:
+        if self.dispatch.compiled_layout(plan.params + keep) is None:
             return False
-        try:
-            kernels.compiled.compiled("sgd_step_")(params, grads, bufs, lrs, spec, keep)
-        except Exception as err:
-            self._compile_failed(err)
+        if self.dispatch.run("sgd_step_", *plan, keep) is kernels.NOT_RUN:
             return False
-        self._base_stepped()
+        self.base_step.mark_stepped()
         return True
 
     def _finish(self) -> None:

@@ -19,6 +19,7 @@ group: ``rho_t = schedule(lr)``, then calls ``schedule.step()`` after the base s
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -135,18 +136,21 @@ class PolynomialRho(_StepSchedule):
     """``(1 - progress) ** power`` from ``rho_max`` to ``rho_min`` (after warm-up)."""
 
     def __init__(
-        self,
-        rho_max: float,
-        rho_min: float = 0.0,
-        total_steps: int = 1,
-        warmup_steps: int = 0,
-        rho_init: float = 0.0,
-        power: float = 2.0,
-    ) -> None:
+        self, rho_max, rho_min=0.0, total_steps=1, warmup_steps=0, rho_init=0.0, power=2.0
+    ):  # its signature, annotated, is the step schedules' and ``power: float`` (below)
         super().__init__(rho_max, rho_min, total_steps, warmup_steps, rho_init)
         if not power > 0:
             raise ValueError(f"power must be positive, got {power!r}")
         self.power = float(power)
+
+    __init__.__signature__ = inspect.signature(_StepSchedule.__init__).replace(
+        parameters=[
+            *inspect.signature(_StepSchedule.__init__).parameters.values(),
+            inspect.Parameter(
+                "power", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=2.0, annotation="float"
+            ),
+        ]
+    )
 
     def _shape(self, progress: float) -> float:
         return (1.0 - progress) ** self.power

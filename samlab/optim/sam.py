@@ -13,15 +13,16 @@ Update rule (per step, ``g = grad L(w)``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from samlab.optim._base import SAMBase
+from samlab.optim.base import SAMBase
 
-__all__ = ["ASAM", "SAM"]
+__all__ = ["ASAM", "SAM", "GradientPairSAM", "sam_keywords"]
 
 
 class SAM(SAMBase):
@@ -97,6 +98,55 @@ class SAM(SAMBase):
         return True
 
 
+def sam_keywords(*, drop: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+    """For the ``__init__`` of a SAM subclass that takes its own keywords and hands the rest
+    (``**options``) to :class:`SAM`: its signature as callers see it (``inspect.signature``,
+    ``help()``, :func:`~samlab.optim.create_optimizer`): SAM's, with the subclass's own
+    keywords replacing SAM's of the same name or following ``rho``, less ``drop``."""
+
+    def decorate(init: Callable) -> Callable:
+        sam = inspect.signature(SAM.__init__).parameters.values()
+        own = [p for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY]
+        names = {p.name for p in own}
+        params = []
+        for p in sam:
+            if p.name == "rho":
+                params += own if "rho" in names else [p, *own]
+            elif p.name not in names and p.name not in drop:
+                params.append(p)
+        init.__signature__ = inspect.signature(SAM.__init__).replace(parameters=params)
+        return init
+
+    return decorate
+
+
+class GradientPairSAM(SAM):
+    """SAM that keeps the clean gradient ``g`` beside the perturbed one ``g_p`` and combines
+    the two with a weight ``alpha`` (GSAM, LookSAM), kept in each param group under
+    :attr:`alpha_key`. ``_first`` takes each ``p.grad`` tensor itself (no copy) into
+    ``_clean_grads``, so the perturbed backward writes fresh ``.grad`` tensors."""
+
+    #: the param-group key of ``alpha``, named apart from a base optimizer's own ``alpha``
+    #: (RMSprop's): "gsam_alpha", "looksam_alpha"
+    alpha_key: str
+
+    def __init__(self, params: Any, base_optimizer: Any, alpha: float, **options: Any) -> None:
+        if not alpha >= 0:
+            raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+        super().__init__(params, base_optimizer, **options)
+        for group in self.param_groups:
+            group.setdefault(self.alpha_key, alpha)
+        self.defaults[self.alpha_key] = alpha
+        self._clean_grads: dict[Tensor, Tensor] = {}
+
+    def _first(self) -> bool:
+        self._ascent()
+        for p in self._all_params_with_grad():
+            self._clean_grads[p] = p.grad
+            p.grad = None
+        return True
+
+
 class ASAM(SAM):
     """Adaptive SAM (Kwon et al., ICML 2021): ``SAM(..., adaptive=True)`` with ``rho=0.5``.
 
@@ -106,26 +156,20 @@ class ASAM(SAM):
 
     method = "ASAM"
 
-    def __init__(
-        self,
-        params: Iterable[Tensor] | Iterable[dict[str, Any]],
-        base_optimizer: type[torch.optim.Optimizer] = torch.optim.SGD,
-        *,
-        rho: float = 0.5,
-        eta: float = 0.01,
-        perturb_eps: float = 1e-12,
-        max_grad_norm: float | None = None,
-        impl: str = "auto",
-        **base_kwargs: Any,
-    ) -> None:
-        super().__init__(
+    @sam_keywords(drop=("adaptive",))
+    def __init__(self, params, base_optimizer=torch.optim.SGD, *, rho: float = 0.5, **options):
+        # bound as the signature says: ``adaptive`` is no ASAM keyword, so like any unknown
+        # keyword it goes to the base optimizer (which refuses it)
+        bound = inspect.signature(ASAM.__init__).bind(self, params, base_optimizer, **options)
+        bound.apply_defaults()
+        sam = bound.arguments
+        defaults = dict(rho=rho, adaptive=True, eta=sam["eta"], perturb_eps=sam["perturb_eps"])
+        SAMBase.__init__(
+            self,
             params,
             base_optimizer,
-            rho=rho,
-            adaptive=True,
-            eta=eta,
-            perturb_eps=perturb_eps,
-            max_grad_norm=max_grad_norm,
-            impl=impl,
-            **base_kwargs,
+            defaults,
+            sam["base_kwargs"],
+            max_grad_norm=sam["max_grad_norm"],
+            impl=sam["impl"],
         )

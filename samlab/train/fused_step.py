@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value
 
+from kernels import sam_ascent
 from samlab.optim.fused import FusedPlan, fused_plan_unsupported
 
 __all__ = ["FusedStep", "fused_step_unsupported", "try_fused_step"]
@@ -92,7 +93,7 @@ class FusedStep:
         grads, loss = grad_and_value(self._loss)(params, x, y)
         perturbed_loss = norm = None
         if two_pass:
-            shifted, norm = FusedPlan.perturbed(params, grads, hyper)
+            shifted, norm = sam_ascent([FusedPlan.segment(params, grads, hyper)])
             grads, perturbed_loss = grad_and_value(self._loss)(shifted, x, y)
         FusedPlan.adam_update_(params, exp_avgs, exp_avg_sqs, grads, hyper)
         return loss, perturbed_loss, norm

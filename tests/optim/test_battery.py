@@ -639,19 +639,24 @@ def test_step_recorder_passes(name):
 
 
 # --------------------------------------------------------------------------- module layout
-def test_sambase_and_current_pass_still_import_from_samlab_optim_base() -> None:
-    """``SAMBase``'s machinery lives in private base classes (``samlab/optim/_base_*.py``); the
-    public names are the same objects from ``samlab.optim._base`` and ``samlab.optim``, and no
-    method is defined twice along the way (one would silently shadow the other)."""
+@pytest.mark.parametrize("name", SAM_NAMES)
+def test_sambase_is_composed_and_current_pass_imports_from_samlab_optim(name) -> None:
+    """``SAMBase`` inherits only ``torch.optim.Optimizer``: its machinery are objects with
+    their own state (the dispatch, the perturbation, the base step), shared by every method;
+    the public names are the objects of ``samlab.optim.base`` and ``samlab.optim.passes``."""
+    import kernels
     import samlab.optim
-    import samlab.optim._base as base
-    import samlab.optim._base_passes as passes
+    import samlab.optim.base as base
+    import samlab.optim.passes as passes
+    from samlab.optim.base_step import BaseStep
+    from samlab.optim.perturbation import Perturbation
 
     assert base.__all__ == ["SAMBase", "current_pass"]
     assert samlab.optim.SAMBase is base.SAMBase
     assert samlab.optim.current_pass is base.current_pass is passes.current_pass
-    mro = base.SAMBase.__mro__
-    private = mro[: mro.index(torch.optim.Optimizer)]
-    assert len(private) == 4 and all(cls.__module__.startswith(base.__name__) for cls in private)
-    names = [n for cls in private for n, v in vars(cls).items() if callable(v)]
-    assert len(names) == len(set(names)), sorted(n for n in set(names) if names.count(n) > 1)
+    assert base.SAMBase.__bases__ == (torch.optim.Optimizer,)
+    opt = build(name, mlp().parameters())
+    assert isinstance(opt.dispatch, kernels.Dispatch) and opt.dispatch.owner == type(opt).method
+    assert isinstance(opt.perturbation, Perturbation) and opt.perturbation.dispatch is opt.dispatch
+    assert isinstance(opt.base_step, BaseStep) and opt.base_step.dispatch is opt.dispatch
+    assert opt.base_step.base_optimizer is opt.base_optimizer

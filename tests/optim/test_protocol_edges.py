@@ -141,3 +141,19 @@ def test_compiled_path_matches_the_loop_and_rho_zero_is_the_base(base):
         closure_for(ref_model, ref, x, y)()
         ref.step()
     torch.testing.assert_close(flat(model), flat(ref_model), rtol=0, atol=0)
+
+
+def test_record_step_books_a_step_that_ran_outside_step():
+    """``record_step`` is how a traced training step (``samlab.train.FusedStep``) reaches the
+    optimizer's state: the record becomes ``last_step``, the step count advances (saved in
+    ``state_dict``, and LookSAM's refresh cycle follows it)."""
+    model, x, y = model_and_data()
+    opt = LookSAM(model.parameters(), torch.optim.SGD, lr=0.1, rho=0.1, k=2)
+    record = {"passes": 2, "skipped": False, "rho": [0.1]}
+    opt.record_step(record)
+    assert opt.last_step is record
+    assert opt.state_dict()["samlab"]["step"] == 1
+    opt.step(closure_for(model, opt, x, y))  # step 1 of a k=2 cycle: one pass
+    assert opt.last_step["passes"] == 1
+    opt.step(closure_for(model, opt, x, y))  # step 2: a refresh, two passes
+    assert opt.last_step["passes"] == 2 and opt.state_dict()["samlab"]["step"] == 3

@@ -71,25 +71,22 @@ _ENTRIES = (
 )
 _REGISTRY: dict[str, OptimInfo] = {info.name: info for info in _ENTRIES}
 
+#: the seeds' spellings with a base optimizer: "name-base" for these bases ...
+_NAME_BASE = {
+    "sam": ("sgd", "adam", "adamw"),
+    "asam": ("sgd", "adam"),
+    "gsam": ("sgd", "adamw"),
+    "looksam": ("sgd",),
+}
+#: ... and "base-name" for these
+_BASE_NAME = {"sam": ("sgd", "adam", "adamw"), "asam": ("sgd",)}
 #: seed spellings -> (canonical name, base optimizer)
 _ALIASES: dict[str, tuple[str, str | None]] = {
-    "sam-sgd": ("sam", "sgd"),
-    "sgd-sam": ("sam", "sgd"),
-    "sam-adam": ("sam", "adam"),
-    "adam-sam": ("sam", "adam"),
-    "sam-adamw": ("sam", "adamw"),
-    "adamw-sam": ("sam", "adamw"),
-    "asam-sgd": ("asam", "sgd"),
-    "sgd-asam": ("asam", "sgd"),
-    "asam-adam": ("asam", "adam"),
-    "gsam-sgd": ("gsam", "sgd"),
-    "gsam-adamw": ("gsam", "adamw"),
-    "looksam-sgd": ("looksam", "sgd"),
-    "onestep": ("onestep-sam", None),
-    "one-step-sam": ("onestep-sam", None),
-    "sam-v2": ("onestep-sam", None),
-    "samv2": ("onestep-sam", None),
-    "s2-sam": ("onestep-sam", None),
+    **{f"{name}-{base}": (name, base) for name, bases in _NAME_BASE.items() for base in bases},
+    **{f"{base}-{name}": (name, base) for name, bases in _BASE_NAME.items() for base in bases},
+    **dict.fromkeys(
+        ("onestep", "one-step-sam", "sam-v2", "samv2", "s2-sam"), ("onestep-sam", None)
+    ),
 }
 
 

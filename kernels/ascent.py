@@ -1,0 +1,220 @@
+"""SAM's ascent ``w -> w + e`` as one functional, with the dispatch inside.
+
+Over segments (one per param group: its weights, their directions, its own ``rho``, ``eps``
+and ASAM ``eta``) under one global norm ``n = ||d||`` over all segments (``||T d||`` on ASAM
+segments, ``T = |w| + eta``), each segment moves by
+
+    e = rho / (n + eps) * d              (SAM; Foret et al., 2021)
+    e = rho / (n + eps) * T^2 * d        (ASAM; Kwon et al., 2021)
+
+It has two forms, as ``torch.add`` / ``Tensor.add_``:
+
+* :func:`sam_ascent_`, in place, the optimizers' form. The dispatch chooses as
+  ``torch.optim.sgd()`` chooses between ``_single_tensor_sgd``, ``_multi_tensor_sgd`` and
+  ``_fused_sgd``: where every tensor runs ``"compiled"`` on one device in one dtype, the whole
+  ascent is one compiled call (:func:`kernels.compiled.ascent_into`) writing ``w + e`` into
+  the caller's buffers, whose storages are then swapped with ``p.data`` (restoring ``w`` is a
+  swap back, never a subtraction); otherwise segment by segment: the norm of each
+  (:func:`kernels.global_norm`), then ``w`` backed up into the buffers and moved in place
+  (:func:`kernels.perturb_`: the per-tensor loop, the reference, or ``torch._foreach_*``), or,
+  on a device that runs ``"compiled"``, written into the buffers and swapped in. A failed
+  compiled call goes to the dispatch's one fallback (:mod:`kernels.dispatch`) and the loop runs.
+  :func:`restore_` undoes it exactly.
+* :func:`sam_ascent`, pure: returns ``w + e`` and the norm and changes nothing, written to be
+  traced inside a larger graph (``samlab.train.FusedStep`` compiles a whole training step).
+
+The forms agree up to rounding (the norms are summed in other orders); each path is
+deterministic. The rule per tensor is :func:`kernels.compiled.perturbation` in every form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from kernels.compiled import perturbation
+from kernels.dispatch import NOT_RUN, Dispatch, as_dispatch
+from kernels.sam_ops import copy_, global_norm, perturb_
+
+__all__ = ["Ascent", "Segment", "perturbation_norm", "restore_", "sam_ascent", "sam_ascent_"]
+
+
+class Segment(NamedTuple):
+    """One param group's share of the ascent.
+
+    Attributes:
+        params: the weights ``w``.
+        directions: ``d``, one per weight, shaped like it (the gradients; one-step SAM's
+            gradients of the previous step).
+        rho: the radius: a number, or a 0-d tensor (the pure form traced with ``rho`` as an
+            input, so that a schedule does not recompile).
+        eps: added to the global norm (``perturb_eps``), a number or a 0-d tensor.
+        eta: ASAM's offset in ``T = |w| + eta``; None for SAM.
+        mask: reserved for sparse SAM's masks (which elements move); must be None: every
+            element of every weight moves.
+    """
+
+    params: Sequence[Tensor]
+    directions: Sequence[Tensor]
+    rho: float | Tensor
+    eps: float | Tensor
+    eta: float | None = None
+    mask: None = None
+
+
+class Ascent(NamedTuple):
+    """What :func:`sam_ascent_` did, enough to undo it.
+
+    Attributes:
+        norm: the global norm ``n`` (0-d, the first weight's device and dtype).
+        params: the weights moved, in segment order.
+        held: per weight, the tensor that holds ``w`` now: its own storage, swapped out of
+            ``p.data`` (``swapped``), or the buffer it was copied into.
+        swapped: per weight, True where ``p.data`` is a buffer holding ``w + e``.
+    """
+
+    norm: Tensor
+    params: list[Tensor]
+    held: list[Tensor]
+    swapped: list[bool]
+
+
+def _checked(segments: Sequence[Segment]) -> list[Segment]:
+    """The segments that have weights; a mask is refused (sparse SAM is not implemented)."""
+    for segment in segments:
+        if segment.mask is not None:
+            raise ValueError("Segment.mask is reserved for sparse SAM and must be None")
+    return [segment for segment in segments if len(segment.params)]
+
+
+def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
+    """The pure form: ``([w + e for every weight], n)``; the weights are not changed.
+
+    The norm is ``sqrt(sum of (v * v).sum())`` over the tensors in segment order (``v = d``,
+    or ``T d`` on ASAM segments), the points ``w + perturbation(w, d, scale, eta)`` with
+    ``scale = rho / (n + eps)``. Needs at least one weight.
+    """
+    segments = _checked(segments)
+    squares = []
+    for segment in segments:
+        for w, d in zip(segment.params, segment.directions, strict=True):
+            v = d if segment.eta is None else (w.abs() + segment.eta) * d
+            squares.append((v * v).sum())
+    norm = torch.sqrt(sum(squares))
+    points = []
+    for segment in segments:
+        scale = segment.rho / (norm + segment.eps)
+        points += [
+            w + perturbation(w, d, scale, segment.eta)
+            for w, d in zip(segment.params, segment.directions, strict=True)
+        ]
+    return points, norm
+
+
+def sam_ascent_(
+    segments: Sequence[Segment],
+    buffers: Sequence[Tensor],
+    *,
+    impl: str | Dispatch = "loop",
+) -> Ascent:
+    """The in-place form: every weight moves to ``w + e``; returns the :class:`Ascent`.
+
+    ``buffers`` are the caller's, one per weight of the segments that have weights (in
+    order), shaped and laid out like it and kept across steps: each ends up holding ``w`` (a
+    backup) or ``w + e`` (swapped in as ``p.data``; ``held`` is then the weight's own
+    storage). ``impl`` is a name of :data:`kernels.IMPLS` or a :class:`~kernels.Dispatch`.
+    """
+    dispatch = as_dispatch(impl)
+    segments = _checked(segments)
+    params = [p for segment in segments for p in segment.params]
+    buffers = list(buffers)
+    if not params:
+        return Ascent(torch.zeros(()), [], [], [])
+    dirs = [d for segment in segments for d in segment.directions]
+    layout = dispatch.compiled_layout(params, dirs)
+    if layout is not None:  # the whole ascent in one compiled call
+        device, dtype = layout
+        spec = tuple(
+            (len(s.params), float(s.eps), None if s.eta is None else float(s.eta)) for s in segments
+        )
+        rhos = [torch.tensor(float(s.rho), dtype=dtype, device=device) for s in segments]
+        norm = dispatch.run("ascent_into", buffers, params, dirs, rhos, spec)
+        if norm is not NOT_RUN:
+            return Ascent(norm, params, _swap_in(params, buffers), [True] * len(params))
+    norm = _global_norm(segments, dispatch)
+    held, swapped, start = [], [], 0
+    for segment in segments:
+        ps, ds = list(segment.params), list(segment.directions)
+        bufs = buffers[start : start + len(ps)]
+        start += len(ps)
+        scale = segment.rho / (norm + segment.eps)
+        if dispatch.impl_for(ps[0].device) == "compiled":
+            if dispatch.run("perturb_into", bufs, ps, ds, scale, segment.eta) is not NOT_RUN:
+                held += _swap_in(ps, bufs)
+                swapped += [True] * len(ps)
+                continue
+        adaptive = segment.eta is not None
+        eta = segment.eta if adaptive else 0.0
+        perturb_(ps, ds, bufs, scale, adaptive=adaptive, eta=eta, impl=dispatch)
+        held += bufs
+        swapped += [False] * len(ps)
+    return Ascent(norm, params, held, swapped)
+
+
+def _global_norm(segments: list[Segment], dispatch: Dispatch) -> Tensor:
+    """``n`` over all segments: each segment's norm, then the norm of those."""
+    parts = [
+        global_norm(
+            s.directions,
+            params=None if s.eta is None else s.params,
+            eta=0.0 if s.eta is None else s.eta,
+            impl=dispatch,
+        )
+        for s in segments
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    return torch.linalg.vector_norm(torch.stack([x.to(parts[0].device) for x in parts]))
+
+
+def _swap_in(params: list[Tensor], buffers: list[Tensor]) -> list[Tensor]:
+    """``p.data <- buffer`` (holding ``w + e``) for each weight; returns the storages of ``w``."""
+    held = []
+    for p, buf in zip(params, buffers):
+        held.append(p.data)
+        p.data = buf
+    return held
+
+
+def restore_(ascent: Ascent, *, impl: str | Dispatch = "loop") -> None:
+    """Put every weight of ``ascent`` back to ``w`` exactly: swap the storage back, or copy
+    the backup (the buffer keeps ``w + e`` or ``w`` for the next step)."""
+    copied, backups = [], []
+    for p, held, swapped in zip(ascent.params, ascent.held, ascent.swapped):
+        if swapped:
+            p.data = held
+        else:
+            copied.append(p)
+            backups.append(held)
+    copy_(copied, backups, impl=impl)
+
+
+def perturbation_norm(segments: Sequence[Segment], ascent: Ascent) -> Tensor:
+    """``||e||`` over all segments (exact for per-segment rho and ASAM), from ``w`` as
+    ``ascent`` holds it: call it before :func:`restore_`."""
+    held = iter(ascent.held)
+    squares = []
+    for segment in _checked(segments):
+        scale = segment.rho / (ascent.norm + segment.eps)
+        weights = [next(held) for _ in segment.params]
+        if segment.eta is None:
+            t = segment.directions
+        else:
+            t = [(w.abs() + segment.eta) ** 2 * d for w, d in zip(weights, segment.directions)]
+        squares.append((scale * global_norm(t)) ** 2)
+    if not squares:
+        return torch.zeros(())
+    return torch.stack([s.to(squares[0].device) for s in squares]).sum().sqrt()
