@@ -7,5 +7,5 @@ Loss landscapes live in the separate ``landscape`` package; tensor-list kernels 
 
 from samlab.utils import seed_everything, smoke_mode
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["__version__", "seed_everything", "smoke_mode"]
