@@ -13,9 +13,11 @@ from samlab.datasets import digits_eval_data
 
 __all__ = ["digits_eval_data"]
 
+# A FutureWarning, not a DeprecationWarning: it is meant for whoever types the factory name on
+# the landscape command line (Python hides DeprecationWarnings raised during an import there).
 warnings.warn(
     "samlab._demo_landscape is deprecated and will be removed in the next release: the data "
     "factory is samlab.datasets:digits_eval_data (the same function)",
-    DeprecationWarning,
+    FutureWarning,
     stacklevel=2,
 )

@@ -131,7 +131,7 @@ class _Collector(ast.NodeVisitor):
         self.private_imports: list[tuple[int, list[str]]] = []  # `from m import _name` lines
         # obj._name: (line, text, root name of obj, _name)
         self.private_access: list[tuple[int, str, str | None, str]] = []
-        self.module_names: set[str] = set()  # local names bound by `import x` / `import x as y`
+        self.module_names: dict[str, str] = {}  # local name -> module, of `import x [as y]`
         self.from_names: dict[str, str] = {}  # local name -> dotted origin of `from m import n`
 
     def _add(self, node: ast.AST, target: str, from_base: str | None = None) -> None:
@@ -170,7 +170,11 @@ class _Collector(ast.NodeVisitor):
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self._add(node, alias.name)
-            self.module_names.add(alias.asname or alias.name.split(".", 1)[0])
+            if alias.asname:
+                self.module_names[alias.asname] = alias.name
+            else:
+                top = alias.name.split(".", 1)[0]
+                self.module_names[top] = top
             if alias.asname and _in(alias.name, "samlab.optim"):
                 self.optim_aliases.add(alias.asname)
 
@@ -182,6 +186,10 @@ class _Collector(ast.NodeVisitor):
         if base:
             self._add(node, base, from_base=base)
         private = [a.name for a in node.names if a.name.startswith("_")]
+        parts = base.split(".")
+        hidden = next((i for i, part in enumerate(parts) if _is_private(part)), None)
+        if hidden is not None and not _in(self.importer, ".".join(parts[:hidden])):
+            private = private or [f"(from the private module {base})"]
         if private and base != "__future__":
             self.private_imports.append((node.lineno, private))
         for alias in node.names:
@@ -254,7 +262,7 @@ class ScannedFile:
     optim_aliases: frozenset[str]
     private_imports: tuple[tuple[int, list[str]], ...] = ()
     private_access: tuple[tuple[int, str, str | None, str], ...] = ()
-    module_names: frozenset[str] = frozenset()
+    module_names: tuple[tuple[str, str], ...] = ()
     from_names: tuple[tuple[str, str], ...] = ()
     lines: int = 0
 
@@ -282,7 +290,7 @@ def scan(root: Path, packages: Iterable[str] = PACKAGES) -> list[ScannedFile]:
                     frozenset(collector.optim_aliases),
                     tuple(collector.private_imports),
                     tuple(collector.private_access),
-                    frozenset(collector.module_names),
+                    tuple(sorted(collector.module_names.items())),
                     tuple(sorted(collector.from_names.items())),
                     text.count("\n"),
                 )
@@ -489,14 +497,21 @@ def private_import_violations(files: Iterable[ScannedFile]) -> list[str]:
 
 def private_access_violations(files: Iterable[ScannedFile]) -> list[str]:
     """``obj._name`` (read, write or through getattr) where ``obj`` is not the object itself,
-    a module or a class of the same file (torch internals of :data:`TORCH_INTERNALS` aside)."""
+    a third-party module (``torch._foreach_add_``) or a class of the same file (torch
+    internals of :data:`TORCH_INTERNALS` aside). A module of this project is another object:
+    its private names stay its own."""
     files = list(files)
     project = {f.importer for f in files}
+
+    def third_party(module: str) -> bool:
+        return module.split(".", 1)[0] not in PACKAGES
+
     problems = []
     for scanned in files:
-        allowed = set(scanned.module_names) | {name for _, name, _ in scanned.classes}
+        allowed = {name for name, module in scanned.module_names if third_party(module)}
+        allowed |= {name for _, name, _ in scanned.classes}
         for name, origin in scanned.from_names:
-            if _module_exists(origin, project):
+            if third_party(origin) and _module_exists(origin, project):
                 allowed.add(name)
         for line, text, root, attr in scanned.private_access:
             if (root is not None and root in allowed) or attr in TORCH_INTERNALS:
@@ -525,25 +540,43 @@ def size_violations(files: Iterable[ScannedFile]) -> list[str]:
 
 
 def patched_constant_violations(root: Path) -> list[str]:
-    """Tests steer code through parameters, never by patching a module's ``_UPPER_CASE``."""
+    """Tests steer code through parameters, never by patching a module's ``_UPPER_CASE``: not
+    through ``monkeypatch.setattr``/``setitem``/``delattr``, ``mock.patch(...)``,
+    ``patch.object``/``patch.dict``, the builtin ``setattr``, nor by assigning or deleting
+    ``module._NAME`` directly."""
+
+    def private_constant(node: ast.expr) -> str | None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return node.value if _PRIVATE_CONSTANT.search(node.value) else None
+        if isinstance(node, ast.Attribute) and not _own(node.value):
+            return ast.unparse(node) if _PRIVATE_CONSTANT.search(node.attr) else None
+        return None
+
     problems = []
     for path in sorted((root / "tests").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(root).as_posix()
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
-                continue
-            if node.func.attr not in {"setattr", "delattr", "patch", "object"}:
-                continue
-            for arg in node.args[:2]:
-                if (
-                    isinstance(arg, ast.Constant)
-                    and isinstance(arg.value, str)
-                    and _PRIVATE_CONSTANT.search(arg.value)
-                ):
-                    problems.append(
-                        f"{path.relative_to(root).as_posix()}:{node.lineno}: patches "
-                        f"{arg.value!r}; make it a constructor or function parameter"
-                    )
+            found: list[str] = []
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+                if name in {"setattr", "delattr", "setitem", "delitem", "patch", "object", "dict"}:
+                    found = [
+                        n.value
+                        for n in node.args[:2]
+                        if isinstance(n, ast.Constant) and private_constant(n)
+                    ]
+            elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+                targets = (
+                    node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+                )
+                found = [t for t in map(private_constant, targets) if t]
+            problems += [
+                f"{where}:{node.lineno}: patches {name!r}; make it a constructor or function "
+                "parameter"
+                for name in found
+            ]
     return problems
 
 
@@ -736,6 +769,7 @@ def test_structure_checks_catch_planted_violations(tmp_path: Path):
             "samlab/c.py": (
                 "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from samlab import d\n"
                 "from samlab.e import _hidden, public\n"
+                "from samlab.models._keras import init\n"
                 "import torch\nfrom torch.optim import optimizer as opt_module\n"
                 "class Own:\n    _k = 1\n"
                 "    def f(self, other):\n"
@@ -747,11 +781,21 @@ def test_structure_checks_catch_planted_violations(tmp_path: Path):
             ),
             "samlab/d.py": "from samlab import c\n",
             "samlab/e.py": big,
+            "samlab/f.py": (
+                "import samlab.e as e_module\nfrom samlab import d\nimport os\n"
+                "def g():\n    return e_module._SECRET, d._helper(), os._exit\n"
+            ),
             "tests/test_x.py": (
+                "from unittest.mock import patch\n"
                 "def test(monkeypatch):\n"
                 "    monkeypatch.setattr(mod, '_BUDGET', 1)\n"
                 "    monkeypatch.setattr('pkg.mod._PROBE_MIN', 1)\n"
                 "    monkeypatch.setattr(mod, '_helper', 1)\n"
+                "    mod._LIMIT = 2\n"
+                "    setattr(mod, '_LIMIT', 3)\n"
+                "    with patch('pkg.mod._LIMIT', 4):\n        pass\n"
+                "    monkeypatch.setitem(vars(mod), '_LIMIT', 5)\n"
+                "    self._LIMIT = 6\n"
             ),
         },
     )
@@ -760,10 +804,21 @@ def test_structure_checks_catch_planted_violations(tmp_path: Path):
     assert "samlab.b -> samlab.a (samlab/b.py:2)" in cycles[0]
     private = private_import_violations(files * (MAX_PRIVATE_IMPORT_LINES + 1))
     assert private and "samlab/c.py:4: from ... import _hidden" in private[1]
+    assert (
+        "samlab/c.py:5: from ... import (from the private module samlab.models._keras)"
+        in (private[2])
+    )
     assert not private_import_violations(files)
     access = [p.split(": ", 2)[1] for p in private_access_violations(files)]
-    assert access == ["other._y", "getattr(other, '_z')", "other.sam._step_index"], access
+    assert access == [
+        "other._y",
+        "getattr(other, '_z')",
+        "other.sam._step_index",
+        "e_module._SECRET",
+        "d._helper",
+    ], access
     sizes = "\n".join(size_violations(files))
     assert "samlab/e.py" in sizes and "class Mixed(A, B, C)" in sizes
     patched = [p.split(": ", 1)[0] for p in patched_constant_violations(tmp_path)]
-    assert patched == ["tests/test_x.py:2", "tests/test_x.py:3"]
+    assert set(patched) == {f"tests/test_x.py:{n}" for n in (3, 4, 6, 7, 8, 10)}, patched
+    assert len(patched) == 6

@@ -45,7 +45,7 @@ def _surface_command(folder: Path, surf_file: str, data: str) -> list[str]:
 def _run(command: list[str], cwd: Path) -> str:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return done.stdout
+    return done.stdout + done.stderr
 
 
 def test_surface_file_loads():
@@ -60,13 +60,10 @@ def test_surface_file_loads():
     assert directions.y is not None and set(directions.x) == set(directions.y)
 
 
-@pytest.mark.parametrize(
-    "data", ["samlab._demo_landscape:digits_eval_data", "samlab.datasets:digits_eval_data"]
-)
-def test_surface_is_computed_again_from_the_old_checkpoint_and_directions(copy: Path, data: str):
+def test_surface_is_computed_again_from_the_old_checkpoint_and_directions(copy: Path):
     import landscape
 
-    _run(_surface_command(copy, "again.h5", data), copy)
+    _run(_surface_command(copy, "again.h5", "samlab.datasets:digits_eval_data"), copy)
     old = landscape.load_surface(FIXTURES / "surface.h5")
     new = landscape.load_surface(copy / "again.h5")
     np.testing.assert_array_equal(new.done, old.done)
@@ -92,6 +89,7 @@ def test_partial_old_surface_resumes(copy: Path):
         _surface_command(copy, "surface.h5", "samlab._demo_landscape:digits_eval_data"), copy
     )
     assert "computed 15" in output, output
+    assert "FutureWarning: samlab._demo_landscape is deprecated" in output, output
     old = landscape.load_surface(FIXTURES / "surface.h5")
     resumed = landscape.load_surface(copy / "surface.h5")
     assert resumed.done.all()
@@ -146,6 +144,6 @@ def test_old_data_factory_module_warns_and_is_the_new_function():
     from samlab.datasets import digits_eval_data
 
     sys.modules.pop("samlab._demo_landscape", None)
-    with pytest.warns(DeprecationWarning, match="samlab.datasets:digits_eval_data"):
+    with pytest.warns(FutureWarning, match="samlab.datasets:digits_eval_data"):
         old = importlib.import_module("samlab._demo_landscape")
     assert old.digits_eval_data is digits_eval_data and old.__all__ == ["digits_eval_data"]

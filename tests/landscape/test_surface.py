@@ -18,8 +18,7 @@ import landscape.evaluate.center as center_module
 from landscape import Surface, SurfaceEvaluator, as_tensors, surface_1d, surface_2d
 from landscape.directions import Directions, create_directions
 from landscape.evaluate import ProbeSettings, standard_error
-from landscape.evaluate.center import CenterCheck
-from landscape.evaluate.paths import PATHS, EvaluationPath, PassTimer, VmapPath, cxx_available
+from landscape.evaluate.paths import PATHS, EvaluationPath, PassTimer, cxx_available
 from landscape.evaluate.paths.choose import AUTO_PROBE_EAGER_POINTS, AUTO_PROBE_ROUNDS
 from landscape.evaluate.paths.fold import fold_batchnorm
 from landscape.evaluate.stats import Metrics, fast_cross_entropy_stats
@@ -99,6 +98,32 @@ def make_cnn(dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Sequential
                 module.bias.uniform_(-0.3, 0.3)
                 module.num_batches_tracked.fill_(5)
     return model.eval()
+
+
+class BatchMeanShift(nn.Module):
+    """Logits minus 1% of their mean over the rows of the forward call: outputs that depend on
+    which rows are evaluated together."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        return out - 0.01 * out.mean(0, keepdim=True) * x.shape[0]
+
+
+class ShiftedUnderVmap(nn.Module):
+    """The inner model, with outputs scaled by 1.01 when its weights are batched by vmap."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.inner(x)
+        weight = next(self.inner.parameters())
+        return out * 1.01 if torch._C._functorch.is_batchedtensor(weight) else out
 
 
 def image_data(n: int = 80, dtype: torch.dtype = torch.float64, seed: int = 1):
@@ -275,7 +300,7 @@ def test_grid_element_ij_is_the_point_x_j_y_i_and_chunks_do_not_matter():
         assert np.array_equal(metrics["train_loss"], flat[indices])
 
 
-def test_center_equals_the_models_own_loss_and_a_mismatch_raises(monkeypatch):
+def test_center_equals_the_models_own_loss_and_a_mismatch_raises():
     model = make_cnn()
     inputs, targets = image_data()
     test_inputs, test_targets = image_data(n=40, seed=7)
@@ -299,11 +324,20 @@ def test_center_equals_the_models_own_loss_and_a_mismatch_raises(monkeypatch):
         "test_loss", "test_acc", "test_loss_se", "test_acc_se",
     )  # fmt: skip
 
-    reference = CenterCheck.reference
-    wrong = lambda self: dict(reference(self), train_loss=center["train_loss"] * 1.01)  # noqa: E731
-    monkeypatch.setattr(CenterCheck, "reference", wrong)
-    with pytest.raises(RuntimeError, match="train_loss"):
-        evaluator.check_center()
+    # A model whose outputs depend on the rows evaluated together (it subtracts the mean
+    # logit of the forward call): evaluated in one forward of 80 rows on the surface but per
+    # batch of 32 by the reference, so the two disagree and the check names the metric.
+    batch_dependent = BatchMeanShift(make_cnn())
+    mismatch = SurfaceEvaluator(
+        batch_dependent, create_directions(batch_dependent, seed=0), (inputs, targets),
+        batch_size=32, forward_chunk=len(inputs),
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"centre check failed: train_(loss|acc) is "):
+        mismatch.check_center()
+    assert SurfaceEvaluator(
+        batch_dependent, create_directions(batch_dependent, seed=0), (inputs, targets),
+        batch_size=32, forward_chunk=32,
+    ).check_center()["train_loss"] > 0  # fmt: skip  # same rows per forward: they agree
 
 
 @pytest.mark.parametrize("batch_size", [50, 64])  # equal batches; 64, 64, 64, 8
@@ -426,13 +460,13 @@ def test_auto_probe_rejects_vmap_that_disagrees_and_does_not_run_on_cpu_or_mpi(m
     assert asked == []
 
     options["probe_vmap"] = True  # from here on the vmap probe runs on the CPU too
-    real_stats = VmapPath.point_stats
-    monkeypatch.setattr(VmapPath, "point_stats", lambda self, c: real_stats(self, c) * 1.01)
-    wrong = SurfaceEvaluator(model, directions, data, points_per_call=4, **options)
+    shifted = ShiftedUnderVmap(make_cnn(torch.float64))  # vmap's outputs 1% off eager's
+    wrong = SurfaceEvaluator(
+        shifted, create_directions(shifted, seed=0), data, points_per_call=4, **options
+    )
     probe = wrong.provenance["execution"]["auto_vmap_probe"]
     assert wrong.mode == "eager" and probe["choice"] == "eager"
     assert "disagrees" in probe["reason"] and asked == []  # never timed
-    monkeypatch.setattr(VmapPath, "point_stats", real_stats)
 
     # bn_mode="recompute" cannot use vmap: no probe.
     recompute = SurfaceEvaluator(model, directions, data, bn_mode="recompute", **options)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -118,28 +120,26 @@ def test_one_epoch_on_a_tiny_slice_lowers_the_training_loss(data_dir, model, rho
     assert after < 0.9 * before, (before, after)
 
 
-def test_sam_runs_two_passes_and_adam_one(data_dir):
-    # the trainer's optimizer and step: optimizer.step(closure) evaluates the closure (one
-    # forward pass each) twice per step for SAM, once for Adam
-    from itertools import islice
+def test_sam_runs_two_passes_and_adam_one(data_dir, tmp_path, monkeypatch):
+    # through the trainer: optimizer.step(closure) evaluates each step's closure twice for SAM,
+    # once for Adam
+    from samlab.train.forecast import steps
 
-    from samlab.datasets.timeseries import load_forecast_data
-    from samlab.train.forecast import forecast_optimizer
+    calls = []
+    real = steps.make_closure
 
+    def counting(*args, **kw):
+        closure = real(*args, **kw)
+        calls.append(closure)
+        return closure
+
+    monkeypatch.setattr(steps, "make_closure", counting)
     for rho, passes in ((0.5, 2), (0.0, 1)):
-        config = _config(data_dir, rho=rho, max_epochs=1, max_train_batches=3)
-        data = load_forecast_data(config.dataset, config.horizon, seq_len=32, data_dir=data_dir)
-        net = forecast.build_forecaster(config, data.n_channels)
-        optimizer = forecast_optimizer(config, list(net.parameters()))
-        step = TrainStep.for_config(net, net, optimizer, config)
-        calls = []
-        net.register_forward_pre_hook(lambda module, args, calls=calls: calls.append(args[0]))
-        per_step = []
-        for x, y in islice(data.train.batches(config.batch_size, shuffle=True), 3):
-            calls.clear()
-            step(x, y)
-            per_step.append(len(calls))
-        assert per_step == [passes] * 3
+        calls.clear()
+        train_forecaster(
+            _config(data_dir, rho=rho, max_epochs=1, max_train_batches=3), tmp_path / f"r{rho}"
+        )
+        assert [c.calls for c in calls] == [passes] * 3
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(data_dir, tmp_path):
@@ -187,8 +187,13 @@ def test_finished_run_is_skipped_and_a_different_run_refused(data_dir, tmp_path)
     # the result is a frozen value and a read-only mapping over the keys of result.json
     saved = json.loads((tmp_path / "run" / "result.json").read_text())
     assert isinstance(first, forecast.ForecastResult) and list(first) == list(saved)
-    assert again == first == {**saved, "history": tuple(saved["history"])}
+    assert again == first == saved and first == {**saved, "history": tuple(saved["history"])}
     assert first.to_dict() == saved and first.test_mse == first["test_mse"]
+    assert json.loads(json.dumps(first.to_dict())) == first
+    marked_copy = first.with_items(lambda_max=2.0)
+    for copied in (pickle.loads(pickle.dumps(marked_copy)), copy.deepcopy(marked_copy)):
+        assert isinstance(copied, forecast.ForecastResult) and copied == marked_copy
+        assert copied["lambda_max"] == 2.0 and copied.history == first.history
     with pytest.raises(TypeError):
         first["test_mse"] = 0.0
     with pytest.raises(dataclasses.FrozenInstanceError):

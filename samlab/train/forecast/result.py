@@ -18,9 +18,11 @@ class ForecastResult(Mapping[str, Any]):
     ``dict(result)``): the fields below, then any keys added later to the file (``lambda_max``,
     ``lambda_max_windows`` and ``lambda_max_method`` once
     :func:`~samlab.train.sharpness.run_top_eigenvalue` measured the run), which :attr:`extra`
-    holds. It compares equal to a dict with the same items. ``history`` and ``config`` are
-    plain JSON values (a tuple of dicts, a dict); :meth:`with_items` gives a copy with keys
-    added or changed.
+    holds. It compares equal to a mapping with the same items (``history`` as a list or a
+    tuple), e.g. the ``json.load`` of ``result.json``; it pickles and deep-copies (a process
+    pool returns it) and :meth:`to_dict` gives the plain dict for ``json.dumps``. Frozen is
+    shallow: ``history`` is a tuple of dicts and ``config`` a dict, plain JSON values;
+    :meth:`with_items` gives a copy with keys added or changed.
     """
 
     seed: int
@@ -71,6 +73,17 @@ class ForecastResult(Mapping[str, Any]):
         out["history"] = list(self.history)
         return out
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return _comparable(self) == _comparable(other)
+
+    __hash__ = None  # a mapping, like dict
+
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        # pickle and deepcopy through the plain dict (extra is a read-only mappingproxy)
+        return (ForecastResult.from_dict, (self.to_dict(),))
+
     def __getitem__(self, key: str) -> Any:
         if key in RESULT_KEYS:
             return getattr(self, key)
@@ -82,6 +95,13 @@ class ForecastResult(Mapping[str, Any]):
 
     def __len__(self) -> int:
         return len(RESULT_KEYS) + len(self.extra)
+
+
+def _comparable(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    items = dict(mapping.items())
+    if isinstance(items.get("history"), tuple):
+        items["history"] = list(items["history"])
+    return items
 
 
 #: the keys of a result (its fields but ``extra``), in the order of ``result.json``
