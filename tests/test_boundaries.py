@@ -727,35 +727,48 @@ def test_tests_do_not_patch_private_module_constants():
     assert not problems, _report("tests-use-parameters-not-patched-constants", problems)
 
 
-@pytest.mark.parametrize(
-    "argv",
-    [["samlab.train.forecast", "--help"], ["samlab.train.classify", "--help"]],
-    ids=["forecast", "classify"],
-)
-def test_cli_modules_run_without_runpy_warning(argv):
+#: ``python -m`` commands run under ``-W error::RuntimeWarning``: (arguments, exit status)
+MODULE_RUNS = {
+    "forecast": (["samlab.train.forecast", "--help"], 0),
+    "classify": (["samlab.train.classify", "--help"], 0),
+    "forecast-no-arguments": (["samlab.train.forecast"], 2),
+}
+
+
+@pytest.fixture(scope="module")
+def module_runs() -> dict[str, tuple[int, str, str]]:
+    """Every :data:`MODULE_RUNS` command, started together (each imports torch for a few
+    seconds): name -> (exit status, stdout, stderr)."""
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, "-W", "error::RuntimeWarning", "-m", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        for name, (argv, _) in MODULE_RUNS.items()
+    }
+    done = {}
+    for name, process in started.items():
+        out, err = process.communicate(timeout=120)
+        done[name] = (process.returncode, out, err)
+    return done
+
+
+@pytest.mark.parametrize("name", ["forecast", "classify"])
+def test_cli_modules_run_without_runpy_warning(name, module_runs):
     """``python -m`` runs each CLI once: no "found in sys.modules" RuntimeWarning, no second
     import of the library module."""
-    done = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "RuntimeWarning" not in done.stderr and "usage:" in done.stdout
+    code, out, err = module_runs[name]
+    assert code == MODULE_RUNS[name][1], err[-2000:]
+    assert "RuntimeWarning" not in err and "usage:" in out
 
 
-def test_forecast_module_without_arguments_fails_cleanly():
-    done = subprocess.run(
-        [sys.executable, "-W", "error::RuntimeWarning", "-m", "samlab.train.forecast"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "--output" in done.stderr and "Traceback" not in done.stderr
+def test_forecast_module_without_arguments_fails_cleanly(module_runs):
+    code, _, err = module_runs["forecast-no-arguments"]
+    assert code == MODULE_RUNS["forecast-no-arguments"][1], err[-2000:]
+    assert "--output" in err and "Traceback" not in err
 
 
 def test_structure_checks_catch_planted_violations(tmp_path: Path):
