@@ -1,13 +1,25 @@
-"""Curvature of a model's loss: the Hessian's top eigenvalue, and sharpness read off surfaces.
+"""Curvature of a model's loss: Hessian eigenvalues, traces and spectra, and sharpness.
 
 - :mod:`landscape.curvature.hessian`: Hessian-vector products and the top eigenvalue by power
   iteration (shifted where the dominant eigenvalue is negative), for any model and loss.
 - :mod:`landscape.curvature.sharpness`: curvature and loss rise at a radius from computed 1D/2D
   surfaces (:class:`landscape.Surface` arrays); worst-case (m-, adaptive), average-case and
   Keskar's epsilon-sharpness in parameter space, as :class:`SharpnessResult` values.
+- The linear algebra on any symmetric operator (``size``, ``dtype``, ``device``, ``hvp_count``,
+  ``matvec``, ``matmat``, ``provenance``; see ``docs/curvature.md``):
+  :mod:`~landscape.curvature.eigen` (top-k by Lanczos or deflated power iteration, the smallest
+  eigenvalue), :mod:`~landscape.curvature.trace` (Hutchinson, Hutch++, XTrace),
+  :mod:`~landscape.curvature.density` (stochastic Lanczos quadrature), their frozen results
+  (:mod:`~landscape.curvature.results`) and :class:`DenseOperator`, an explicit matrix behind
+  the same protocol. The trace dispatcher is ``landscape.curvature.trace.trace``: it is not
+  re-exported here, where its name would hide the ``trace`` submodule.
 """
 
+from landscape.curvature.dense import DenseOperator
+from landscape.curvature.density import spectral_density
+from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
 from landscape.curvature.hessian import HessianEigen, hessian_top_eigenvalue, hessian_vector_product
+from landscape.curvature.results import DensityResult, EigenResult, TraceResult
 from landscape.curvature.sharpness import (
     CIRCLE_POINTS,
     FIT_WINDOW,
@@ -19,18 +31,29 @@ from landscape.curvature.sharpness import (
     sharpness_grid,
     worst_case_sharpness,
 )
+from landscape.curvature.trace import hutchinson, hutchpp, xtrace
 
 __all__ = [
     "CIRCLE_POINTS",
     "FIT_WINDOW",
+    "DenseOperator",
+    "DensityResult",
+    "EigenResult",
     "HessianEigen",
     "SharpnessResult",
+    "TraceResult",
     "average_sharpness",
     "epsilon_sharpness",
     "hessian_top_eigenvalue",
     "hessian_vector_product",
+    "hutchinson",
+    "hutchpp",
     "sharpness_1d",
     "sharpness_2d",
     "sharpness_grid",
+    "smallest_eigenvalue",
+    "spectral_density",
+    "top_eigenvalues",
     "worst_case_sharpness",
+    "xtrace",
 ]

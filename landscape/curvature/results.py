@@ -1,0 +1,186 @@
+"""Frozen results of the curvature algorithms: eigenvalues, traces and spectral densities.
+
+Each result is a value (compute, store and plot are separate steps joined by these classes):
+it carries the estimate, what it cost (``hvp_count``: products this call used, ``seconds``),
+how it got there (``history``) and ``provenance`` (the operator's facts plus the algorithm's
+settings and seed). ``to_dict()`` gives a JSON-able dict (eigenvectors are left out: they are
+tensors the size of the model). Arrays are copied and made read-only, so a result cannot be
+changed after the fact.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import Tensor
+
+__all__ = ["DensityResult", "EigenResult", "TraceResult", "trapezoid"]
+
+
+def _json_float(value: float) -> float | None:
+    """A float for JSON: NaN and infinities become ``None``."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
+    """The trapezoid rule (``np.trapezoid`` is numpy >= 2 only)."""
+    return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2)
+
+
+def _frozen_array(values) -> np.ndarray:
+    array = np.array(values, dtype=np.float64)  # a copy
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True)
+class EigenResult:
+    """Eigenvalues of a symmetric operator (from :mod:`landscape.curvature.eigen`).
+
+    Attributes:
+        eigenvalues: the estimates, algebraically largest first for the top of the spectrum
+            (smallest first for :func:`~landscape.curvature.eigen.smallest_eigenvalue`).
+        vectors: the unit eigenvectors as an ``(n, k)`` tensor (column ``i`` belongs to
+            ``eigenvalues[i]``), or ``None`` when not asked for.
+        residuals: relative Ritz residuals ``||H v - theta v|| / |theta|`` per eigenvalue.
+        converged: whether every residual reached ``tol``.
+        hvp_count: operator products this call used.
+        history: per iteration, the tuple of estimates at that point.
+        method: ``"lanczos"`` or ``"power"``.
+        tol, seed, seconds, provenance: the settings, the wall time, and the operator's facts
+            plus ``algorithm``, ``tol`` and ``seed``.
+    """
+
+    eigenvalues: tuple[float, ...]
+    vectors: Tensor | None = field(repr=False, compare=False)
+    residuals: tuple[float, ...]
+    converged: bool
+    hvp_count: int
+    history: tuple[tuple[float, ...], ...]
+    method: str
+    tol: float
+    seed: int
+    seconds: float
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of everything but the eigenvectors."""
+        return {
+            "eigenvalues": [_json_float(v) for v in self.eigenvalues],
+            "residuals": [_json_float(r) for r in self.residuals],
+            "converged": bool(self.converged),
+            "hvp_count": int(self.hvp_count),
+            "history": [[_json_float(v) for v in row] for row in self.history],
+            "method": self.method,
+            "tol": float(self.tol),
+            "seed": int(self.seed),
+            "seconds": float(self.seconds),
+            "provenance": copy.deepcopy(self.provenance),
+        }
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    """A stochastic trace estimate (from :mod:`landscape.curvature.trace`).
+
+    Attributes:
+        trace: the estimate of ``tr(H)``.
+        stderr: its standard error (the estimator's own spread; see each estimator).
+        hvp_count: operator products this call used.
+        method: ``"hutchinson"``, ``"hutch++"`` or ``"xtrace"``.
+        history: the running estimate after each stochastic sample, where the estimator has
+            one (empty for XTrace, whose samples are used all at once).
+        seed, seconds, provenance: as in :class:`EigenResult`.
+    """
+
+    trace: float
+    stderr: float
+    hvp_count: int
+    method: str
+    history: tuple[float, ...]
+    seed: int
+    seconds: float
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the result."""
+        return {
+            "trace": _json_float(self.trace),
+            "stderr": _json_float(self.stderr),
+            "hvp_count": int(self.hvp_count),
+            "method": self.method,
+            "history": [_json_float(v) for v in self.history],
+            "seed": int(self.seed),
+            "seconds": float(self.seconds),
+            "provenance": copy.deepcopy(self.provenance),
+        }
+
+
+@dataclass(frozen=True)
+class DensityResult:
+    """A smoothed spectral density by stochastic Lanczos quadrature (from
+    :mod:`landscape.curvature.density`).
+
+    Attributes:
+        grid: the eigenvalue axis, shape ``(grid_points,)``.
+        density: the smoothed density on ``grid``, integrating to 1 (trapezoid rule).
+        nodes: Ritz values, shape ``(probes, steps)``.
+        weights: their quadrature weights (squared first components of the Ritz vectors of
+            the tridiagonal), shape ``(probes, steps)``; each row sums to 1.
+        sigma: the standard deviation of the Gaussian put on each node.
+        hvp_count, seed, seconds, provenance: as in :class:`EigenResult`.
+    """
+
+    grid: np.ndarray = field(compare=False)
+    density: np.ndarray = field(compare=False)
+    nodes: np.ndarray = field(compare=False)
+    weights: np.ndarray = field(compare=False)
+    sigma: float
+    hvp_count: int
+    seed: int
+    seconds: float
+    provenance: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("grid", "density", "nodes", "weights"):
+            object.__setattr__(self, name, _frozen_array(getattr(self, name)))
+        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+
+    def moments(self, p: int, *, smoothed: bool = True) -> np.ndarray:
+        """The moments of orders ``0..p`` of the spectral density, as an array of ``p + 1``.
+
+        ``smoothed=True`` integrates ``lambda^j * density`` over the grid (trapezoid rule), so
+        the second moment carries the smoothing's extra ``sigma^2``. ``smoothed=False`` reads the
+        quadrature directly: the mean over probes of ``sum_i w_i theta_i^j``, which for
+        ``j <= 2 * steps - 1`` is exactly the probes' estimate of ``tr(H^j) / n``.
+        """
+        if p < 0:
+            raise ValueError(f"p must be >= 0, got {p}")
+        orders = range(p + 1)
+        if smoothed:
+            return np.array([trapezoid(self.grid**j * self.density, self.grid) for j in orders])
+        return np.array([float((self.weights * self.nodes**j).sum(axis=1).mean()) for j in orders])
+
+    def to_dict(self) -> dict:
+        """JSON-able dict of the result (arrays as lists)."""
+        return {
+            "grid": [_json_float(v) for v in self.grid],
+            "density": [_json_float(v) for v in self.density],
+            "nodes": [[_json_float(v) for v in row] for row in self.nodes],
+            "weights": [[_json_float(v) for v in row] for row in self.weights],
+            "sigma": float(self.sigma),
+            "hvp_count": int(self.hvp_count),
+            "seed": int(self.seed),
+            "seconds": float(self.seconds),
+            "provenance": copy.deepcopy(self.provenance),
+        }
