@@ -19,6 +19,7 @@ from landscape.curvature.dense import DenseOperator
 from landscape.curvature.density import spectral_density
 from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
 from landscape.curvature.hessian import HessianEigen, hessian_top_eigenvalue, hessian_vector_product
+from landscape.curvature.operator import HessianOperator
 from landscape.curvature.results import DensityResult, EigenResult, TraceResult
 from landscape.curvature.sharpness import (
     CIRCLE_POINTS,
@@ -40,6 +41,7 @@ __all__ = [
     "DensityResult",
     "EigenResult",
     "HessianEigen",
+    "HessianOperator",
     "SharpnessResult",
     "TraceResult",
     "average_sharpness",
