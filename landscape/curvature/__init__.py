@@ -11,8 +11,10 @@
   eigenvalue), :mod:`~landscape.curvature.trace` (Hutchinson, Hutch++, XTrace),
   :mod:`~landscape.curvature.density` (stochastic Lanczos quadrature), their frozen results
   (:mod:`~landscape.curvature.results`) and :class:`DenseOperator`, an explicit matrix behind
-  the same protocol. The trace dispatcher is ``landscape.curvature.trace.trace``: it is not
-  re-exported here, where its name would hide the ``trace`` submodule.
+  the same protocol. :class:`TopEigenvalueTracker` records λ_max every N optimizer steps
+  (a step hook for any optimizer, and for both samlab trainers). The trace dispatcher is
+  ``landscape.curvature.trace.trace``: it is not re-exported here, where its name would hide
+  the ``trace`` submodule.
 """
 
 from landscape.curvature.dense import DenseOperator
@@ -33,6 +35,7 @@ from landscape.curvature.sharpness import (
     worst_case_sharpness,
 )
 from landscape.curvature.trace import hutchinson, hutchpp, xtrace
+from landscape.curvature.tracking import TopEigenvalueTracker
 
 __all__ = [
     "CIRCLE_POINTS",
@@ -43,6 +46,7 @@ __all__ = [
     "HessianEigen",
     "HessianOperator",
     "SharpnessResult",
+    "TopEigenvalueTracker",
     "TraceResult",
     "average_sharpness",
     "epsilon_sharpness",

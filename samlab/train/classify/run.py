@@ -3,11 +3,12 @@ config check before resuming, ``metrics.csv``)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,16 @@ def _append_metrics(path: Path, row: EpochMetrics) -> None:
 
 
 # --------------------------------------------------------------------------- trainer
+@contextlib.contextmanager
+def _detaching(hooks: Sequence[Any]) -> Iterator[None]:
+    """Detach the step hooks when the run ends, however it ends."""
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.detach()
+
+
 def train_classifier(
     config: ClassifyConfig,
     train_data: Any,
@@ -71,6 +82,7 @@ def train_classifier(
     output_dir: str | Path | None = None,
     callback: Callable[[EpochMetrics], None] | None = None,
     resume: bool = True,
+    step_hooks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train a classifier with ``config`` and return its per-epoch history and final state.
 
@@ -85,6 +97,9 @@ def train_classifier(
             resumes from a checkpoint there written under the same config.
         callback: called with each epoch's :class:`EpochMetrics` after its checkpoint is saved.
         resume: False starts afresh even if ``output_dir`` holds a checkpoint.
+        step_hooks: objects with ``attach(model, optimizer, start_step=...)`` and ``detach()``,
+            attached for the run (``start_step``: the steps already done by a resumed run), e.g.
+            :class:`landscape.curvature.TopEigenvalueTracker` to record λ_max every N steps.
 
     Raises:
         FloatingPointError: a non-finite training loss (names the epoch and step).
@@ -165,7 +180,9 @@ def train_classifier(
             runs = tqdm(
                 total=config.epochs, initial=start, desc=label, disable=not progress, unit="ep"
             )
-            with runs:
+            for hook in step_hooks:
+                hook.attach(model, optimizer, start_step=start * steps)
+            with runs, _detaching(step_hooks):
                 if start:
                     runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
                 for epoch in range(start, config.epochs):

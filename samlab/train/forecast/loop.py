@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,12 @@ from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_st
 from samlab.train.forecast.config import ForecastConfig
 from samlab.train.forecast.model import build_forecaster, evaluate_forecaster
 from samlab.train.forecast.result import ForecastResult
-from samlab.train.forecast.steps import TrainStep, compile_forecaster, train_epoch
+from samlab.train.forecast.steps import (
+    TrainStep,
+    compile_forecaster,
+    steps_per_epoch,
+    train_epoch,
+)
 from samlab.utils import seed_everything
 
 
@@ -108,6 +113,7 @@ def train_forecaster(
     *,
     data: ForecastData | None = None,
     callback: Callable[[dict[str, float]], None] | None = None,
+    step_hooks: Sequence[Any] = (),
 ) -> ForecastResult:
     """Train one seed into ``run_dir`` (resuming or skipping finished work); return its result.
 
@@ -119,7 +125,9 @@ def train_forecaster(
     ``data``: the dataset of ``config`` if already loaded. ``callback``: called with a copy of
     each epoch's history row (``epoch`` (1-based), ``lr``, ``train_loss``, ``val_mse``,
     ``val_mae``, ``seconds``) after ``last.pt`` is saved; an exception it raises stops the run
-    there, to be resumed by the next call.
+    there, to be resumed by the next call. ``step_hooks``: objects with ``attach(model,
+    optimizer, start_step=...)`` and ``detach()`` attached for the run, e.g.
+    :class:`landscape.curvature.TopEigenvalueTracker` to record λ_max every N steps.
     """
     run_dir = Path(run_dir)
     done = _finished(run_dir, config)
@@ -129,12 +137,12 @@ def train_forecaster(
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, run_dir, data, callback)
+        return _train(config, run_dir, data, callback, step_hooks)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, callback):
+def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, callback, hooks=()):
     device = torch.device(config.device)
     if data is None:
         data = load_forecast_data(
@@ -148,6 +156,18 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, cal
     model = build_forecaster(config, data.n_channels).to(device)
     optimizer = forecast_optimizer(config, [p for p in model.parameters() if p.requires_grad])
     state = _resume(run_dir, config, model, optimizer)
+    for hook in hooks:
+        hook.attach(model, optimizer, start_step=state.epoch * steps_per_epoch(data, config))
+    try:
+        _epochs(config, run_dir, data, callback, model, optimizer, state, device)
+    finally:
+        for hook in hooks:
+            hook.detach()
+    return _finish(run_dir, config, model, data, state, device)
+
+
+def _epochs(config, run_dir, data, callback, model, optimizer, state: _State, device) -> None:
+    """The epochs still to run, each saved to ``last.pt`` (and ``best.pt`` when it improves)."""
     fwd = compile_forecaster(model, config.compile)
     step = TrainStep.for_config(model, fwd, optimizer, config)
     best_path = run_dir / "best.pt"
@@ -205,7 +225,6 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, cal
         if callback is not None:
             callback(dict(state.history[-1]))
     bar.close()
-    return _finish(run_dir, config, model, data, state, device)
 
 
 def _finish(run_dir, config, model, data, state: _State, device) -> ForecastResult:

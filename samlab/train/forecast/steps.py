@@ -142,6 +142,18 @@ class TrainStep:
         return loss
 
 
+def steps_per_epoch(data: ForecastData, config: ForecastConfig) -> int:
+    """The optimizer steps of one epoch: every batch of the training windows, at most
+    ``max_train_batches``, less a trailing single-window batch (BatchNorm cannot train on it)."""
+    windows = len(data.train)
+    n_batches = math.ceil(windows / config.batch_size)
+    if config.max_train_batches is not None:
+        n_batches = min(n_batches, config.max_train_batches)
+    if n_batches * config.batch_size >= windows and windows % config.batch_size == 1:
+        n_batches -= 1
+    return n_batches
+
+
 def train_epoch(
     step: TrainStep, data: ForecastData, config: ForecastConfig, epoch: int, device: torch.device
 ) -> float:
@@ -153,9 +165,7 @@ def train_epoch(
     batches = data.train.batches(
         config.batch_size, shuffle=True, generator=epoch_generator(config.seed, epoch)
     )
-    n_batches = math.ceil(len(data.train) / config.batch_size)
-    if config.max_train_batches is not None:
-        n_batches = min(n_batches, config.max_train_batches)
+    n_batches = steps_per_epoch(data, config)
     bar = tqdm(
         batches,
         total=n_batches,
