@@ -14,6 +14,7 @@ import pytest
 
 from landscape.mpi import find_mpiexec
 from samlab.demo import SUMMARY_COLUMNS, main
+from samlab.demo.curvature import HESSIAN_COLUMNS
 from samlab.demo.sharpness import SHARPNESS_COLUMNS
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
@@ -135,6 +136,19 @@ def test_sharpness_rows_are_finite(smoke_run) -> None:
         assert float(row["loss_center"]) > 0 and 0 <= float(row["acc_center"]) <= 1
         assert float(row["loss_2d_max"]) > float(row["loss_center"])
         assert float(row["fd_step"]) == pytest.approx(1 / 3)  # 7 points on [-1, 1]
+
+
+def test_hessian_rows_and_spectra(smoke_run) -> None:
+    rows = _csv_rows(smoke_run[0] / "hessian.csv", HESSIAN_COLUMNS)
+    assert [r["optimizer"] for r in rows] == LANDSCAPE_MODELS
+    for row in rows:  # λ_max, Hutch++ trace and worst-case sharpness of both models
+        for column in HESSIAN_COLUMNS[1:]:
+            assert math.isfinite(float(row[column])), (row["optimizer"], column)
+        assert int(row["samples"]) == 128 and float(row["rho"]) == 0.05
+        assert float(row["lambda_max"]) > 0 and float(row["trace_se"]) >= 0
+        assert float(row["sharp_l2"]) >= 0 and -1 <= float(row["sharp_err"]) <= 1
+        assert int(row["hvp_count"]) > 12
+    _figure_pixels(smoke_run[0] / "hessian_spectra.png", min_height=300, min_width=800)
 
 
 def test_second_run_loads_finished_runs(smoke_run, capsys) -> None:

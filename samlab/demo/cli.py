@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--fresh", action="store_true", help="retrain runs found under --output")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.add_argument(
-        "--no-landscape", action="store_true", help="skip the SGD vs SAM loss landscapes"
+        "--no-landscape",
+        action="store_true",
+        help="skip the SGD vs SAM loss landscapes and Hessians",
     )
     parser.add_argument(
         "--no-forecast", action="store_true", help="skip SAMformer with and without SAM on ETTh1"
@@ -60,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the sections are imported when they run, after the comparison: a run that skips them
     # never loads the landscape and forecasting code
     if not args.no_landscape:
-        from samlab.demo.landscape_section import run_demo_landscapes
+        from samlab.demo.landscape_section import run_demo_curvature, run_demo_landscapes
 
         landscape = run_demo_landscapes(comparison, smoke=args.smoke, seed=args.seed)
         print(f"wrote {landscape.figure}, {landscape.sharpness_csv.name}, landscape/*.h5")
@@ -68,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"landscapes took {landscape.seconds:.1f} s (CPU {landscape.cpu_seconds:.1f} s on "
             f"{landscape.processes} process{'es' if landscape.processes > 1 else ''})"
         )
+        curvature = run_demo_curvature(comparison, smoke=args.smoke, seed=args.seed)
+        print(f"wrote {curvature.csv.name}, {curvature.figure.name}")
+        print(f"Hessian section took {curvature.seconds:.1f} s")
     if not args.no_forecast:
         from samlab.demo.forecast import run_demo_forecast
 

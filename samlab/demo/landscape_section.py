@@ -195,20 +195,48 @@ def run_landscape_section(
     )
 
 
-def run_demo_landscapes(
-    comparison: Comparison, *, smoke: bool = False, seed: int = 0
-) -> LandscapeResult:
-    """The section for a finished :class:`~samlab.demo.Comparison`: its SGD and SAM checkpoints,
-    evaluated on the training digits they were trained on (``--smoke``: the first 512)."""
+def demo_checkpoints(comparison: Comparison) -> dict[str, Path]:
+    """The final checkpoints of the comparison's :data:`LANDSCAPE_MODELS` (SGD and SAM)."""
     checkpoints = {}
     for name in LANDSCAPE_MODELS:
         result = comparison.results.get(name)
         if result is None or result.output_dir is None:
             raise ValueError(f"the comparison has no saved {name!r} run to draw a landscape of")
         checkpoints[name] = Path(result.output_dir) / CHECKPOINT_NAME
+    return checkpoints
+
+
+def demo_data_kwargs(*, smoke: bool, seed: int) -> dict[str, Any]:
+    """The keyword arguments of :func:`digits_eval_data`: the digits the models trained on."""
     data_kwargs: dict[str, Any] = {"seed": seed}
     if smoke:
         data_kwargs["limit"] = SMOKE_TRAIN_SAMPLES
+    return data_kwargs
+
+
+def run_demo_curvature(comparison: Comparison, *, smoke: bool = False, seed: int = 0):
+    """The Hessian section (:mod:`samlab.demo.curvature`) for the same models and digits as the
+    landscapes: λ_max, trace, worst-case sharpness at SAM's rho, spectral densities."""
+    from samlab.demo.curvature import FULL_CURVATURE, SMOKE_CURVATURE, run_curvature_section
+
+    settings = SMOKE_SETTINGS if smoke else FULL_SETTINGS
+    return run_curvature_section(
+        comparison.output,
+        demo_checkpoints(comparison),
+        subset_seed=settings.subset_seed,
+        rho=COMPARISON["sam"]["rho"],
+        data_kwargs=demo_data_kwargs(smoke=smoke, seed=seed),
+        settings=SMOKE_CURVATURE if smoke else FULL_CURVATURE,
+    )
+
+
+def run_demo_landscapes(
+    comparison: Comparison, *, smoke: bool = False, seed: int = 0
+) -> LandscapeResult:
+    """The section for a finished :class:`~samlab.demo.Comparison`: its SGD and SAM checkpoints,
+    evaluated on the training digits they were trained on (``--smoke``: the first 512)."""
+    checkpoints = demo_checkpoints(comparison)
+    data_kwargs = demo_data_kwargs(smoke=smoke, seed=seed)
     epochs = len(comparison.results[LANDSCAPE_MODELS[0]].history)
     return run_landscape_section(
         comparison.output,
