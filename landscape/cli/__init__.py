@@ -1,5 +1,5 @@
-"""Command line: ``python -m landscape {surface,plot,project,vtk}`` (console script
-``samlab-landscape``).
+"""Command line: ``python -m landscape {surface,plot,project,vtk,hessian,sharpness}``
+(console script ``samlab-landscape``).
 
 The flags are those of tomgoldstein/loss-landscape's ``plot_surface.py``, ``plot_2D.py``,
 ``plot_1D.py``, ``plot_trajectory.py`` and ``h52vtp.py``, with the same meaning, so an old
@@ -11,6 +11,9 @@ command runs with the script name changed and the model / data given as importab
     python -m landscape plot --surf_file surf.h5
     python -m landscape project --trajectory checkpoints/ --surf_file surf.h5
     python -m landscape vtk --surf_file surf.h5 --log
+    python -m landscape hessian --model mymodels:resnet --model_file ckpt.pt --data mydata:train \\
+        --topk 3 --trace --output hessian.json
+    python -m landscape sharpness --model ... --data ... --measure worst_case --rho 0.05
 
 Models and data come from ``MODULE:FACTORY`` names resolved with importlib at run time (the
 current directory is put on ``sys.path``), e.g. ``samlab.models:digits_cnn``; this package never
@@ -48,8 +51,8 @@ argument types), :mod:`~landscape.cli.inputs` (:class:`CLIError`, the run's cont
 checkpoints, data), :mod:`~landscape.cli.directions` (the directions of a run and the default
 file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
 (reading surfaces and drawing figures) and one module per subcommand:
-:mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project` and
-:mod:`~landscape.cli.vtk`.
+:mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project`,
+:mod:`~landscape.cli.vtk`, :mod:`~landscape.cli.hessian` and :mod:`~landscape.cli.sharpness`.
 """
 
 from landscape.cli.directions import FLAG_DEFAULTS, default_dir_file, default_surf_file

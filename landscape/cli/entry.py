@@ -9,10 +9,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from landscape.cli.hessian import cmd_hessian
 from landscape.cli.inputs import CLIError, Context
 from landscape.cli.parser import build_parser, join_negative_values
 from landscape.cli.plot import cmd_plot
 from landscape.cli.project import cmd_project
+from landscape.cli.sharpness import cmd_sharpness
 from landscape.cli.surface import cmd_surface
 from landscape.cli.vtk import cmd_vtk
 
@@ -22,6 +24,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], None]] = {
     "plot": cmd_plot,
     "project": cmd_project,
     "vtk": cmd_vtk,
+    "hessian": cmd_hessian,
+    "sharpness": cmd_sharpness,
 }
 
 

@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 
+from landscape.cli.hessian import add_hessian_parser
 from landscape.cli.options import (
     IGNORE_CHOICES,
     add_data_args,
@@ -24,6 +25,7 @@ from landscape.cli.options import (
     json_object,
     positive_int,
 )
+from landscape.cli.sharpness import add_sharpness_parser
 from landscape.directions import DIR_TYPES
 from landscape.evaluate import BN_MODES, MODES
 
@@ -103,13 +105,16 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    """The argparse parser with subcommands ``surface``, ``plot``, ``project`` and ``vtk``."""
+    """The argparse parser with subcommands ``surface``, ``plot``, ``project``, ``vtk``,
+    ``hessian`` and ``sharpness``."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Filter-normalised loss surfaces of any PyTorch model "
         "(loss-landscape's flags; see `python -m landscape SUBCOMMAND -h`).",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{surface,plot,project,vtk}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="{surface,plot,project,vtk,hessian,sharpness}"
+    )
     sub.required = True
 
     s = sub.add_parser(
@@ -253,4 +258,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--interp", type=int, default=-1, help="cubic upsampling to this many points per side"
     )
     v.add_argument("--output", default="", help="output .vtp (default named as h52vtp.py)")
+
+    add_hessian_parser(sub)
+    add_sharpness_parser(sub)
     return parser

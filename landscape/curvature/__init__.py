@@ -1,7 +1,13 @@
 """Curvature of a model's loss: Hessian eigenvalues, traces and spectra, and sharpness.
 
-- :mod:`landscape.curvature.hessian`: Hessian-vector products and the top eigenvalue by power
-  iteration (shifted where the dominant eigenvalue is negative), for any model and loss.
+- :mod:`landscape.curvature.analysis`: one call per quantity on ``(model, data)`` with the
+  surfaces' protocol (subset, loss, parameters, mode, GGN): :func:`hessian_eigenvalues`,
+  :func:`hessian_smallest_eigenvalue`, :func:`hessian_trace`, :func:`hessian_density`,
+  :func:`layer_eigenvalues` (per-block top eigenvalues) and :func:`eigenvalue_ratio`
+  (``lambda_max / lambda_k``); :mod:`~landscape.curvature.export`:
+  :func:`eigenvector_directions` (eigenvectors as a direction file, ``normalisation="none"``).
+- :mod:`landscape.curvature.hessian`: the 0.2 API, :func:`hessian_vector_product` and
+  :func:`hessian_top_eigenvalue` (now Lanczos on :class:`HessianOperator`), for any model.
 - :mod:`landscape.curvature.sharpness`: curvature and loss rise at a radius from computed 1D/2D
   surfaces (:class:`landscape.Surface` arrays); worst-case (m-, adaptive), average-case and
   Keskar's epsilon-sharpness in parameter space, as :class:`SharpnessResult` values.
@@ -17,9 +23,19 @@
   the ``trace`` submodule.
 """
 
+from landscape.curvature.analysis import (
+    eigenvalue_ratio,
+    hessian_density,
+    hessian_eigenvalues,
+    hessian_operator,
+    hessian_smallest_eigenvalue,
+    hessian_trace,
+    layer_eigenvalues,
+)
 from landscape.curvature.dense import DenseOperator
 from landscape.curvature.density import spectral_density
 from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
+from landscape.curvature.export import eigenvector_directions
 from landscape.curvature.hessian import HessianEigen, hessian_top_eigenvalue, hessian_vector_product
 from landscape.curvature.operator import HessianOperator
 from landscape.curvature.results import DensityResult, EigenResult, TraceResult
@@ -49,11 +65,19 @@ __all__ = [
     "TopEigenvalueTracker",
     "TraceResult",
     "average_sharpness",
+    "eigenvalue_ratio",
+    "eigenvector_directions",
     "epsilon_sharpness",
+    "hessian_density",
+    "hessian_eigenvalues",
+    "hessian_operator",
+    "hessian_smallest_eigenvalue",
     "hessian_top_eigenvalue",
+    "hessian_trace",
     "hessian_vector_product",
     "hutchinson",
     "hutchpp",
+    "layer_eigenvalues",
     "sharpness_1d",
     "sharpness_2d",
     "sharpness_grid",

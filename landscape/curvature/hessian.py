@@ -1,36 +1,65 @@
-"""The top Hessian eigenvalue of any model's loss, by power iteration.
+"""The 0.2 API over the curvature engine: :func:`hessian_top_eigenvalue` and
+:func:`hessian_vector_product`.
 
-:func:`hessian_top_eigenvalue` runs power iteration on Hessian-vector products (double backward,
-:func:`hessian_vector_product`) of the *mean* loss over a fixed set of batches, and reports the
-Rayleigh quotient ``v^T H v`` with ``||v|| = 1``: the textbook estimate, not the official
-SAMformer code's ``|g^T H v|`` on a per-sample loss vector. Power iteration converges to the
-eigenvalue of largest magnitude; where that one is negative (an early-stopped model need not sit
-at a minimum), a second power iteration on ``H - mu I`` with ``mu`` that negative eigenvalue
-finds the top (algebraically largest) one, which is what is reported.
+Both run on :class:`~landscape.curvature.operator.HessianOperator` (the one Hessian-vector
+product engine) and :func:`~landscape.curvature.eigen.top_eigenvalues` (the one top-eigenvalue
+implementation): the Hessian of the sample-weighted *mean* loss over a fixed set of batches,
+with the model in eval mode (BatchNorm on running statistics, dropout off; each module's mode
+restored). The top eigenvalue is the algebraically largest, by Lanczos with full
+reorthogonalisation, stopped when its relative Ritz residual ``||H v - theta v|| / |theta|``
+reaches ``tol``: the textbook Rayleigh-quotient estimate, not the official SAMformer code's
+``|g^T H v|`` on a per-sample loss vector.
+
+.. note:: Until 0.2 this was power iteration (shifted where the dominant eigenvalue was
+   negative) stopped on the relative change of the estimate; ``HessianEigen`` keeps its fields
+   with ``iterations`` = products used, ``relative_change`` = the final relative residual and
+   ``history`` = the top Ritz value after each product.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
-from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from landscape.curvature.eigen import top_eigenvalues
+from landscape.curvature.operator import HessianOperator
 
 __all__ = ["HessianEigen", "hessian_top_eigenvalue", "hessian_vector_product"]
 
 
 @dataclass
 class HessianEigen:
-    """Result of :func:`hessian_top_eigenvalue`."""
+    """Result of :func:`hessian_top_eigenvalue`.
+
+    Attributes:
+        eigenvalue: the top (algebraically largest) eigenvalue.
+        iterations: Hessian-vector products used (Lanczos steps).
+        converged: whether the relative Ritz residual reached ``tol``.
+        relative_change: that final relative residual (an upper bound of the relative error).
+        history: the top Ritz value after each step.
+    """
 
     eigenvalue: float
     iterations: int
     converged: bool
     relative_change: float
     history: list[float] = field(default_factory=list)
+
+
+def _parameter_names(model: nn.Module, params: Sequence[Tensor]) -> list[str]:
+    named = list(model.named_parameters())
+    names = []
+    for tensor in params:
+        match = next((name for name, p in named if p is tensor), None)
+        if match is None:
+            raise ValueError(
+                "hessian_vector_product: params must be parameters of model "
+                "(tensors from model.parameters())"
+            )
+        names.append(match)
+    return names
 
 
 def hessian_vector_product(
@@ -41,24 +70,16 @@ def hessian_vector_product(
     vector: Sequence[Tensor],
 ) -> list[Tensor]:
     """``H v`` of the sample-weighted mean of ``loss_fn`` over ``batches`` (double backward,
-    one batch at a time; ``vector`` is shaped like ``params``)."""
-    total = sum(len(x) for x, _ in batches)
-    out = [torch.zeros_like(p) for p in params]
-    for x, y in batches:
-        loss = loss_fn(model(x), y) * (len(x) / total)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
-        dot = sum((g * v).sum() for g, v in zip(grads, vector, strict=True))
-        hv = torch.autograd.grad(dot, params)
-        for acc, h in zip(out, hv, strict=True):
-            acc.add_(h.detach())
-    return out
-
-
-def _normalise(vector: list[Tensor]) -> list[Tensor]:
-    norm = math.sqrt(sum(float((v * v).sum()) for v in vector))
-    if norm == 0.0:
-        return vector
-    return [v / norm for v in vector]
+    eval mode; ``params`` are parameters of ``model``, ``vector`` is shaped like them and the
+    result too, in the order of ``params``)."""
+    params, vector = list(params), list(vector)
+    if len(vector) != len(params):
+        raise ValueError(f"vector has {len(vector)} tensors, params {len(params)}")
+    names = _parameter_names(model, params)
+    op = HessianOperator(model, list(batches), loss_fn, params=names, mode="reverse")
+    pieces = dict(zip(names, vector, strict=True))
+    product = op.unflatten(op.matvec(op.flatten(pieces)))
+    return [product[name].detach().clone() for name in names]
 
 
 def hessian_top_eigenvalue(
@@ -69,62 +90,30 @@ def hessian_top_eigenvalue(
     iters: int = 50,
     tol: float = 1e-4,
     seed: int = 0,
+    mode: str = "reverse",
 ) -> HessianEigen:
     """Top Hessian eigenvalue of ``loss_fn`` (mean over all samples of ``batches``).
 
-    ``batches`` is materialised once (a fixed evaluation set); the model is put in eval mode
-    (dropout off, BatchNorm frozen) and restored afterwards. Iteration stops when the relative
-    change of the estimate falls below ``tol`` or after ``iters`` products. The start vector
-    is Gaussian from a CPU generator seeded with ``seed``.
+    ``batches`` is materialised once (a fixed evaluation set); the products run in eval mode
+    and every module's mode is restored. Lanczos stops when the relative Ritz residual of the
+    top eigenvalue is at most ``tol``, or after ``iters`` products (the estimate is then the
+    best so far, ``converged=False``). The start vector is Gaussian from a CPU generator
+    seeded with ``seed``. ``mode``: the product engine (``"reverse"``: double backward, as
+    before 0.3; ``"auto"`` times both on the first batch).
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     batches = list(batches)
     if not batches:
         raise ValueError("hessian_top_eigenvalue needs at least one batch of data")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise ValueError("the model has no trainable parameters")
-    gen = torch.Generator().manual_seed(seed)
-    vector = _normalise(
-        [torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params]
-    )
-    was_training = model.training
-    model.eval()
-    try:
-        # Fused attention kernels have no double backward; the math kernel does.
-        with sdpa_kernel(SDPBackend.MATH):
-            history, change = _power_iteration(model, params, batches, loss_fn, vector, iters, tol)
-            if history[-1] < 0:  # the dominant eigenvalue is negative: shift it away
-                shift = history[-1]
-                shifted, change = _power_iteration(
-                    model, params, batches, loss_fn, vector, iters, tol, shift=shift
-                )
-                history += [value + shift for value in shifted]
-    finally:
-        model.train(was_training)
+    op = HessianOperator(model, batches, loss_fn, mode=mode)
+    result = top_eigenvalues(op, 1, method="lanczos", tol=tol, max_iter=iters, seed=seed)
     return HessianEigen(
-        eigenvalue=history[-1],
-        iterations=len(history),
-        converged=change < tol,
-        relative_change=change,
-        history=history,
+        eigenvalue=result.eigenvalues[0],
+        iterations=result.hvp_count,
+        converged=result.converged,
+        relative_change=result.residuals[0],
+        history=[float(step[0]) for step in result.history],
     )
-
-
-def _power_iteration(model, params, batches, loss_fn, vector, iters, tol, shift: float = 0.0):
-    """Power iteration on ``H - shift * I``; the estimates are of its eigenvalue."""
-    history: list[float] = []
-    change = math.inf
-    for _ in range(iters):
-        hv = hessian_vector_product(model, params, batches, loss_fn, vector)
-        if shift:
-            hv = [h - shift * v for h, v in zip(hv, vector, strict=True)]
-        estimate = sum(float((h * v).sum()) for h, v in zip(hv, vector, strict=True))
-        if history:
-            change = abs(estimate - history[-1]) / max(abs(estimate), 1e-30)
-        history.append(estimate)
-        vector = _normalise(hv)
-        if change < tol:
-            break
-    return history, change

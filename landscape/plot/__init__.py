@@ -29,13 +29,16 @@ solid and draws the ones in between dashed and grey, with a legend entry giving 
 The code: :mod:`~landscape.plot.line` (the 1D plots), :mod:`~landscape.plot.plane` (contours,
 heat maps, 3D surfaces, trajectories), :mod:`~landscape.plot.figures` (the standard figure set,
 :func:`plot_all`) and :mod:`~landscape.plot.grid` (what every plot shares: values, levels,
-labels, :func:`noise_floor`).
+labels, :func:`noise_floor`). :mod:`~landscape.plot.spectrum` draws Hessian spectra: SLQ
+densities side by side or overlaid (:func:`plot_density`, :func:`save_spectrum`) and the
+convergence of eigenvalue and trace estimates (:func:`plot_convergence`).
 """
 
 from landscape.plot.figures import plot_all
 from landscape.plot.grid import noise_floor
 from landscape.plot.line import plot_1d, plot_1d_repeat
 from landscape.plot.plane import plot_contour, plot_heatmap, plot_surface_3d, plot_trajectory
+from landscape.plot.spectrum import plot_convergence, plot_density, save_spectrum
 
 __all__ = [
     "noise_floor",
@@ -43,7 +46,10 @@ __all__ = [
     "plot_1d_repeat",
     "plot_all",
     "plot_contour",
+    "plot_convergence",
+    "plot_density",
     "plot_heatmap",
     "plot_surface_3d",
     "plot_trajectory",
+    "save_spectrum",
 ]
