@@ -32,6 +32,7 @@ from landscape.curvature import (
     top_eigenvalues,
     worst_case_sharpness,
 )
+from landscape.plot import save_spectrum
 from samlab.datasets import digits_eval_data
 from samlab.demo.tables import text_table, write_csv
 from samlab.models import create_model
@@ -141,32 +142,6 @@ def format_curvature(rows: tuple[dict[str, Any], ...]) -> str:
     return text_table(columns, lines)
 
 
-def plot_spectra(densities: Mapping[str, Any], path: Path, title: str = "") -> Path:
-    """The models' spectral densities side by side (log density), with their λ_max marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(densities), figsize=(5 * len(densities), 3.6), sharey=True)
-    for ax, (name, density) in zip(list(getattr(axes, "flat", [axes])), densities.items()):
-        ax.semilogy(density.grid, density.density + 1e-12, color="tab:blue")
-        ax.axvline(
-            float(density.nodes.max()), ls="--", color="tab:red", lw=0.8, label="largest node"
-        )
-        ax.set_title(name.upper())
-        ax.set_xlabel("eigenvalue")
-        ax.legend(loc="upper right")
-    axes_list = list(getattr(axes, "flat", [axes]))
-    axes_list[0].set_ylabel("density (SLQ)")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
 def run_curvature_section(
     output: str | Path,
     checkpoints: Mapping[str, Path],
@@ -192,8 +167,14 @@ def run_curvature_section(
         rows.append(row)
         densities[name] = density
     csv_path = write_csv(output / "hessian.csv", HESSIAN_COLUMNS, rows)
-    title = f"Hessian spectral density (SLQ), {samples} training digits"
-    figure = plot_spectra(densities, output / "hessian_spectra.png", title=title)
+    figure = save_spectrum(
+        output / "hessian_spectra.png",
+        list(densities.values()),
+        [name.upper() for name in densities],
+        log=True,
+        overlay=False,
+        title=f"Hessian spectral density (SLQ), {samples} training digits",
+    )
     print(format_curvature(tuple(rows)))
     print(
         f"sharp_l2 / sharp_err: the loss / 0-1 error rise at the worst point of an L2 ball of "

@@ -1,8 +1,9 @@
 """Sharpness of a trained forecaster: its top Hessian eigenvalue, measured once per run.
 
-The power iteration itself is :func:`landscape.curvature.hessian_top_eigenvalue` (any model);
-:func:`run_top_eigenvalue` applies it to the best checkpoint of a finished
-:func:`samlab.train.forecast.train_forecaster` run and stores the value with the run.
+The eigenvalue itself is :func:`landscape.curvature.hessian_top_eigenvalue` (Lanczos on a
+:class:`landscape.curvature.HessianOperator`, any model); :func:`run_top_eigenvalue` applies it
+to the best checkpoint of a finished :func:`samlab.train.forecast.train_forecaster` run and
+stores the value with the run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from samlab.train.forecast import ForecastConfig, build_forecaster, forecast_bat
 __all__ = ["METHOD", "HessianEigen", "hessian_top_eigenvalue", "run_top_eigenvalue"]
 
 #: how ``run_top_eigenvalue`` measured a stored value (older values are measured again)
-METHOD = "power iteration, shifted when the dominant eigenvalue is negative"
+METHOD = "Lanczos, relative Ritz residual <= 1e-3"
 
 
 def run_top_eigenvalue(

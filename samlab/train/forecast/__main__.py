@@ -101,8 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         "and Adam; TSMixer: the model) and the evaluation model; eager fallback on failure",
     )
     p.add_argument("--sharpness", action="store_true",
-                   help="also report the top Hessian eigenvalue of the best model (power "
-                   "iteration on the first --sharpness-windows training windows)")  # fmt: skip
+                   help="also report the top Hessian eigenvalue of the best model (Lanczos "
+                   "on the first --sharpness-windows training windows)")  # fmt: skip
     p.add_argument("--sharpness-windows", type=int, default=1024)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
     p.add_argument("--device", default="cpu")
