@@ -13,11 +13,14 @@
   (:mod:`~landscape.curvature.results`) and :class:`DenseOperator`, an explicit matrix behind
   the same protocol. The trace dispatcher is ``landscape.curvature.trace.trace``: it is not
   re-exported here, where its name would hide the ``trace`` submodule.
+- :mod:`landscape.curvature.eigmap`: the largest and smallest eigenvalues over a 1-D/2-D grid
+  (:func:`eigenvalue_map`, :class:`EigenMap`; resumable HDF5, MPI).
 """
 
 from landscape.curvature.dense import DenseOperator
 from landscape.curvature.density import spectral_density
 from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
+from landscape.curvature.eigmap import EigenMap, eigenvalue_map, load_eigenvalue_map
 from landscape.curvature.hessian import HessianEigen, hessian_top_eigenvalue, hessian_vector_product
 from landscape.curvature.operator import HessianOperator
 from landscape.curvature.results import DensityResult, EigenResult, TraceResult
@@ -39,17 +42,20 @@ __all__ = [
     "FIT_WINDOW",
     "DenseOperator",
     "DensityResult",
+    "EigenMap",
     "EigenResult",
     "HessianEigen",
     "HessianOperator",
     "SharpnessResult",
     "TraceResult",
     "average_sharpness",
+    "eigenvalue_map",
     "epsilon_sharpness",
     "hessian_top_eigenvalue",
     "hessian_vector_product",
     "hutchinson",
     "hutchpp",
+    "load_eigenvalue_map",
     "sharpness_1d",
     "sharpness_2d",
     "sharpness_grid",
