@@ -21,6 +21,8 @@
   (a step hook for any optimizer, and for both samlab trainers). The trace dispatcher is
   ``landscape.curvature.trace.trace``: it is not re-exported here, where its name would hide
   the ``trace`` submodule.
+- :mod:`landscape.curvature.eigmap`: the largest and smallest eigenvalues over a 1-D/2-D grid
+  (:func:`eigenvalue_map`, :class:`EigenMap`; resumable HDF5, MPI).
 """
 
 from landscape.curvature.analysis import (
@@ -35,6 +37,7 @@ from landscape.curvature.analysis import (
 from landscape.curvature.dense import DenseOperator
 from landscape.curvature.density import spectral_density
 from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
+from landscape.curvature.eigmap import EigenMap, eigenvalue_map, load_eigenvalue_map
 from landscape.curvature.export import eigenvector_directions
 from landscape.curvature.hessian import HessianEigen, hessian_top_eigenvalue, hessian_vector_product
 from landscape.curvature.operator import HessianOperator
@@ -58,6 +61,7 @@ __all__ = [
     "FIT_WINDOW",
     "DenseOperator",
     "DensityResult",
+    "EigenMap",
     "EigenResult",
     "HessianEigen",
     "HessianOperator",
@@ -67,6 +71,7 @@ __all__ = [
     "average_sharpness",
     "eigenvalue_ratio",
     "eigenvector_directions",
+    "eigenvalue_map",
     "epsilon_sharpness",
     "hessian_density",
     "hessian_eigenvalues",
@@ -78,6 +83,7 @@ __all__ = [
     "hutchinson",
     "hutchpp",
     "layer_eigenvalues",
+    "load_eigenvalue_map",
     "sharpness_1d",
     "sharpness_2d",
     "sharpness_grid",

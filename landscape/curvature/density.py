@@ -27,6 +27,14 @@ either.
 
 A breakdown (an invariant Krylov space, e.g. an operator with few distinct eigenvalues) is
 exact: the Lanczos process continues from a vector orthogonal to it, whose nodes get weight 0.
+
+The probes are independent: :func:`slq_quadrature` computes the nodes and weights of any
+subset of them (what :mod:`landscape.mpi.curvature` splits across ranks) and
+:func:`density_result` turns the nodes and weights of all of them into the smoothed density, so
+the probes of one seed give the same nodes whichever process runs them. The start vectors come
+from one CPU generator seeded with ``seed``, in probe order; a breakdown restart of probe ``j``
+draws from a generator of its own (seeded with ``(seed, j)``), so it does not shift the probes
+after it.
 """
 
 from __future__ import annotations
@@ -40,7 +48,13 @@ import torch
 from landscape.curvature.eigen import Lanczos
 from landscape.curvature.results import DensityResult, trapezoid
 
-__all__ = ["SIGMA_FRACTION", "spectral_density"]
+__all__ = [
+    "SIGMA_FRACTION",
+    "check_density_arguments",
+    "density_result",
+    "slq_quadrature",
+    "spectral_density",
+]
 
 #: default Gaussian width, as a fraction of the spread of the quadrature nodes
 SIGMA_FRACTION = 0.005
@@ -53,12 +67,43 @@ def _rademacher(op, generator: torch.Generator) -> torch.Tensor:
     return (signs / math.sqrt(op.size)).to(device=op.device, dtype=op.dtype)
 
 
-def _quadrature(op, steps: int, generator: torch.Generator) -> tuple[np.ndarray, np.ndarray]:
-    lanczos = Lanczos(op, _rademacher(op, generator), generator, capacity=steps)
+def _quadrature(
+    op, steps: int, start: torch.Tensor, restarts: torch.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    lanczos = Lanczos(op, start, restarts, capacity=steps)
     for _ in range(steps):
         lanczos.step()
     theta, eigvecs = lanczos.ritz()
     return theta, eigvecs[0] ** 2
+
+
+def _restart_generator(seed: int, probe: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(seed), int(probe)]).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0]) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def slq_quadrature(
+    op, *, probes: int, steps: int, seed: int = 0, indices=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The Gauss quadrature (nodes, weights), each ``(len(indices), min(steps, n))``, of the
+    probes ``indices`` (default: ``range(probes)``, in that order) of ``probes`` probes drawn
+    with ``seed``: the same rows whichever subset is asked for (the start vectors of the
+    others are drawn and skipped, no products)."""
+    wanted = range(probes) if indices is None else [int(i) for i in indices]
+    if any(not 0 <= j < probes for j in wanted):
+        raise ValueError(f"probe indices must lie in [0, {probes}), got {list(wanted)}")
+    generator = torch.Generator().manual_seed(seed)
+    steps = min(steps, op.size)
+    starts = {}
+    for j in range(max(wanted, default=-1) + 1):
+        start = _rademacher(op, generator)
+        if j in wanted:
+            starts[j] = start
+    runs = [_quadrature(op, steps, starts[j], _restart_generator(seed, j)) for j in wanted]
+    empty = np.zeros((0, steps))
+    nodes = np.stack([theta for theta, _ in runs]) if runs else empty
+    weights = np.stack([tau for _, tau in runs]) if runs else empty
+    return nodes, weights
 
 
 def _smooth(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: float) -> np.ndarray:
@@ -68,6 +113,26 @@ def _smooth(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: flo
         gaussians = np.exp(-0.5 * ((grid[:, None] - theta[None, :]) / sigma) ** 2)
         density += norm * (gaussians @ tau)
     return density / len(nodes)
+
+
+def check_density_arguments(
+    probes: int, steps: int, sigma: float | None, grid: np.ndarray | None, grid_points: int
+) -> np.ndarray | None:
+    """``ValueError`` for options :func:`spectral_density` cannot take; returns ``grid`` as a
+    float64 array (or ``None``)."""
+    if not isinstance(probes, int) or probes < 1:
+        raise ValueError(f"probes must be a positive integer, got {probes!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if sigma is not None and not sigma > 0:
+        raise ValueError(f"sigma must be > 0 or None, got {sigma}")
+    if grid is None and (not isinstance(grid_points, int) or grid_points < 2):
+        raise ValueError(f"grid_points must be an integer >= 2, got {grid_points!r}")
+    if grid is not None:
+        grid = np.asarray(grid, dtype=np.float64)
+        if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) > 0):
+            raise ValueError("grid must be a 1-D increasing array of at least 2 points")
+    return grid
 
 
 def spectral_density(
@@ -98,24 +163,37 @@ def spectral_density(
         :class:`~landscape.curvature.results.DensityResult` with ``nodes`` and ``weights`` of
         shape ``(probes, min(steps, n))``; ``hvp_count = probes * min(steps, n)``.
     """
-    if not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be > 0 or None, got {sigma}")
-    if grid is None and (not isinstance(grid_points, int) or grid_points < 2):
-        raise ValueError(f"grid_points must be an integer >= 2, got {grid_points!r}")
-    if grid is not None:
-        grid = np.asarray(grid, dtype=np.float64)
-        if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) > 0):
-            raise ValueError("grid must be a 1-D increasing array of at least 2 points")
+    grid = check_density_arguments(probes, steps, sigma, grid, grid_points)
     start, count0 = time.perf_counter(), op.hvp_count
-    generator = torch.Generator().manual_seed(seed)
-    steps = min(steps, op.size)
-    runs = [_quadrature(op, steps, generator) for _ in range(probes)]
-    nodes = np.stack([theta for theta, _ in runs])
-    weights = np.stack([tau for _, tau in runs])
+    nodes, weights = slq_quadrature(op, probes=probes, steps=steps, seed=seed)
+    return density_result(
+        op,
+        nodes,
+        weights,
+        sigma=sigma,
+        grid=grid,
+        grid_points=grid_points,
+        seed=seed,
+        hvp_count=op.hvp_count - count0,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def density_result(
+    op,
+    nodes: np.ndarray,
+    weights: np.ndarray,
+    *,
+    sigma: float | None,
+    grid: np.ndarray | None,
+    grid_points: int,
+    seed: int,
+    hvp_count: int,
+    seconds: float,
+) -> DensityResult:
+    """The :class:`DensityResult` of the quadrature ``nodes`` / ``weights`` of all probes
+    (``(probes, steps)`` each; see :func:`spectral_density` for ``sigma`` and ``grid``)."""
+    probes, steps = nodes.shape
     low, high = float(nodes.min()), float(nodes.max())
     if sigma is None:
         width = high - low if high > low else max(abs(high), 1.0)  # one distinct eigenvalue
@@ -142,8 +220,8 @@ def spectral_density(
         nodes=nodes,
         weights=weights,
         sigma=float(sigma),
-        hvp_count=op.hvp_count - count0,
+        hvp_count=hvp_count,
         seed=int(seed),
-        seconds=time.perf_counter() - start,
+        seconds=seconds,
         provenance=provenance,
     )

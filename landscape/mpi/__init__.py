@@ -8,17 +8,36 @@
   :func:`run_command`: the venv's own ``mpiexec`` and a ``landscape`` command on N ranks from
   Python, e.g. a demo or a notebook (:mod:`landscape.mpi.launch`).
 
+- Hessian work (:mod:`landscape.mpi.curvature`): :func:`mpi_hessian_operator` (batches shared
+  out, products summed by :func:`mpi_reducer`), :func:`trace_mpi` and
+  :func:`spectral_density_mpi` (probes shared out, :class:`ProbeSplitOperator`); the command
+  line's seam :func:`landscape.mpi.hessian_task.run_hessian_mpi` (not re-exported here: it
+  reaches the eigenvalue map, which reaches :func:`landscape.compute_surface`, which imports
+  this package).
+
 mpi4py is imported only inside the functions that need it.
 """
 
+from landscape.mpi.curvature import (
+    ProbeSplitOperator,
+    mpi_hessian_operator,
+    mpi_reducer,
+    spectral_density_mpi,
+    trace_mpi,
+)
 from landscape.mpi.driver import abort, compute_distributed
 from landscape.mpi.launch import find_mpiexec, launch_environment, launch_prefix, run_command
 
 __all__ = [
+    "ProbeSplitOperator",
     "abort",
     "compute_distributed",
     "find_mpiexec",
     "launch_environment",
     "launch_prefix",
+    "mpi_hessian_operator",
+    "mpi_reducer",
     "run_command",
+    "spectral_density_mpi",
+    "trace_mpi",
 ]
