@@ -50,11 +50,14 @@ def add_hessian_parser(sub: Any) -> None:
     h = sub.add_parser(
         "hessian",
         usage="%(prog)s --model MODULE:FACTORY --data MODULE:FACTORY [--topk K] [--trace] "
-        "[--output OUT.json] [options]",
-        help="Hessian eigenvalues, trace and spectral density of a model's loss, as JSON",
+        "[--eigmap --x MIN:MAX:NUM [--y MIN:MAX:NUM]] [--mpi] [--output OUT.json] [options]",
+        help="Hessian eigenvalues, trace and spectral density of a model's loss, as JSON; "
+        "eigenvalue maps (--eigmap); MPI with --mpi",
         description="Top eigenvalues (always), and with flags the smallest one, the trace, the "
         "spectral density, per-layer eigenvalues and an eigenvector direction file; the mean "
-        "loss over all samples of --data (--subset restricts; --batch_size splits), eval mode.",
+        "loss over all samples of --data (--subset restricts; --batch_size splits), eval mode. "
+        "--eigmap computes instead the max/min eigenvalue map over a grid (the surface "
+        "command's direction and grid flags). Under mpiexec add --mpi.",
     )
     add_model_args(h, required=True)
     add_data_args(h)
