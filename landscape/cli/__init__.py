@@ -13,6 +13,8 @@ command runs with the script name changed and the model / data given as importab
     python -m landscape vtk --surf_file surf.h5 --log
     python -m landscape hessian --model mymodels:resnet --model_file ckpt.pt --data mydata:train \\
         --topk 3 --trace --output hessian.json
+    mpiexec -n 2 python -m mpi4py -m landscape hessian ... --topk 3 --trace --mpi
+    python -m landscape hessian --model ... --data ... --eigmap --x=-1:1:11 --y=-1:1:11
     python -m landscape sharpness --model ... --data ... --measure worst_case --rho 0.05
 
 Models and data come from ``MODULE:FACTORY`` names resolved with importlib at run time (the
@@ -52,7 +54,9 @@ checkpoints, data), :mod:`~landscape.cli.directions` (the directions of a run an
 file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
 (reading surfaces and drawing figures) and one module per subcommand:
 :mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project`,
-:mod:`~landscape.cli.vtk`, :mod:`~landscape.cli.hessian` and :mod:`~landscape.cli.sharpness`.
+:mod:`~landscape.cli.vtk`, :mod:`~landscape.cli.hessian` (with :mod:`~landscape.cli.hessian_mpi`
+for ``--mpi`` and :mod:`~landscape.cli.eigmap` for ``--eigmap``) and
+:mod:`~landscape.cli.sharpness`, the last two sharing :mod:`~landscape.cli.curvature`.
 """
 
 from landscape.cli.directions import FLAG_DEFAULTS, default_dir_file, default_surf_file

@@ -2,7 +2,8 @@
 
 The direction flags resolved against samlab's defaults (:data:`FLAG_DEFAULTS`);
 loss-landscape's direction and surface file names (:func:`default_dir_file`,
-:func:`default_surf_file`); the directions created from the flags, or loaded from a file and
+:func:`default_surf_file`, both resolved by :func:`grid_files`, shared with ``hessian
+--eigmap``); the directions created from the flags, or loaded from a file and
 checked against them.
 """
 
@@ -87,6 +88,33 @@ def default_surf_file(args: argparse.Namespace, dir_file: Path) -> Path:
     return dir_file.parent / f"{name}.h5"
 
 
+def grid_files(args: argparse.Namespace, ndim: int, suffix: str = "") -> tuple[Path, Path, bool]:
+    """``(dir_file, surf_file, explicit dir_file)`` of a grid run, absolute: ``--dir_file`` or
+    the default name next to ``--surf_file`` (else ``--model_file``, else here), and
+    ``--surf_file`` or the default name made of the direction file and the grid (``suffix``
+    before ``.h5``)."""
+    if args.dir_file:
+        dir_file = Path(args.dir_file)
+    else:
+        folder = (
+            Path(args.surf_file).parent
+            if args.surf_file
+            else Path(args.model_file).parent
+            if args.model_file
+            else Path.cwd()
+        )
+        dir_file = default_dir_file(args, ndim, folder)
+    if args.surf_file:
+        surf_file = Path(args.surf_file)
+    else:
+        surf_file = default_surf_file(args, dir_file)
+        surf_file = surf_file.with_name(surf_file.stem + suffix + surf_file.suffix)
+    dir_file, surf_file = dir_file.absolute(), surf_file.absolute()
+    if surf_file == dir_file:
+        raise CLIError("--surf_file and --dir_file must be different files")
+    return dir_file, surf_file, bool(args.dir_file)
+
+
 def same_directions(a: Any, b: Any) -> bool:
     """Whether two :class:`~landscape.directions.Directions` hold equal tensors (and kind)."""
     import torch
@@ -164,4 +192,24 @@ def fit_ndim(directions: Any, ndim: int, dir_file: Path) -> Any:
     if ndim == 1 and directions.y is not None:
         meta = {**directions.meta, "used": "x direction of a 2D direction file"}
         return Directions(x=directions.x, y=None, dir_type=directions.dir_type, meta=meta)
+    return directions
+
+
+def shared_directions(
+    args: argparse.Namespace, model: Any, ndim: int, dir_file: Path, explicit: bool, ctx: Context
+) -> Any:
+    """The directions of an ``ndim`` grid on every rank: rank 0 loads, checks or creates and
+    saves them (:func:`prepare_directions`), the other ranks then read the same file."""
+    from landscape.directions import load_directions
+
+    note = ""
+    if ctx.rank == 0:
+        directions, note = prepare_directions(args, model, ndim, dir_file, explicit, ctx)
+    if ctx.comm is not None and ctx.size > 1:
+        ctx.comm.Barrier()
+        if ctx.rank != 0:
+            directions = load_directions(dir_file, model)
+    directions = fit_ndim(directions, ndim, dir_file)
+    if note:
+        ctx.log(f"directions: {note}")
     return directions

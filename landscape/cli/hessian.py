@@ -8,10 +8,12 @@ relative Ritz residual <= ``--tol``), ``--smallest``, ``--trace`` (Hutch++ by de
 ``--density`` (SLQ, with a PNG figure), ``--layers`` (per-block top eigenvalues) and
 ``--dir_out`` (the top / most negative eigenvectors as a direction file for ``surface
 --dir_file``). The model/data flags and their building are the surface command's
-(:func:`curvature_inputs`, shared with ``sharpness``).
+(:func:`~landscape.cli.curvature.curvature_inputs`, shared with ``sharpness``).
 
-MPI seam: :func:`operator_options` returns the operator's ``reducer`` / ``shard`` for this
-process; serially nothing. ``--mpi`` is refused until the MPI layer provides them.
+``--eigmap`` computes instead the max/min eigenvalue map over a grid of ``--x`` (``--y``) with
+the surface command's direction flags (:mod:`landscape.cli.eigmap`). ``--mpi`` (under
+``mpiexec``) runs the work on the ranks (:mod:`landscape.cli.hessian_mpi`, or the map's
+``comm``); the flags that do not run under MPI are refused by :func:`check_flags`.
 """
 
 from __future__ import annotations
@@ -23,46 +25,24 @@ import time
 from pathlib import Path
 from typing import Any
 
-from landscape.cli.inputs import CLIError, Context, build_data, build_model, subset_option
-from landscape.cli.options import add_data_args, add_model_args, factory_type, positive_int
-from landscape.cli.ranks import launched_ranks, run_device
+from landscape.cli.curvature import (
+    add_evaluation_args,
+    curvature_inputs,
+    operator_options,
+    params_option,
+)
+from landscape.cli.inputs import CLIError, Context
+from landscape.cli.options import (
+    add_data_args,
+    add_direction_args,
+    add_grid_args,
+    add_model_args,
+    positive_int,
+)
+from landscape.cli.ranks import join_mpi
 
 #: Lanczos steps expected for k eigenvalues (for the time estimate only)
 EXPECTED_STEPS = 12
-
-
-def add_evaluation_args(p: argparse.ArgumentParser, products: bool) -> None:
-    """Flags shared by ``hessian`` and ``sharpness``: loss callable, device, threads, MPI."""
-    p.set_defaults(batch_size=None)
-    g = p.add_argument_group("evaluation")
-    g.add_argument(
-        "--loss_fn",
-        type=factory_type,
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="a callable (outputs, targets) -> scalar mean loss, instead of --loss_name",
-    )
-    if products:
-        g.add_argument(
-            "--mode",
-            choices=("auto", "reverse", "forward"),
-            default="auto",
-            help="Hessian-vector products: double backward, forward-over-reverse, "
-            "or auto (the faster, timed on the first batch)",
-        )
-        g.add_argument("--ggn", action="store_true", help="Gauss-Newton matrix instead of H")
-        g.add_argument(
-            "--params",
-            default="",
-            help="comma-separated parameter or module names (default: all "
-            "parameters requiring grad)",
-        )
-    g.add_argument("--seed", type=int, default=0, help="seed of the random vectors (0)")
-    g.add_argument("--threads", type=positive_int, default=None, help="torch threads")
-    g.add_argument("--cuda", "-c", action="store_true", help="compute on the GPU")
-    g.add_argument("--device", default=None, help="device (cpu, cuda, cuda:1, ...)")
-    g.add_argument("--mpi", action="store_true", help="(not available yet for this command)")
-    g.add_argument("--output", "-o", default="", help="JSON output file")
 
 
 def add_hessian_parser(sub: Any) -> None:
@@ -70,19 +50,32 @@ def add_hessian_parser(sub: Any) -> None:
     h = sub.add_parser(
         "hessian",
         usage="%(prog)s --model MODULE:FACTORY --data MODULE:FACTORY [--topk K] [--trace] "
-        "[--output OUT.json] [options]",
-        help="Hessian eigenvalues, trace and spectral density of a model's loss, as JSON",
+        "[--eigmap --x MIN:MAX:NUM [--y MIN:MAX:NUM]] [--mpi] [--output OUT.json] [options]",
+        help="Hessian eigenvalues, trace and spectral density of a model's loss, as JSON; "
+        "eigenvalue maps (--eigmap); MPI with --mpi",
         description="Top eigenvalues (always), and with flags the smallest one, the trace, the "
         "spectral density, per-layer eigenvalues and an eigenvector direction file; the mean "
-        "loss over all samples of --data (--subset restricts; --batch_size splits), eval mode.",
+        "loss over all samples of --data (--subset restricts; --batch_size splits), eval mode. "
+        "--eigmap computes instead the max/min eigenvalue map over a grid (the surface "
+        "command's direction and grid flags). Under mpiexec add --mpi.",
     )
     add_model_args(h, required=True)
     add_data_args(h)
     add_evaluation_args(h, products=True)
     g = h.add_argument_group("what to compute")
     g.add_argument("--topk", type=positive_int, default=1, help="top eigenvalues (1)")
-    g.add_argument("--method", choices=("lanczos", "power"), default="lanczos")
-    g.add_argument("--tol", type=float, default=1e-4, help="relative Ritz residual (1e-4)")
+    g.add_argument(
+        "--method",
+        choices=("lanczos", "power"),
+        default="lanczos",
+        help="lanczos (default; the one under --mpi) or power",
+    )
+    g.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help="relative Ritz residual (1e-4; 1e-3 for --eigmap)",
+    )
     g.add_argument("--max_iter", type=positive_int, default=None, help="iteration cap")
     g.add_argument("--smallest", action="store_true", help="the smallest eigenvalue too")
     g.add_argument("--trace", action="store_true", help="the trace (Hutch++)")
@@ -97,52 +90,99 @@ def add_hessian_parser(sub: Any) -> None:
         const="module",
         default=None,
         choices=("module", "parameter"),
-        help="top eigenvalues of each module's (or parameter's) block",
+        help="top eigenvalues of each module's (or parameter's) block (one process only)",
     )
     g.add_argument(
         "--dir_out",
         default="",
-        help="direction file (HDF5): x = top eigenvector, y = most negative (with --smallest)",
+        help="direction file (HDF5): x = top eigenvector, y = most negative (with --smallest; "
+        "one process only)",
     )
+    m = h.add_argument_group(
+        "eigenvalue map (--eigmap)",
+        "max_eig / min_eig of the Hessian at every point theta + a dx (+ b dy) of the grid, "
+        "into an HDF5 file in the surfaces' layout (loss-landscape's plot_hessian_eigen.py), "
+        "resumable, with <surf_file stem>_eig_ratio.png and _max_eig.png next to it; the "
+        "directions come from --dir_file or are created by the surface command's direction "
+        "flags (--seed, --xnorm, ...); --mpi splits the points over the ranks",
+    )
+    m.add_argument("--eigmap", action="store_true", help="compute the eigenvalue map")
+    add_grid_args(m, x_default=None, x_help="x range of the map (needed with --eigmap)")
+    m.add_argument(
+        "--surf_file",
+        default="",
+        help="HDF5 map (default: named after the direction file and the grid, ending _eigmap.h5)",
+    )
+    m.add_argument(
+        "--bn_mode",
+        choices=("eval", "recompute"),
+        default="eval",
+        help="BatchNorm at each point: frozen statistics (eval) or re-estimated",
+    )
+    m.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start the map file anew (and replace a stale default direction file)",
+    )
+    m.add_argument("--no_progress", action="store_true", help="no progress bar")
+    add_direction_args(h, seed=False)
 
 
-def operator_options(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    """The operator's ``reducer`` / ``shard`` on this process (the MPI seam; serial: none)."""
-    if args.mpi or launched_ranks() > 1:
-        raise CLIError(
-            f"{args.command} under MPI is not available yet: run it on one process "
-            "(without --mpi and mpiexec)"
-        )
-    return {}
+#: flag -> what to do instead, for the flags that do not run under --mpi
+NOT_UNDER_MPI = {
+    "--layers": "run `hessian --layers` on one process (without --mpi and mpiexec)",
+    "--dir_out": "run `hessian --dir_out` on one process (without --mpi and mpiexec)",
+    "--method power": "drop --method power (under --mpi the eigenvalues are Lanczos's) or run "
+    "on one process",
+}
+#: centre-only flags that --eigmap refuses (the map is its own run)
+NOT_WITH_EIGMAP = ("--smallest", "--trace", "--density", "--layers", "--dir_out", "--topk")
 
 
-def curvature_inputs(args: argparse.Namespace, ctx: Context) -> tuple[Any, Any, Any, Any, Any]:
-    """``(model, data, subset, loss, device)`` from the surface command's model/data flags."""
-    if args.data is None:
-        raise CLIError(f"{args.command} needs --data MODULE:FACTORY (the evaluation data)")
-    if args.test_data:
-        ctx.log("note: --test_data is ignored; the curvature is of the --data loss")
-    import torch
-
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    device = run_device(args, ctx)
-    model = build_model(args, device)
-    data = build_data(args.data, "--data", args.data_kwargs, 0)
-    subset = subset_option(args, data)
-    loss: Any = args.loss_name
-    if args.loss_fn:
-        from landscape.cli.inputs import resolve_factory
-
-        loss = resolve_factory(args.loss_fn, "--loss_fn")
-    return model, data, subset, loss, device
-
-
-def _params(args: argparse.Namespace) -> Any:
-    wanted = [n.strip() for n in args.params.split(",") if n.strip()]
-    if not wanted:
-        return None
-    return lambda name, _: any(name == w or name.startswith(w + ".") for w in wanted)
+def check_flags(args: argparse.Namespace) -> None:
+    """Refuse flag combinations that would be ignored (before any MPI or model work);
+    resolve ``--tol``'s default (1e-4, or 1e-3 for ``--eigmap``)."""
+    given = {
+        "--smallest": args.smallest,
+        "--trace": args.trace,
+        "--density": args.density,
+        "--layers": args.layers is not None,
+        "--dir_out": bool(args.dir_out),
+        "--topk": args.topk != 1,
+        "--method power": args.method == "power",
+    }
+    if args.mpi:
+        for flag, alternative in NOT_UNDER_MPI.items():
+            if given[flag]:
+                raise CLIError(f"{flag} does not run under --mpi: {alternative}")
+    if args.eigmap:
+        refused = [flag for flag in (*NOT_WITH_EIGMAP, "--method power") if given[flag]]
+        if refused:
+            raise CLIError(
+                f"--eigmap computes only the map: run {', '.join(refused)} in a separate "
+                "`hessian` command (without --eigmap)"
+            )
+        if args.x is None:
+            raise CLIError(
+                "--eigmap needs its grid: --x MIN:MAX:NUM (and --y MIN:MAX:NUM for a 2D map), "
+                "e.g. --x=-1:1:11"
+            )
+    else:
+        grid = {
+            "--x": args.x is not None,
+            "--y": args.y is not None,
+            "--dir_file": bool(args.dir_file),
+            "--surf_file": bool(args.surf_file),
+            "--bn_mode recompute": args.bn_mode != "eval",
+        }
+        used = [flag for flag, on in grid.items() if on]
+        if used:
+            raise CLIError(
+                f"{', '.join(used)} belong to the eigenvalue map: add --eigmap (the "
+                "eigenvector direction file of `hessian` is --dir_out)"
+            )
+    if args.tol is None:
+        args.tol = 1e-3 if args.eigmap else 1e-4
 
 
 def build_operator(args: argparse.Namespace, ctx: Context) -> Any:
@@ -155,7 +195,7 @@ def build_operator(args: argparse.Namespace, ctx: Context) -> Any:
             model,
             data,
             loss,
-            params=_params(args),
+            params=params_option(args),
             mode=args.mode,
             ggn=args.ggn,
             subset=subset,
@@ -186,11 +226,28 @@ def _estimate(args: argparse.Namespace, op: Any) -> tuple[int, float]:
 
 
 def cmd_hessian(args: argparse.Namespace, ctx: Context) -> None:
-    """``hessian``: the curvature quantities the flags ask for, written as JSON."""
+    """``hessian``: the curvature quantities the flags ask for, written as JSON; or the
+    eigenvalue map (``--eigmap``); on one process or the ranks of ``mpiexec`` (``--mpi``)."""
+    started = time.perf_counter()
+    check_flags(args)
+    join_mpi(args, ctx, "compute the same Hessian quantities into the same files")
+    if args.eigmap:
+        from landscape.cli.eigmap import run_eigmap
+
+        run_eigmap(args, ctx, started)
+    elif args.mpi:
+        from landscape.cli.hessian_mpi import run_hessian_ranks
+
+        run_hessian_ranks(args, ctx, started)
+    else:
+        run_hessian(args, ctx, started)
+
+
+def run_hessian(args: argparse.Namespace, ctx: Context, started: float) -> None:
+    """The quantities on one process, from one :class:`HessianOperator`."""
     from landscape.curvature import eigenvalue_ratio, layer_eigenvalues
     from landscape.curvature.analysis import check_k
 
-    started = time.perf_counter()
     output = Path(args.output or "hessian.json")
     op = build_operator(args, ctx)
     check_k(op, args.topk, "--topk")
@@ -234,6 +291,7 @@ def cmd_hessian(args: argparse.Namespace, ctx: Context) -> None:
         size=op.size,
         command=" ".join(["landscape", *args.argv]),
         provenance=op.provenance(),
+        nproc=1,
     )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(out, indent=2, default=str) + "\n")

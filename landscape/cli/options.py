@@ -1,7 +1,8 @@
 """The shared argument groups of :mod:`landscape.cli`'s parser and the argument types they use.
 
-The groups model, directions, data (with loss-landscape's unused data flags, hidden) and plots,
-each added to a subcommand by one function; the argument types report a malformed value as an
+The groups model, directions, grid (``--x``/``--y``), data (with loss-landscape's unused data
+flags, hidden) and plots, each added to a subcommand by one function; the argument types
+(:func:`parse_range` / :func:`range_type` read ``MIN:MAX:NUM``) report a malformed value as an
 argparse error (exit status 2). :func:`landscape.cli.parser.build_parser` builds the
 subcommands from them.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from landscape.directions import DIR_TYPES
@@ -17,6 +19,57 @@ from landscape.evaluate import LOSSES
 
 NORM_CHOICES = ("filter", "layer", "weight", "dfilter", "dlayer", "none", "")
 IGNORE_CHOICES = ("biasbn", "none", "")
+
+
+RANGE_HELP = "MIN:MAX:NUM with NUM an integer >= 1, e.g. -1:1:51"
+
+
+# --------------------------------------------------------------------------------------------
+# parsing
+# --------------------------------------------------------------------------------------------
+
+
+def parse_range(text: str) -> tuple[float, float, int]:
+    """``"MIN:MAX:NUM"`` -> ``(min, max, num)``; raises ``ValueError`` when malformed.
+
+    ``NUM`` must be an integer (``"51"``, or an integral ``"51.0"``) of at least 1; the bounds
+    are finite numbers, 0 included (loss-landscape rejects a range starting at 0).
+    """
+    parts = str(text).strip().split(":")
+    if len(parts) != 3 or not all(p.strip() for p in parts):
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r}")
+    try:
+        low, high = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX are numbers)") from None
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX must be finite)")
+    count_text = parts[2].strip()
+    try:
+        count = int(count_text)
+    except ValueError:
+        try:
+            as_float = float(count_text)
+        except ValueError:
+            as_float = math.nan
+        if not (math.isfinite(as_float) and as_float == int(as_float)):
+            raise ValueError(
+                f"expected {RANGE_HELP}, got {text!r} (NUM must be an integer)"
+            ) from None
+        count = int(as_float)
+    if count < 1:
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM must be at least 1)")
+    if count == 1 and low != high:
+        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM = 1 needs MIN = MAX)")
+    return low, high, count
+
+
+def range_type(text: str) -> tuple[float, float, int]:
+    """An argparse type: :func:`parse_range`, its ``ValueError`` as an argparse error."""
+    try:
+        return parse_range(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def int_at_least(minimum: int, expected: str):
@@ -59,6 +112,18 @@ def json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def add_grid_args(g: Any, x_default: Any, x_help: str) -> None:
+    """``--x`` and ``--y`` (``MIN:MAX:NUM``; ``--y`` given: a 2D grid) in the group ``g``."""
+    g.add_argument("--x", type=range_type, default=x_default, metavar="MIN:MAX:NUM", help=x_help)
+    g.add_argument(
+        "--y",
+        type=range_type,
+        default=None,
+        metavar="MIN:MAX:NUM",
+        help="y range; given, the grid is 2D",
+    )
+
+
 def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     """The group ``model``: ``--model``, ``--model_kwargs``, ``--model_file``."""
     g = p.add_argument_group("model")
@@ -85,8 +150,9 @@ def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     )
 
 
-def add_direction_args(p: argparse.ArgumentParser) -> None:
-    """The group ``directions``: direction file, type, norms, ignore rules, seed, models."""
+def add_direction_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    """The group ``directions``: direction file, type, norms, ignore rules, seed, models
+    (``seed=False``: the subcommand defines ``--seed`` itself)."""
     g = p.add_argument_group("directions")
     g.add_argument(
         "--dir_file",
@@ -118,7 +184,8 @@ def add_direction_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--orthogonalize", action="store_true", help="make y orthogonal to x (Gram-Schmidt)"
     )
-    g.add_argument("--seed", type=int, default=0, help="seed of the random directions (0)")
+    if seed:
+        g.add_argument("--seed", type=int, default=0, help="seed of the random directions (0)")
     g.add_argument(
         "--idx",
         type=nonnegative_int,

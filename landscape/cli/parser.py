@@ -1,84 +1,39 @@
 """The argparse parser of :mod:`landscape.cli`: subcommands, flags and help texts.
 
-:func:`build_parser` builds the four subcommands from shared argument groups (model,
-directions, data, plots) and argument types that report a malformed value as an argparse error
-(exit status 2), both defined in :mod:`landscape.cli.options`; :func:`parse_range` reads
-``MIN:MAX:NUM``. :func:`join_negative_values` rewrites ``--x -1:1:51`` as ``--x=-1:1:51``
-before parsing, since argparse would take ``-1:1:51`` for an option.
+:func:`build_parser` builds the subcommands from shared argument groups (model,
+directions, grid, data, plots) and argument types that report a malformed value as an argparse
+error (exit status 2), both defined in :mod:`landscape.cli.options` (:func:`parse_range`, which
+reads ``MIN:MAX:NUM``, is re-exported here). :func:`join_negative_values` rewrites ``--x
+-1:1:51`` as ``--x=-1:1:51`` before parsing, since argparse would take ``-1:1:51`` for an
+option.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 from collections.abc import Sequence
 
 from landscape.cli.hessian import add_hessian_parser
 from landscape.cli.options import (
     IGNORE_CHOICES,
+    RANGE_HELP,
     add_data_args,
     add_direction_args,
+    add_grid_args,
     add_model_args,
     add_plot_args,
     factory_type,
     json_object,
+    parse_range,
     positive_int,
+    range_type,
 )
 from landscape.cli.sharpness import add_sharpness_parser
 from landscape.directions import DIR_TYPES
 from landscape.evaluate import BN_MODES, MODES
 
-RANGE_HELP = "MIN:MAX:NUM with NUM an integer >= 1, e.g. -1:1:51"
-
-
-# --------------------------------------------------------------------------------------------
-# parsing
-# --------------------------------------------------------------------------------------------
-
-
-def parse_range(text: str) -> tuple[float, float, int]:
-    """``"MIN:MAX:NUM"`` -> ``(min, max, num)``; raises ``ValueError`` when malformed.
-
-    ``NUM`` must be an integer (``"51"``, or an integral ``"51.0"``) of at least 1; the bounds
-    are finite numbers, 0 included (loss-landscape rejects a range starting at 0).
-    """
-    parts = str(text).strip().split(":")
-    if len(parts) != 3 or not all(p.strip() for p in parts):
-        raise ValueError(f"expected {RANGE_HELP}, got {text!r}")
-    try:
-        low, high = float(parts[0]), float(parts[1])
-    except ValueError:
-        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX are numbers)") from None
-    if not (math.isfinite(low) and math.isfinite(high)):
-        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (MIN and MAX must be finite)")
-    count_text = parts[2].strip()
-    try:
-        count = int(count_text)
-    except ValueError:
-        try:
-            as_float = float(count_text)
-        except ValueError:
-            as_float = math.nan
-        if not (math.isfinite(as_float) and as_float == int(as_float)):
-            raise ValueError(
-                f"expected {RANGE_HELP}, got {text!r} (NUM must be an integer)"
-            ) from None
-        count = int(as_float)
-    if count < 1:
-        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM must be at least 1)")
-    if count == 1 and low != high:
-        raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM = 1 needs MIN = MAX)")
-    return low, high, count
-
-
-def range_type(text: str) -> tuple[float, float, int]:
-    """An argparse type: :func:`parse_range`, its ``ValueError`` as an argparse error."""
-    try:
-        return parse_range(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
+__all__ = ["RANGE_HELP", "build_parser", "join_negative_values", "parse_range", "range_type"]
 
 NEGATIVE_VALUE = re.compile(r"^-(\d|\.\d|inf)")
 
@@ -129,16 +84,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     add_direction_args(s)
     add_data_args(s)
     g = s.add_argument_group("grid and output")
-    g.add_argument(
-        "--x", type=range_type, default=(-1.0, 1.0, 51), metavar="MIN:MAX:NUM", help="(-1:1:51)"
-    )
-    g.add_argument(
-        "--y",
-        type=range_type,
-        default=None,
-        metavar="MIN:MAX:NUM",
-        help="y range; given, the surface is 2D",
-    )
+    add_grid_args(g, x_default=(-1.0, 1.0, 51), x_help="(-1:1:51)")
     g.add_argument(
         "--surf_file",
         default="",

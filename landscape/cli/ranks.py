@@ -1,8 +1,9 @@
-"""The processes of a ``surface`` run of :mod:`landscape.cli`: ranks, devices, agreement.
+"""The processes of a ``surface`` or ``hessian`` run of :mod:`landscape.cli`: ranks, devices,
+agreement.
 
-How many ranks ``mpiexec`` launched (:func:`launched_ranks`), the device of this rank
-(:func:`run_device`), and the check that every rank evaluates the same model on the same data
-(:func:`agree_across_ranks`).
+How many ranks ``mpiexec`` launched (:func:`launched_ranks`), joining them with ``--mpi``
+(:func:`join_mpi`), the device of this rank (:func:`run_device`), and the check that every rank
+evaluates the same model on the same data (:func:`agree_across_ranks`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,24 @@ def launched_ranks() -> int:
         if value and value.isdigit():
             return int(value)
     return 1
+
+
+def join_mpi(args: argparse.Namespace, ctx: Context, work: str) -> None:
+    """With ``--mpi``: ``ctx`` gets ``COMM_WORLD``, this rank and the world size. Without it, a
+    launch by ``mpiexec`` on several ranks is refused (every rank would do ``work`` whole)."""
+    ranks = launched_ranks()
+    if args.mpi:
+        try:
+            from mpi4py import MPI
+        except ImportError:
+            raise CLIError("--mpi needs mpi4py (pip install mpi4py mpich)") from None
+        ctx.comm = MPI.COMM_WORLD
+        ctx.rank, ctx.size = ctx.comm.Get_rank(), ctx.comm.Get_size()
+    elif ranks > 1:
+        raise CLIError(
+            f"launched by mpiexec with {ranks} ranks but without --mpi: every rank would "
+            f"{work}; add --mpi"
+        )
 
 
 def run_device(args: argparse.Namespace, ctx: Context) -> Any:

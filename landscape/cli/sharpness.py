@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from landscape.cli.hessian import add_evaluation_args, curvature_inputs, operator_options
+from landscape.cli.curvature import add_evaluation_args, curvature_inputs, operator_options
 from landscape.cli.inputs import CLIError, Context
 from landscape.cli.options import add_data_args, add_model_args, nonnegative_int, positive_int
 
@@ -108,7 +108,7 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
 
     started = time.perf_counter()
     output = Path(args.output or "sharpness.json")
-    operator_options(args, ctx)  # refuses MPI for now
+    operator_options(args, ctx)  # one process: refuses --mpi and mpiexec
     model, data, subset, loss, _ = curvature_inputs(args, ctx)
     ctx.log(f"sharpness: {', '.join(args.measure)} at rho {args.rho}")
     found: dict[str, list[dict[str, Any]]] = {}

@@ -16,15 +16,13 @@ from typing import Any
 
 from landscape.cli.directions import (
     FLAG_DEFAULTS,
-    default_dir_file,
-    default_surf_file,
-    fit_ndim,
-    prepare_directions,
+    grid_files,
     resolved_direction_flags,
+    shared_directions,
 )
 from landscape.cli.figures import draw, read_projection
 from landscape.cli.inputs import CLIError, Context, build_data, build_model, linspace, subset_option
-from landscape.cli.ranks import agree_across_ranks, launched_ranks, run_device
+from landscape.cli.ranks import agree_across_ranks, join_mpi, run_device
 
 
 def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
@@ -51,19 +49,7 @@ def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Pa
 
 def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     """``surface``: compute (or resume) a loss surface into ``--surf_file``."""
-    ranks = launched_ranks()
-    if args.mpi:
-        try:
-            from mpi4py import MPI
-        except ImportError:
-            raise CLIError("--mpi needs mpi4py (pip install mpi4py mpich)") from None
-        ctx.comm = MPI.COMM_WORLD
-        ctx.rank, ctx.size = ctx.comm.Get_rank(), ctx.comm.Get_size()
-    elif ranks > 1:
-        raise CLIError(
-            f"launched by mpiexec with {ranks} ranks but without --mpi: every rank would compute "
-            "the whole surface into the same file; add --mpi"
-        )
+    join_mpi(args, ctx, "compute the whole surface into the same file")
     if args.data is None:
         raise CLIError("surface needs --data MODULE:FACTORY (the evaluation data)")
     if args.trainloader or args.testloader:
@@ -87,22 +73,7 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     ndim = 1 if args.y is None else 2
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
-    explicit_dir = bool(args.dir_file)
-    if args.dir_file:
-        dir_file = Path(args.dir_file)
-    else:
-        folder = (
-            Path(args.surf_file).parent
-            if args.surf_file
-            else Path(args.model_file).parent
-            if args.model_file
-            else Path.cwd()
-        )
-        dir_file = default_dir_file(args, ndim, folder)
-    surf_file = Path(args.surf_file) if args.surf_file else default_surf_file(args, dir_file)
-    dir_file, surf_file = dir_file.absolute(), surf_file.absolute()
-    if surf_file == dir_file:
-        raise CLIError("--surf_file and --dir_file must be different files")
+    dir_file, surf_file, explicit_dir = grid_files(args, ndim)
 
     device = run_device(args, ctx)
     model = build_model(args, device)
@@ -113,19 +84,7 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     if ctx.comm is not None and ctx.size > 1:
         agree_across_ranks(ctx, model, args, train, test, subset)
 
-    # Directions: rank 0 creates / checks / saves them; the other ranks read the same file.
-    from landscape.directions import load_directions
-
-    note = ""
-    if ctx.rank == 0:
-        directions, note = prepare_directions(args, model, ndim, dir_file, explicit_dir, ctx)
-    if ctx.comm is not None and ctx.size > 1:
-        ctx.comm.Barrier()
-        if ctx.rank != 0:
-            directions = load_directions(dir_file, model)
-    directions = fit_ndim(directions, ndim, dir_file)
-    if note:
-        ctx.log(f"directions: {note}")
+    directions = shared_directions(args, model, ndim, dir_file, explicit_dir, ctx)
 
     from landscape.evaluate import SurfaceEvaluator
 

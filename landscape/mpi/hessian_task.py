@@ -23,11 +23,14 @@ optional; see :data:`TASK_DEFAULTS`):
   writes ``out``.
 
 The result (JSON-able) has ``eigenvalues`` (largest first), ``residuals``, ``converged``,
-``smallest_eigenvalue``, ``trace``, ``trace_stderr``, ``density`` (the
-:class:`~landscape.curvature.DensityResult` as a dict), ``eigmap`` (path, shape, ranges),
-``hvp_count`` (all products of all ranks), ``seconds`` (after the inputs are built), ``tol``,
-``loss``, ``samples``, ``data_sha256`` and ``model_sha256`` (of all the data, as one process
-reports them), ``nproc``. An exception on any rank ends the whole job (:func:`abort`).
+``eigen`` / ``smallest`` (eigenvalues, residuals, converged, products, seconds) and ``history``
+(Lanczos's), ``smallest_eigenvalue``, ``trace``, ``trace_stderr``, ``trace_hvp_count``,
+``density`` (the :class:`~landscape.curvature.DensityResult` as a dict), ``eigmap`` (path,
+shape, ranges), ``hvp_count`` (all products of all ranks), ``seconds`` (after the inputs are
+built), ``tol``, ``loss``, ``samples``, ``data_sha256`` and ``model_sha256`` (of all the data,
+as one process reports them), ``size`` (the selected parameters' entries), ``provenance`` (the
+split operator's, with ``nproc``) and ``nproc``. An exception on any rank ends the whole job
+(:func:`abort`).
 """
 
 from __future__ import annotations
@@ -120,18 +123,22 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
     result["samples"] = sharded.data.samples
     result["model_sha256"] = sharded.model_sha256
     result["data_sha256"] = _data_sha256(comm, data, loss, sharded, options)
+    result["size"] = sharded.size
     if settings["topk"]:
         eig = top_eigenvalues(sharded, settings["topk"], tol=tol, max_iter=max_iter, seed=seed)
         result.update(
             eigenvalues=list(eig.eigenvalues),
             residuals=list(eig.residuals),
             converged=eig.converged,
+            eigen=_short(eig),
+            history=[list(h) for h in eig.history],
         )
         result["hvp_count"] += eig.hvp_count
     if settings["smallest"]:
         low = smallest_eigenvalue(sharded, tol=tol, max_iter=max_iter, seed=seed)
         result["smallest_eigenvalue"] = low.eigenvalues[0]
         result["smallest_converged"] = low.converged
+        result["smallest"] = _short(low)
         result["hvp_count"] += low.hvp_count
     if settings["trace"] or settings["density"]:
         full = _full_operator(comm, model, data, loss, mode, options)
@@ -141,6 +148,7 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
             )
             result.update(trace=traced.trace, trace_stderr=traced.stderr)
             result["trace_method"] = traced.method
+            result["trace_hvp_count"] = traced.hvp_count
             result["hvp_count"] += traced.hvp_count
         if settings["density"]:
             density = spectral_density_mpi(
@@ -155,7 +163,19 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
     if settings["eigmap"] is not None:
         result["eigmap"] = _eigmap(comm, inputs, loss, mode, options, settings)
         result["hvp_count"] += int(result["eigmap"]["hvp_count"])
+    result["provenance"] = {**sharded.provenance(), "nproc": comm.Get_size()}
     return result
+
+
+def _short(result: Any) -> dict[str, Any]:
+    """An :class:`~landscape.curvature.EigenResult` as the command line's JSON shows it."""
+    return {
+        "eigenvalues": list(result.eigenvalues),
+        "residuals": list(result.residuals),
+        "converged": result.converged,
+        "hvp_count": result.hvp_count,
+        "seconds": result.seconds,
+    }
 
 
 def _data_sha256(comm: Any, data: Any, loss: Any, sharded: HessianOperator, options: dict):

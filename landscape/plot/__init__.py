@@ -31,9 +31,12 @@ heat maps, 3D surfaces, trajectories), :mod:`~landscape.plot.figures` (the stand
 :func:`plot_all`) and :mod:`~landscape.plot.grid` (what every plot shares: values, levels,
 labels, :func:`noise_floor`). :mod:`~landscape.plot.spectrum` draws Hessian spectra: SLQ
 densities side by side or overlaid (:func:`plot_density`, :func:`save_spectrum`) and the
-convergence of eigenvalue and trace estimates (:func:`plot_convergence`).
+convergence of eigenvalue and trace estimates (:func:`plot_convergence`);
+:mod:`~landscape.plot.eigmap` draws Hessian eigenvalue maps (:func:`plot_eig_ratio`, the heat
+map of ``|min_eig / max_eig|``, and :func:`plot_max_eig`, contours of ``max_eig``).
 """
 
+from landscape.plot.eigmap import plot_eig_ratio, plot_max_eig
 from landscape.plot.figures import plot_all
 from landscape.plot.grid import noise_floor
 from landscape.plot.line import plot_1d, plot_1d_repeat
@@ -48,7 +51,9 @@ __all__ = [
     "plot_contour",
     "plot_convergence",
     "plot_density",
+    "plot_eig_ratio",
     "plot_heatmap",
+    "plot_max_eig",
     "plot_surface_3d",
     "plot_trajectory",
     "save_spectrum",

@@ -1,10 +1,16 @@
 """``python -m landscape hessian`` and ``sharpness``: the JSON they write, against exact linear
-algebra on a tiny float64 model, the eigenvector direction file drawn by ``surface``, and a
-clear one-line error for each bad input."""
+algebra on a tiny float64 model, the eigenvector direction file drawn by ``surface``, the
+eigenvalue map (``--eigmap``: file, resume, figures), ``hessian --mpi`` on 2 ranks against one
+process (one ``mpiexec`` launch, marked ``mpi``), and a clear one-line error for each bad
+input."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import matplotlib
 
@@ -164,8 +170,17 @@ def test_hessian_options_and_the_direction_file_draw_the_curvature(workdir):
         (["--model", "hapi_factories:frozen"], "0 parameters requiring grad"),
         (["--loss_fn", "hapi_factories:per_sample_loss"], "must return a scalar"),
         (["--data", "hapi_factories:empty"], "the data hold no samples"),
-        (["--mpi"], "not available yet"),
         (["--params", "nothing"], "no parameter selected"),
+        (["--mpi", "--layers"], "--layers does not run under --mpi: run `hessian --layers` on one"),
+        (["--mpi", "--dir_out", "d.h5"], "--dir_out does not run under --mpi"),
+        (["--mpi", "--method", "power"], "drop --method power"),
+        (["--eigmap"], "--eigmap needs its grid: --x MIN:MAX:NUM"),
+        (["--eigmap", "--x=-1:1:3", "--trace"], "--eigmap computes only the map: run --trace"),
+        (["--x=-1:1:3", "--dir_file", "d.h5"], "--x, --dir_file belong to the eigenvalue map"),
+        (
+            ["--eigmap", "--x=-1:1:3", "--y=-1:1:3", "--surf_file", "d.h5", "--dir_file", "d.h5"],
+            "--surf_file and --dir_file must be different files",
+        ),
     ],
 )
 def test_hessian_bad_input_gets_a_one_line_error(workdir, capsys, argv, message):
@@ -173,6 +188,84 @@ def test_hessian_bad_input_gets_a_one_line_error(workdir, capsys, argv, message)
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (workdir / "x.json").exists()
+
+
+def test_mpiexec_without_mpi_is_refused(workdir, capsys, monkeypatch):
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["hessian", *BASE, "--output", "x.json"]) == 1
+    err = capsys.readouterr().err
+    assert "launched by mpiexec with 2 ranks but without --mpi" in err and "add --mpi" in err
+    assert main(["sharpness", *BASE]) == 1
+    assert "sharpness does not run under MPI" in capsys.readouterr().err
+    assert not (workdir / "x.json").exists()
+
+
+def test_eigmap_writes_resumes_and_draws(workdir, capsys):
+    import h5py
+
+    from landscape.curvature import load_eigenvalue_map
+
+    surf = workdir / "maps" / "map.h5"
+    argv = [*BASE, "--eigmap", "--x=-1:1:5", "--y=-1:1:5", "--surf_file", str(surf)]
+    argv += ["--mode", "reverse", "--tol", "1e-6", "--no_progress"]
+    assert main(["hessian", *argv]) == 0
+    out = capsys.readouterr().out
+    assert "25 of 25 points to compute" in out and "estimated total" in out
+    with h5py.File(surf, "r") as f:
+        assert {"xcoordinates", "ycoordinates", "max_eig", "min_eig", "done"} <= set(f)
+    emap = load_eigenvalue_map(surf)
+    assert emap.shape == (5, 5) and emap.done.all() and emap.provenance["eig_tol"] == 1e-6
+    exact = torch.linalg.eigvalsh(exact_hessian())  # the centre is grid point [2, 2]
+    assert emap.max_eig[2, 2] == pytest.approx(float(exact[-1]), rel=1e-6)
+    assert emap.min_eig[2, 2] == pytest.approx(float(exact[0]), rel=1e-6)
+    for name in ("map_eig_ratio.png", "map_max_eig.png"):
+        assert (surf.parent / name).stat().st_size > 0, name
+    # the default direction file goes next to the map, as for surface
+    assert len(list(surf.parent.glob("hapi_factories_model_weights_*_seed=0.h5"))) == 1
+    assert main(["hessian", *argv, "--output", str(workdir / "again.json")]) == 0
+    assert "0 of 25 points to compute" in capsys.readouterr().out
+    runs = json.loads(surf.with_name("map.h5.json").read_text())["runs"]
+    assert [r["computed_points"] for r in runs] == [25, 0]
+    summary = json.loads((workdir / "again.json").read_text())
+    assert summary["points"] == 25 and summary["nproc"] == 1
+    assert summary["max_eig"][1] == pytest.approx(float(np.nanmax(emap.max_eig)))
+
+
+MPIEXEC = Path(sys.executable).parent / "mpiexec"
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec next to {sys.executable}")
+def test_hessian_mpi_on_two_ranks_equals_one_process(workdir):
+    pytest.importorskip("mpi4py")
+    flags = [*BASE, "--topk", "3", "--smallest", "--trace", "--density", "--density_steps"]
+    flags += ["20", "--tol", "1e-8", "--mode", "reverse"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "HYDRA_"))}
+    root = str(Path(__file__).resolve().parents[2])
+    env.update(OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
+    env["PYTHONPATH"] = os.pathsep.join([root, str(workdir), env.get("PYTHONPATH", "")])
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
+    command += ["hessian", *flags, "--mpi", "--output", "two.json"]
+    done = subprocess.run(
+        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    assert "--batch_size 20 (at least one batch per rank)" in done.stdout
+    assert main(["hessian", *flags, "--output", "one.json"]) == 0
+    two = json.loads((workdir / "two.json").read_text())
+    one = json.loads((workdir / "one.json").read_text())
+    assert set(two) == set(one)
+    assert (one["nproc"], two["nproc"]) == (1, 2)
+    np.testing.assert_allclose(two["eigenvalues"], one["eigenvalues"], rtol=1e-9)
+    assert all(r <= 1e-8 for r in two["residuals"]) and two["converged"]
+    assert two["smallest"]["eigenvalues"][0] == pytest.approx(one["smallest"]["eigenvalues"][0])
+    assert two["trace"] == pytest.approx(one["trace"], rel=1e-10)
+    assert two["trace_stderr"] == pytest.approx(one["trace_stderr"], rel=1e-6)
+    np.testing.assert_allclose(two["density"]["nodes"], one["density"]["nodes"], atol=1e-9)
+    assert (workdir / "two_density.png").stat().st_size > 0
+    for key in ("samples", "data_sha256", "model_sha256", "size", "tol"):
+        assert two[key] == one[key], key
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-12)
 
 
 def test_sharpness_writes_each_measure_and_radius(workdir):

@@ -274,10 +274,12 @@ def test_plot_all_1d(tmp_path):
 def test_public_names_of_landscape_plot():
     """``landscape.plot``'s public names are the objects its modules define."""
     import landscape.plot as plot
+    import landscape.plot.eigmap as eigmap
     import landscape.plot.figures as figures
     import landscape.plot.grid as grid
     import landscape.plot.line as line
     import landscape.plot.plane as plane
+    import landscape.plot.spectrum as spectrum
 
     two_d = ("plot_contour", "plot_heatmap", "plot_surface_3d", "plot_trajectory")
     for module, names in (
@@ -285,7 +287,15 @@ def test_public_names_of_landscape_plot():
         (line, ("plot_1d", "plot_1d_repeat")),
         (figures, ("plot_all",)),
         (grid, ("noise_floor",)),
+        (spectrum, ("plot_convergence", "plot_density", "save_spectrum")),
+        (eigmap, ("plot_eig_ratio", "plot_max_eig")),
     ):
         for name in names:
             assert getattr(plot, name) is getattr(module, name), name
-    assert plot.__all__ == ["noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d]
+    assert plot.__all__ == sorted(
+        [
+            *("noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d),
+            *("plot_convergence", "plot_density", "save_spectrum"),
+            *("plot_eig_ratio", "plot_max_eig"),
+        ]
+    )
