@@ -191,6 +191,7 @@ def drop_grow_mask(
     entries keep the ``L - k`` of largest ``drop_score``, and revive the ``k`` previously dead
     entries of largest ``grow_score``, ``k = min(floor(L * drop_rate), dead)``. The live count
     is unchanged and at least ``1 - drop_rate`` of the old live entries stay live."""
+    mask = mask.to(torch.bool)
     live = int(mask.sum())
     k = min(math.floor(live * drop_rate + 1e-9), mask.numel() - live)
     low = torch.finfo(torch.float64).min
