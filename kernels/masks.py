@@ -217,6 +217,10 @@ def fisher_accumulate_(
     if impl == "loop":
         for f, g in zip(fisher, per_sample_grads):
             for sample in g:
-                f.add_(sample * sample)
+                f.addcmul_(sample, sample)
+        return
+    if all(len(g) == 1 for g in per_sample_grads):
+        single = [g[0] for g in per_sample_grads]
+        torch._foreach_addcmul_(list(fisher), single, single)
         return
     torch._foreach_add_(list(fisher), [torch.sum(g * g, 0) for g in per_sample_grads])

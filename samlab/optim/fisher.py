@@ -25,11 +25,14 @@ checks it):
 * ``"vmap"``: ``torch.func.vmap(torch.func.grad(...))`` over chunks of samples, the chunk
   sized to keep the stacked gradients under :data:`VMAP_CHUNK_BYTES`.
 
-``method="auto"`` chooses by measurement: the first chunk is computed by both methods, timed
-(the seconds are returned in :class:`FisherResult` and the optimizer records them), and the
-faster one computes the rest; the optimizer keeps the choice for later refreshes. Measured on
-the development CPU (2 cores, ResNet-18 for CIFAR, ``benchmarks/sparse_sam.py``): see
-``docs/sparse-sam.md``; BackPACK and Opacus were not taken (slower, or refusing BatchNorm).
+``method="measure"`` chooses at run time without repeating work: the first chunk runs the
+loop, the second vmap, both summed into the Fisher and timed per sample (the seconds are
+returned in :class:`FisherResult` and the optimizer records them), and the faster computes the
+rest; the optimizer keeps the choice for later refreshes. ``method="auto"`` (the default) is
+``"loop"`` on CPU, where it was measured fastest (``benchmarks/sparse_sam.py``, CIFAR
+ResNet-18, one thread: the loop 0.95 of the seed's loop, vmap in chunks 1.77, figures in
+``docs/sparse-sam.md``), and ``"measure"`` on other devices. BackPACK (slower) and Opacus
+(refuses BatchNorm) were not taken.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ __all__ = [
     "unwrap",
 ]
 
-FISHER_METHODS = ("auto", "loop", "vmap")
+FISHER_METHODS = ("auto", "measure", "loop", "vmap")
 #: the stacked per-sample gradients of one vmap chunk stay under this size
 VMAP_CHUNK_BYTES = 256 * 2**20
 
@@ -67,8 +70,9 @@ class FisherResult(NamedTuple):
         fisher: one tensor per parameter (shaped like it; zeros where a parameter is not the
             model's or takes no gradient).
         samples: the number of samples summed.
-        method: the method that computed the samples after the first chunk.
-        seconds: per method timed on the first chunk ("auto"), else the method's total.
+        method: the method used ("measure": the faster per sample on the first two chunks,
+            or still "measure" when the samples fit one chunk, all computed by the loop).
+        seconds: total seconds per method used.
     """
 
     fisher: list[Tensor]
@@ -108,17 +112,17 @@ def samples(batches: Iterable[Any], num_samples: int) -> Iterator[tuple[Tensor, 
         yield inputs[:take], targets[:take]
 
 
-def _loop_grads(model, loss_fn, params, x, y) -> list[Tensor]:
-    grads = [[] for _ in params]
+def _loop_fisher(model, loss_fn, params, fisher, x, y) -> None:
+    """Per sample: ``torch.autograd.grad`` of its loss, squares added in place."""
     for i in range(len(x)):
         loss = loss_fn(model(x[i : i + 1]), y[i : i + 1])
-        got = torch.autograd.grad(loss, params, allow_unused=True)
-        for slot, g, p in zip(grads, got, params):
-            slot.append(torch.zeros_like(p) if g is None else g)
-    return [torch.stack(g) for g in grads]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        pairs = [(f, g) for f, g in zip(fisher, grads) if g is not None]
+        kernels.fisher_accumulate_([f for f, _ in pairs], [g.unsqueeze(0) for _, g in pairs])
 
 
-def _vmap_grads(model, loss_fn, params, x, y) -> list[Tensor]:
+def _vmap_fisher(model, loss_fn, params, fisher, x, y) -> None:
+    """``vmap(grad(...))`` over the chunk, the stacked squares summed over it."""
     from torch.func import functional_call, grad, vmap
 
     names = {id(p): n for n, p in model.named_parameters()}
@@ -135,10 +139,10 @@ def _vmap_grads(model, loss_fn, params, x, y) -> list[Tensor]:
 
     weights = {k: p.detach() for k, p in zip(keys, params)}
     per_sample = vmap(grad(loss_of), in_dims=(None, 0, 0))(weights, x, y)
-    return [per_sample[k] for k in keys]
+    kernels.fisher_accumulate_(fisher, [per_sample[k] for k in keys])
 
 
-_PER_SAMPLE: dict[str, Callable[..., list[Tensor]]] = {"loop": _loop_grads, "vmap": _vmap_grads}
+_PER_SAMPLE: dict[str, Callable[..., None]] = {"loop": _loop_fisher, "vmap": _vmap_fisher}
 
 
 def _chunks(x: Tensor, y: Tensor, size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -169,11 +173,15 @@ def fisher_diagonal(
     model = unwrap(model)
     owned = {id(p) for p in model.parameters()}
     live = [p for p in params if id(p) in owned and p.requires_grad]
+    if method == "auto":  # by the measurements in the module docstring
+        on_cpu = all(p.device.type == "cpu" for p in live)
+        method = "loop" if on_cpu else "measure"
     fisher = [torch.zeros_like(p) for p in params]
     acc = [f for f, p in zip(fisher, params) if id(p) in owned and p.requires_grad]
     numel = sum(p.numel() * p.element_size() for p in live) or 1
     chunk = max(1, min(num_samples, VMAP_CHUNK_BYTES // numel))
     seconds: dict[str, float] = {}
+    per_sample: dict[str, float] = {}  # "measure": seconds per sample of each method
     count, chosen = 0, method
     with eval_mode(model), torch.enable_grad():
         for inputs, targets in samples(batches, num_samples):
@@ -183,20 +191,19 @@ def fisher_diagonal(
                 targets = torch.multinomial(probs.cpu(), 1, generator=generator).flatten()
                 targets = targets.to(inputs.device)
             for x, y in _chunks(inputs, targets, chunk):
-                if chosen == "auto":  # measure both on this chunk, keep the faster
-                    results = {}
-                    for name in ("loop", "vmap"):
-                        start = time.perf_counter()
-                        results[name] = _PER_SAMPLE[name](model, loss_fn, live, x, y)
-                        seconds[name] = time.perf_counter() - start
-                    chosen = min(seconds, key=seconds.get)
-                    grads = results["loop"]
-                else:
-                    start = time.perf_counter()
-                    grads = _PER_SAMPLE[chosen](model, loss_fn, live, x, y)
-                    if method != "auto":
-                        seconds[chosen] = seconds.get(chosen, 0.0) + time.perf_counter() - start
-                kernels.fisher_accumulate_(acc, [g.detach() for g in grads])
+                # "measure": the first chunk by the loop, the second by vmap (both count),
+                # timed per sample; the faster computes the rest
+                now = (
+                    chosen if chosen != "measure" else ("vmap" if "loop" in per_sample else "loop")
+                )
+                start = time.perf_counter()
+                _PER_SAMPLE[now](model, loss_fn, live, acc, x, y)
+                spent = time.perf_counter() - start
+                seconds[now] = seconds.get(now, 0.0) + spent
+                if chosen == "measure":
+                    per_sample[now] = spent / len(x)
+                    if len(per_sample) == 2:
+                        chosen = min(per_sample, key=per_sample.get)
                 count += len(x)
     if count == 0:
         raise ValueError(

@@ -144,9 +144,10 @@ def test_drop_grow_keeps_the_count_and_the_overlap(drop_rate):
         assert grow[grown].min() >= grow[~mask & ~ref].max()
 
 
-def test_fisher_accumulation_twins_agree_in_float64():
+@pytest.mark.parametrize("batch", [9, 1])
+def test_fisher_accumulation_twins_agree_in_float64(batch):
     gen = torch.Generator().manual_seed(7)
-    grads = [torch.randn(9, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    grads = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
     ref = [torch.zeros(s, dtype=torch.float64) for s in SHAPES]
     fast = [torch.zeros(s, dtype=torch.float64) for s in SHAPES]
     kernels.fisher_accumulate_(ref, grads, impl="loop")
