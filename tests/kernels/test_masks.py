@@ -19,18 +19,23 @@ from kernels import masks as M
 SHAPES = [(8, 12), (6, 4, 3, 3), (5,), (7, 3)]
 
 
-def scores(seed=0, shapes=SHAPES, ties=False):
+DTYPES = [torch.float64, torch.float32, torch.bfloat16]
+
+
+def scores(seed=0, shapes=SHAPES, ties=False, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
     out = [torch.rand(s, generator=gen, dtype=torch.float64) for s in shapes]
     if ties:  # few distinct values: many ties to break by index
         out = [(s * 3).floor() for s in out]
-    return out
+    return [s.to(dtype) for s in out]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("sparsity", [0.0, 0.3, 0.5, 0.9, 1.0])
-def test_topk_is_exact_and_the_twins_agree(sparsity, ties):
-    for s in scores(1, ties=ties):
+def test_topk_is_exact_and_the_twins_agree(sparsity, ties, dtype):
+    """Selections are exact in every dtype (bfloat16 scores tie often)."""
+    for s in scores(1, ties=ties, dtype=dtype):
         keep = M.keep_count(s.numel(), sparsity)
         ref = M.topk_mask(s, keep, impl="loop")
         fast = M.topk_mask(s, keep, impl="vectorized")
@@ -66,10 +71,11 @@ def test_global_top_k_over_all_tensors(sparsity):
         M.unstructured_masks(ss, 0.5, scope="layer")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("ties", [False, True])
 @pytest.mark.parametrize("n, m", [(2, 4), (1, 2), (1, 4), (3, 4)])
-def test_nm_keeps_exactly_the_top_n_of_every_m_along_the_reduction_dims(n, m, ties):
-    linear, conv = scores(3, [(6, 16), (4, 8, 3, 3)], ties=ties)
+def test_nm_keeps_exactly_the_top_n_of_every_m_along_the_reduction_dims(n, m, ties, dtype):
+    linear, conv = scores(3, [(6, 16), (4, 8, 3, 3)], ties=ties, dtype=dtype)
     for s in (linear, conv):
         ref = M.nm_mask(s, n, m, impl="loop")
         fast = M.nm_mask(s, n, m, impl="vectorized")
