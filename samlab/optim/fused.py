@@ -111,7 +111,7 @@ class FusedPlan:
         sam = self.sam
         if not isinstance(sam, SparseSAM) or sam.masks() is None:
             return None, False
-        return [sam.state[p]["mask"] for p in self.params], bool(self.group["renormalize"])
+        return sam.masks(), bool(self.group["renormalize"])
 
     def two_pass(self, rho: float) -> bool:
         """A second pass is needed: a positive radius and something to perturb."""

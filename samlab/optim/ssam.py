@@ -150,10 +150,15 @@ class SparseSAM(SAM):
         return [p for group in self.param_groups for p in group["params"]]
 
     def masks(self) -> list[Tensor] | None:
-        """The masks in parameter order, or None before the first refresh."""
+        """The masks in parameter order (all-True for a parameter added after the last
+        refresh), or None before the first refresh."""
         if not self.refreshes:
             return None
-        return [self.state[p]["mask"] for p in self.all_params()]
+        return [self._mask_of(p) for p in self.all_params()]
+
+    def _mask_of(self, p: Tensor) -> Tensor:
+        mask = self.state[p].get("mask")
+        return torch.ones_like(p, dtype=torch.bool) if mask is None else mask
 
     def perturbable(self) -> list[bool]:
         """Per parameter: whether it may be perturbed at all (its group, ``only_weights``)."""
@@ -240,7 +245,7 @@ class SparseSAM(SAM):
     def _segment_masks(self, group, params):
         if not self.refreshes:
             return None, False
-        return [self.state[p]["mask"] for p in params], bool(group["renormalize"])
+        return [self.state[p].get("mask") for p in params], bool(group["renormalize"])
 
     def _begin(self) -> None:
         super()._begin()

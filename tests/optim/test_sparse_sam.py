@@ -338,6 +338,18 @@ def test_ssamd_keeps_the_count_and_the_overlap_with_cosine_decay():
         assert any(not torch.equal(a, b) for a, b in zip(old, opt.masks())) or rate * count < 1
 
 
+def test_a_parameter_group_added_after_a_refresh_is_perturbed_densely():
+    model = cnn()
+    head = list(model[5].parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    opt = create_optimizer("ssamf", body, lr=0.05, rho=0.1, num_samples=4, impl="loop")
+    opt.refresh_masks(model, F.cross_entropy, batches())
+    opt.add_param_group({"params": head})
+    steps(model, opt, 1)
+    masks = opt.masks()
+    assert len(masks) == len(list(model.parameters())) and masks[-1].all()
+
+
 # --------------------------------------------------------------------------- registry
 def test_registry_flags_the_refresh_and_the_aliases_pick_the_base():
     for name, base in (
