@@ -62,8 +62,10 @@ class Segment(NamedTuple):
             input, so that a schedule does not recompile).
         eps: added to the global norm (``perturb_eps``), a number or a 0-d tensor.
         eta: ASAM's offset in ``T = |w| + eta``; None for SAM.
-        mask: sparse SAM's masks: one boolean tensor shaped like its weight (True where it
-            moves) or None (it moves everywhere) per weight; None for the segment: dense.
+        mask: sparse SAM's masks: one tensor shaped like its weight, boolean or 0/1 in the
+            weight's dtype (1 where it moves; the faster form on the compiled CPU path, whose
+            generated code does not vectorize bool loads), or None (it moves everywhere), per
+            weight; None for the segment: dense.
         mask_norm: divide by the global norm of the masked directions ``||m d||`` instead of
             ``||d||`` (the perturbation's radius is then ``rho``).
     """

@@ -263,3 +263,17 @@ def test_an_all_true_mask_is_sam_bit_for_bit_and_all_false_moves_nothing(impl):
     nothing = [torch.zeros_like(w, dtype=torch.bool) for w in ws]
     got, ascent, before, _ = masked_ascend(impl, masks=nothing)
     assert all(torch.equal(a, b) for a, b in zip(got, before))
+
+
+@pytest.mark.parametrize("impl", kernels.IMPLS)
+def test_masks_in_the_weights_dtype_equal_boolean_masks(impl):
+    """0/1 masks in the weight's dtype (what the optimizers pass: inductor's CPU code does not
+    vectorize bool loads) move the weights exactly as boolean masks."""
+    needs_compiler(impl)
+    ws = tensors(0)
+    boolean = masks_for(ws)
+    numeric = [None if m is None else m.to(torch.float64) for m in boolean]
+    a, ascent_a, _, _ = masked_ascend(impl, masks=boolean)
+    b, ascent_b, _, _ = masked_ascend(impl, masks=numeric)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert torch.equal(ascent_a.masked_norm, ascent_b.masked_norm)
