@@ -4,8 +4,9 @@ Each fast path (``torch._foreach_*`` or ``torch.compile``) has a readable per-te
 twin selected with ``impl="loop"``; tests check in float64 that they agree. SAM's ascent is one
 functional over param-group segments with the dispatch inside (:func:`sam_ascent_` in place,
 :func:`sam_ascent` pure); a :class:`Dispatch` chooses the implementation per device and owns
-the one fallback. No ``nn.Module`` code lives here and nothing here imports ``samlab`` or
-``landscape``.
+the one fallback. Sparse SAM's masks (top-k, N:M, structured, tensor-level, drop/grow) and
+Fisher accumulation live in :mod:`kernels.masks`. No ``nn.Module`` code lives here and nothing
+here imports ``samlab`` or ``landscape``.
 """
 
 from kernels.ascent import (
@@ -17,6 +18,19 @@ from kernels.ascent import (
     sam_ascent_,
 )
 from kernels.dispatch import IMPLS, NOT_RUN, Dispatch
+from kernels.masks import (
+    MASK_IMPLS,
+    drop_grow_mask,
+    fisher_accumulate_,
+    keep_count,
+    mask_overlap,
+    nm_fits,
+    nm_mask,
+    structured_mask,
+    tensor_masks,
+    topk_mask,
+    unstructured_masks,
+)
 from kernels.sam_ops import (
     adaptive_weights,
     axpy_,
@@ -32,6 +46,7 @@ from kernels.sam_ops import (
 
 __all__ = [
     "IMPLS",
+    "MASK_IMPLS",
     "NOT_RUN",
     "Ascent",
     "Dispatch",
@@ -40,9 +55,15 @@ __all__ = [
     "axpy_",
     "copy_",
     "dot",
+    "drop_grow_mask",
+    "fisher_accumulate_",
     "global_norm",
     "gsam_combine_",
     "gsam_decompose_",
+    "keep_count",
+    "mask_overlap",
+    "nm_fits",
+    "nm_mask",
     "pair_stats",
     "perturb_",
     "perturbation_norm",
@@ -50,4 +71,8 @@ __all__ = [
     "sam_ascent",
     "sam_ascent_",
     "scaled_add_",
+    "structured_mask",
+    "tensor_masks",
+    "topk_mask",
+    "unstructured_masks",
 ]

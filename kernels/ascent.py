@@ -25,6 +25,15 @@ It has two forms, as ``torch.add`` / ``Tensor.add_``:
 
 The forms agree up to rounding (the norms are summed in other orders); each path is
 deterministic. The rule per tensor is :func:`kernels.compiled.perturbation` in every form.
+
+Sparse SAM (Mi et al., NeurIPS 2022) goes through the same functional: a segment's ``mask``
+holds one boolean tensor (or None: dense) per weight, and only the entries where it is True
+move, ``e = rho / (n + eps) * m * d``. ``n`` is the norm of the unmasked directions (the
+seed's rule: the radius actually reached is ``rho * ||m d|| / ||d||``), or with
+``mask_norm=True`` the norm ``||m d||`` over all segments (the radius is ``rho``). Both norms
+are returned (:attr:`Ascent.masked_norm`). The compiled form multiplies by the mask inside its
+one graph; the eager forms move along ``m * d`` (exact: ``e * 1 == e``), so an all-True mask
+is SAM bit for bit on every path.
 """
 
 from __future__ import annotations
@@ -53,8 +62,12 @@ class Segment(NamedTuple):
             input, so that a schedule does not recompile).
         eps: added to the global norm (``perturb_eps``), a number or a 0-d tensor.
         eta: ASAM's offset in ``T = |w| + eta``; None for SAM.
-        mask: reserved for sparse SAM's masks (which elements move); must be None: every
-            element of every weight moves.
+        mask: sparse SAM's masks: one tensor shaped like its weight, boolean or 0/1 in the
+            weight's dtype (1 where it moves; the faster form on the compiled CPU path, whose
+            generated code does not vectorize bool loads), or None (it moves everywhere), per
+            weight; None for the segment: dense.
+        mask_norm: divide by the global norm of the masked directions ``||m d||`` instead of
+            ``||d||`` (the perturbation's radius is then ``rho``).
     """
 
     params: Sequence[Tensor]
@@ -62,7 +75,8 @@ class Segment(NamedTuple):
     rho: float | Tensor
     eps: float | Tensor
     eta: float | None = None
-    mask: None = None
+    mask: Sequence[Tensor | None] | None = None
+    mask_norm: bool = False
 
 
 class Ascent(NamedTuple):
@@ -74,20 +88,39 @@ class Ascent(NamedTuple):
         held: per weight, the tensor that holds ``w`` now: its own storage, swapped out of
             ``p.data`` (``swapped``), or the buffer it was copied into.
         swapped: per weight, True where ``p.data`` is a buffer holding ``w + e``.
+        masked_norm: ``||m d||`` over all segments where any segment has a mask, else None.
     """
 
     norm: Tensor
     params: list[Tensor]
     held: list[Tensor]
     swapped: list[bool]
+    masked_norm: Tensor | None = None
 
 
 def _checked(segments: Sequence[Segment]) -> list[Segment]:
-    """The segments that have weights; a mask is refused (sparse SAM is not implemented)."""
+    """The segments that have weights; a mask list must have one entry per weight."""
     for segment in segments:
-        if segment.mask is not None:
-            raise ValueError("Segment.mask is reserved for sparse SAM and must be None")
+        if segment.mask is not None and len(segment.mask) != len(segment.params):
+            raise ValueError(
+                f"Segment.mask has {len(segment.mask)} entries for {len(segment.params)} "
+                "weights; give one boolean tensor (or None) per weight"
+            )
     return [segment for segment in segments if len(segment.params)]
+
+
+def _masks(segment: Segment) -> Sequence[Tensor | None]:
+    return segment.mask if segment.mask is not None else [None] * len(segment.params)
+
+
+def _masked(segment: Segment) -> Segment:
+    """The segment moving along ``m * d`` (dense afterwards), for the eager forms."""
+    if segment.mask is None:
+        return segment
+    dirs = [d if m is None else d * m for d, m in zip(segment.directions, segment.mask)]
+    return Segment(
+        segment.params, dirs, segment.rho, segment.eps, segment.eta, None, segment.mask_norm
+    )
 
 
 def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
@@ -98,18 +131,20 @@ def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
     ``scale = rho / (n + eps)``. Needs at least one weight.
     """
     segments = _checked(segments)
-    squares = []
+    squares, masked = [], []
     for segment in segments:
-        for w, d in zip(segment.params, segment.directions, strict=True):
+        for w, d, m in zip(segment.params, segment.directions, _masks(segment), strict=True):
             v = d if segment.eta is None else (w.abs() + segment.eta) * d
             squares.append((v * v).sum())
+            masked.append(squares[-1] if m is None else ((v * m) ** 2).sum())
     norm = torch.sqrt(sum(squares))
+    masked_norm = torch.sqrt(sum(masked)) if any(s.mask is not None for s in segments) else norm
     points = []
     for segment in segments:
-        scale = segment.rho / (norm + segment.eps)
+        scale = segment.rho / ((masked_norm if segment.mask_norm else norm) + segment.eps)
         points += [
-            w + perturbation(w, d, scale, segment.eta)
-            for w, d in zip(segment.params, segment.directions, strict=True)
+            w + perturbation(w, d, scale, segment.eta, m)
+            for w, d, m in zip(segment.params, segment.directions, _masks(segment), strict=True)
         ]
     return points, norm
 
@@ -134,6 +169,7 @@ def sam_ascent_(
     if not params:
         return Ascent(torch.zeros(()), [], [], [])
     dirs = [d for segment in segments for d in segment.directions]
+    sparse = any(s.mask is not None for s in segments)
     layout = dispatch.compiled_layout(params, dirs)
     if layout is not None:  # the whole ascent in one compiled call
         device, dtype = layout
@@ -141,16 +177,28 @@ def sam_ascent_(
             (len(s.params), float(s.eps), None if s.eta is None else float(s.eta)) for s in segments
         )
         rhos = [torch.tensor(float(s.rho), dtype=dtype, device=device) for s in segments]
-        norm = dispatch.run("ascent_into", buffers, params, dirs, rhos, spec)
+        extra = ()
+        if sparse:
+            masks = [m for s in segments for m in _masks(s)]
+            extra = (masks, tuple(bool(s.mask_norm) for s in segments))
+        norm = dispatch.run("ascent_into", buffers, params, dirs, rhos, spec, *extra)
         if norm is not NOT_RUN:
-            return Ascent(norm, params, _swap_in(params, buffers), [True] * len(params))
+            held = _swap_in(params, buffers)
+            if sparse:
+                return Ascent(norm[0], params, held, [True] * len(params), norm[1])
+            return Ascent(norm, params, held, [True] * len(params))
     norm = _global_norm(segments, dispatch)
+    masked_norm = None
+    if sparse:
+        segments = [_masked(s) for s in segments]
+        masked_norm = _global_norm(segments, dispatch)
     held, swapped, start = [], [], 0
     for segment in segments:
         ps, ds = list(segment.params), list(segment.directions)
         bufs = buffers[start : start + len(ps)]
         start += len(ps)
-        scale = segment.rho / (norm + segment.eps)
+        by_mask = segment.mask_norm and masked_norm is not None
+        scale = segment.rho / ((masked_norm if by_mask else norm) + segment.eps)
         if dispatch.impl_for(ps[0].device) == "compiled":
             if dispatch.run("perturb_into", bufs, ps, ds, scale, segment.eta) is not NOT_RUN:
                 held += _swap_in(ps, bufs)
@@ -161,7 +209,7 @@ def sam_ascent_(
         perturb_(ps, ds, bufs, scale, adaptive=adaptive, eta=eta, impl=dispatch)
         held += bufs
         swapped += [False] * len(ps)
-    return Ascent(norm, params, held, swapped)
+    return Ascent(norm, params, held, swapped, masked_norm)
 
 
 def _global_norm(segments: list[Segment], dispatch: Dispatch) -> Tensor:
@@ -208,7 +256,10 @@ def perturbation_norm(segments: Sequence[Segment], ascent: Ascent) -> Tensor:
     held = iter(ascent.held)
     squares = []
     for segment in _checked(segments):
-        scale = segment.rho / (ascent.norm + segment.eps)
+        by_mask = segment.mask_norm and ascent.masked_norm is not None
+        norm = ascent.masked_norm if by_mask else ascent.norm
+        scale = segment.rho / (norm + segment.eps)
+        segment = _masked(segment)
         weights = [next(held) for _ in segment.params]
         if segment.eta is None:
             t = segment.directions

@@ -115,18 +115,24 @@ def norm_sq_into(tensors: Sequence[Tensor], weights_eta: float | None) -> Tensor
     return _total([_sum_sq((p.abs() + weights_eta) * g) for p, g in pairs])
 
 
-def perturbation(w: Tensor, d: Tensor, scale: Tensor, eta: float | None) -> Tensor:
+def perturbation(
+    w: Tensor, d: Tensor, scale: Tensor, eta: float | None, mask: Tensor | None = None
+) -> Tensor:
     """SAM's perturbation of one tensor: ``e = d * scale`` (SAM), or with ASAM's
-    ``T = |w| + eta``: ``e = T * T * d * scale``, in that order of operations.
+    ``T = |w| + eta``: ``e = T * T * d * scale``, in that order of operations; sparse SAM's
+    boolean ``mask`` (shaped like ``w``) multiplies last (``e * 1`` is exact, so an all-True
+    mask is SAM bit for bit).
 
     The one per-tensor rule of the ascent: the loop adds it in place, :func:`perturb_into` and
     :func:`ascent_into` trace it, the pure form of :func:`kernels.ascent.sam_ascent` returns
     ``w + e``.
     """
     if eta is None:
-        return d * scale
-    t = w.abs() + eta
-    return t * t * d * scale
+        e = d * scale
+    else:
+        t = w.abs() + eta
+        e = t * t * d * scale
+    return e if mask is None else e * mask
 
 
 def perturb_into(
@@ -147,6 +153,8 @@ def ascent_into(
     dirs: Sequence[Tensor],
     rhos: Sequence[Tensor],
     spec: tuple[tuple[int, float, float | None], ...],
+    masks: Sequence[Tensor | None] | None = None,
+    mask_norm: tuple[bool, ...] | None = None,
 ) -> Tensor:
     """SAM's / ASAM's whole ascent in one graph; returns the global norm ``||g||``.
 
@@ -155,25 +163,33 @@ def ascent_into(
     ``rhos[k]`` is its radius (a 0-d tensor, so a rho schedule does not recompile). The norm
     is global over all segments; segment ``k`` writes
     ``out_i <- w_i + rho_k / (||g|| + eps_k) * g_i`` (times ``T_i^2`` for ASAM).
+
+    Sparse SAM: ``masks`` (one boolean tensor or None per weight) multiply each
+    perturbation, and the graph also reduces ``||m g||`` in the same pass over the gradients;
+    segment ``k`` divides by it instead of ``||g||`` where ``mask_norm[k]`` (the radius is
+    then ``rho``). With masks the result is ``[||g||, ||m g||]``.
     """
-    squares = []
+    squares, masked = [], []
     start = 0
     for count, _, eta in spec:
         for i in range(start, start + count):
-            if eta is None:
-                squares.append(_sum_sq(dirs[i]))
-            else:
-                squares.append(_sum_sq((params[i].abs() + eta) * dirs[i]))
+            v = dirs[i] if eta is None else (params[i].abs() + eta) * dirs[i]
+            squares.append(_sum_sq(v))
+            if masks is not None:
+                masked.append(squares[-1] if masks[i] is None else _sum_sq(v * masks[i]))
         start += count
     norm = _total(squares).sqrt()
+    masked_norm = _total(masked).sqrt() if masks is not None else norm
     per_tensor = []  # (scale, eta) of each tensor
-    for (count, eps, eta), rho in zip(spec, rhos):
-        per_tensor += [(rho / (norm + eps), eta)] * count
+    for k, ((count, eps, eta), rho) in enumerate(zip(spec, rhos)):
+        divisor = masked_norm if mask_norm is not None and mask_norm[k] else norm
+        per_tensor += [(rho / (divisor + eps), eta)] * count
     # last tensor first: the gradients reduced last are the ones still in cache
     for i in reversed(range(len(out))):
         scale, eta = per_tensor[i]
-        perturb_into([out[i]], [params[i]], [dirs[i]], scale, eta)
-    return norm
+        mask = None if masks is None else masks[i]
+        out[i].copy_(params[i] + perturbation(params[i], dirs[i], scale, eta, mask))
+    return norm if masks is None else torch.stack([norm, masked_norm])
 
 
 def dot_into(a: Sequence[Tensor], b: Sequence[Tensor]) -> Tensor:

@@ -17,7 +17,8 @@ from samlab.demo import SUMMARY_COLUMNS, main
 from samlab.demo.curvature import HESSIAN_COLUMNS
 from samlab.demo.sharpness import SHARPNESS_COLUMNS
 
-OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam"]
+OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam", "ssamf", "ssamd"]
+SPARSE = {"ssamf", "ssamd"}  # the only rows with a mask density and an effective radius
 NO_GAP = {"sgd", "onestep-sam"}  # one pass at one point: no loss(w + e) - loss(w) to record
 LANDSCAPE_MODELS = ["sgd", "sam"]
 SMOKE_GRID, SMOKE_SLICE = (5, 5), (7,)  # the smoke profile's 2D grid and 1D slice
@@ -53,13 +54,16 @@ def _figure_pixels(path: Path, min_height: int, min_width: int) -> np.ndarray:
     return pixels
 
 
-def test_summary_has_six_finite_rows(smoke_run) -> None:
+def test_summary_has_a_finite_row_per_optimizer(smoke_run) -> None:
     output, _ = smoke_run
     rows = _csv_rows(output / "summary.csv", SUMMARY_COLUMNS)
     assert [r["optimizer"] for r in rows] == OPTIMIZERS
     for row in rows:
         for column in SUMMARY_COLUMNS[1:]:
             if column == "mean_sharpness_gap" and row["optimizer"] in NO_GAP:
+                assert row[column] == ""
+                continue
+            if column in ("mask_density", "effective_radius") and row["optimizer"] not in SPARSE:
                 assert row[column] == ""
                 continue
             value = float(row[column])
@@ -70,6 +74,9 @@ def test_summary_has_six_finite_rows(smoke_run) -> None:
     assert float(by_name["sgd"]["passes_per_step"]) == 1.0
     assert float(by_name["sam"]["passes_per_step"]) == 2.0
     assert 1.0 < float(by_name["looksam"]["passes_per_step"]) < 2.0
+    for name in SPARSE:  # half the entries perturbed: the radius reached is below rho
+        assert 0.45 < float(by_name[name]["mask_density"]) <= 0.5
+        assert 0.0 < float(by_name[name]["effective_radius"]) < 1.0
 
 
 def test_learning_curves_png_is_not_blank(smoke_run) -> None:

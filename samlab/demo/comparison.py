@@ -1,4 +1,4 @@
-"""The optimizer comparison of ``make demo``: SGD and five SAM variants on the 8x8 digits.
+"""The optimizer comparison of ``make demo``: SGD and seven SAM variants on the 8x8 digits.
 
 Every optimizer of :data:`COMPARISON` trains the digits CNN (:func:`samlab.models.digits_cnn`,
 BatchNorm statistics updated in the clean pass) from the same initial weights, on the same
@@ -33,6 +33,9 @@ COMPARISON: dict[str, dict[str, Any]] = {
     "gsam": {"rho": 0.05, "optimizer_kwargs": {"alpha": 0.4}},
     "looksam": {"rho": 0.05, "optimizer_kwargs": {"k": 5}},
     "onestep-sam": {"rho": 0.05},
+    # sparse SAM: half the entries perturbed, masks refreshed every epoch (the seed's README)
+    "ssamf": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5, "num_samples": 128}},
+    "ssamd": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5}},
 }
 DEFAULT_EPOCHS = 15  # test accuracy plateaus after about 10 (see learning_curves.png)
 SMOKE_EPOCHS = 2
@@ -47,6 +50,8 @@ SUMMARY_COLUMNS = (
     "seconds",
     "seconds_vs_sgd",
     "cpu_seconds",
+    "mask_density",
+    "effective_radius",
 )
 
 
@@ -94,6 +99,8 @@ def _summary_row(name: str, result: TrainResult, sgd_seconds: float | None) -> d
         "seconds": result.seconds,
         "seconds_vs_sgd": result.seconds / sgd_seconds if sgd_seconds else math.nan,
         "cpu_seconds": result.cpu_seconds,
+        "mask_density": result.mean_of("mask_density"),
+        "effective_radius": result.mean_of("effective_radius"),
     }
 
 
@@ -110,6 +117,7 @@ def _blank_nan(value: Any) -> Any:
 SUMMARY_HEADINGS = (
     ("optimizer", "<12"), ("final acc", ">9"), ("best acc", ">9"), ("train loss", ">10"),
     ("sharp. gap", ">10"), ("passes", ">6"), ("seconds", ">8"), ("vs SGD", ">7"), ("CPU s", ">7"),
+    ("density", ">7"), ("radius", ">6"),
 )  # fmt: skip
 
 
@@ -118,10 +126,14 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         gap = "-" if math.isnan(r["mean_sharpness_gap"]) else f"{r['mean_sharpness_gap']:.4f}"
+        density, radius = (
+            "-" if math.isnan(r[k]) else f"{r[k]:.3f}" for k in ("mask_density", "effective_radius")
+        )
         lines.append(
             f"{r['optimizer']:<12} {r['final_test_acc']:>9.4f} {r['best_test_acc']:>9.4f} "
             f"{r['final_train_loss']:>10.4f} {gap:>10} {r['passes_per_step']:>6.2f} "
-            f"{r['seconds']:>8.2f} {r['seconds_vs_sgd']:>6.2f}x {r['cpu_seconds']:>7.2f}"
+            f"{r['seconds']:>8.2f} {r['seconds_vs_sgd']:>6.2f}x {r['cpu_seconds']:>7.2f} "
+            f"{density:>7} {radius:>6}"
         )
     return text_table(SUMMARY_HEADINGS, lines)
 

@@ -20,6 +20,9 @@ from samlab.optim.rho_schedule import (
     RhoSchedule,
 )
 from samlab.optim.sam import ASAM, SAM
+from samlab.optim.ssam import SparseSAM
+from samlab.optim.ssamd import SSAMD
+from samlab.optim.ssamf import SSAMF
 
 __all__ = [
     "ASAM",
@@ -35,6 +38,9 @@ __all__ = [
     "ProportionalRho",
     "RhoSchedule",
     "SAMBase",
+    "SSAMD",
+    "SSAMF",
+    "SparseSAM",
     "StepRecorder",
     "create_optimizer",
     "current_pass",

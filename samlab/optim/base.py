@@ -132,6 +132,7 @@ class SAMBase(torch.optim.Optimizer):
                 rho_of(group),
                 group["perturb_eps"],
                 group["eta"] if group.get("adaptive", False) else None,
+                *self._segment_masks(group, params),
             )
             for (group, params, _), dirs in zip(grouped, directions)
             if params
@@ -147,6 +148,13 @@ class SAMBase(torch.optim.Optimizer):
         return norm
 
     # ----------------------------------------------------------------- subclass hooks
+    def _segment_masks(
+        self, group: dict[str, Any], params: list[Tensor]
+    ) -> tuple[list[Tensor | None] | None, bool]:
+        """Sparse SAM's ``(masks, mask_norm)`` of a segment (:class:`kernels.Segment`); dense
+        here."""
+        return None, False
+
     def _begin(self) -> None:
         self.current_pass = "clean"
         self.single_pass = False

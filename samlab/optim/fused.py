@@ -19,8 +19,10 @@ be written that way, and a :class:`FusedPlan` holds
   :meth:`~samlab.optim.SAMBase.record_step`).
 
 Covered: :class:`~samlab.optim.SAM` (not adaptive, no clipping, no step hooks) over
-``torch.optim.Adam``, and a plain ``torch.optim.Adam``; one param group; Adam without amsgrad,
-maximize, or the fused / capturable / differentiable variants.
+``torch.optim.Adam``, sparse SAM (SSAM-F, SSAM-D: the masks are inputs of the graph, the
+ascent :func:`kernels.sam_ascent` with them in the mask slot), and a plain
+``torch.optim.Adam``; one param group; Adam without amsgrad, maximize, or the fused /
+capturable / differentiable variants.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from torch.optim import optimizer as _torch_optimizer
 
 from kernels import Segment
 from samlab.optim.sam import SAM
+from samlab.optim.ssam import SparseSAM
 
 __all__ = ["FusedPlan", "fused_plan_unsupported"]
 
@@ -103,6 +106,18 @@ class FusedPlan:
     def params(self) -> list[Tensor]:
         return list(self.group["params"])
 
+    def masks(self) -> tuple[list[Tensor] | None, bool]:
+        """Sparse SAM's masks in parameter order (None while dense) and its ``renormalize``."""
+        sam = self.sam
+        if not isinstance(sam, SparseSAM) or sam.masks() is None:
+            return None, False
+        return sam.masks(), bool(self.group["renormalize"])
+
+    def two_pass(self, rho: float) -> bool:
+        """A second pass is needed: a positive radius and something to perturb."""
+        sam = self.sam
+        return rho > 0 and not (isinstance(sam, SparseSAM) and sam.mask_density == 0.0)
+
     def rho(self) -> float:
         """This step's radius (0 for plain Adam); a two-pass step when positive."""
         rho = float(self.group["rho"]) if self.sam is not None else 0.0
@@ -144,10 +159,17 @@ class FusedPlan:
 
     # ------------------------------------------------------------------ traced parts
     @staticmethod
-    def segment(params: list[Tensor], grads: list[Tensor], hyper: Tensor) -> Segment:
+    def segment(
+        params: list[Tensor],
+        grads: list[Tensor],
+        hyper: Tensor,
+        masks: list[Tensor] | None = None,
+        mask_norm: bool = False,
+    ) -> Segment:
         """SAM's ascent over the one param group: ``rho`` and ``perturb_eps`` read from
-        ``hyper`` (for :func:`kernels.sam_ascent`, which returns ``w + e`` and ``||g||``)."""
-        return Segment(params, grads, hyper[_RHO], hyper[_PERTURB_EPS])
+        ``hyper`` (for :func:`kernels.sam_ascent`, which returns ``w + e`` and ``||g||``),
+        sparse SAM's ``masks`` in the mask slot."""
+        return Segment(params, grads, hyper[_RHO], hyper[_PERTURB_EPS], None, masks, mask_norm)
 
     @staticmethod
     def adam_update_(
@@ -188,6 +210,8 @@ class FusedPlan:
             "rho": [rho],
             "clean_loss": loss.detach(),
         }
+        if isinstance(self.sam, SparseSAM):
+            last.update(mask_density=self.sam.mask_density, mask_overlap=self.sam.mask_overlap)
         if perturbed_loss is not None:
             last["grad_norm"] = norm.detach()
             last["perturbed_loss"] = perturbed_loss.detach()

@@ -8,7 +8,16 @@ import torch
 
 __all__ = ["StepRecorder"]
 
-_FIELDS = ("grad_norm", "perturbation_norm", "clean_loss", "perturbed_loss", "sharpness_gap")
+_FIELDS = (
+    "grad_norm",
+    "perturbation_norm",
+    "clean_loss",
+    "perturbed_loss",
+    "sharpness_gap",
+    "mask_density",
+    "effective_radius",
+    "mask_overlap",
+)
 
 
 def _as_float(value: Any) -> float | None:
@@ -24,8 +33,10 @@ class StepRecorder:
 
     ``records`` is a list of dicts with ``grad_norm``, ``perturbation_norm``, ``clean_loss``,
     ``perturbed_loss``, ``sharpness_gap`` (loss at w+e minus loss at w; None when a pass
-    did not run), ``passes`` and ``skipped``. Turning it on makes the optimizer compute the
-    perturbation norm (one extra norm per step); ``remove()`` detaches it.
+    did not run), ``passes`` and ``skipped``; sparse SAM adds ``mask_density``,
+    ``effective_radius`` and ``mask_overlap`` (None for the other optimizers). Turning it on
+    makes the optimizer compute the perturbation norm (one extra norm per step); ``remove()``
+    detaches it.
 
     Example::
 

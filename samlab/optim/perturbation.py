@@ -36,6 +36,8 @@ class Perturbation:
         self._views: tuple[tuple[int, ...], list[Tensor]] | None = None  # (ids, views of block)
         self._own: dict[int, Tensor] = {}  # id(weight) -> its own buffer (keyed by id: cheap)
         self._ascent: Ascent | None = None
+        #: ``||m d||`` of the last ascent with sparse SAM's masks (None without masks)
+        self.masked_norm: Tensor | None = None
 
     def ascend(self, segments: Sequence[Segment], *, measure: bool) -> tuple[Tensor, Tensor | None]:
         """Move every weight of ``segments`` to ``w + e``; returns the global norm and, when
@@ -43,6 +45,7 @@ class Perturbation:
         params = [p for segment in segments for p in segment.params]
         ascent = kernels.sam_ascent_(segments, self.buffers(params), impl=self.dispatch)
         self._ascent = ascent
+        self.masked_norm = ascent.masked_norm
         return ascent.norm, kernels.perturbation_norm(segments, ascent) if measure else None
 
     def restore(self) -> None:

@@ -1,7 +1,9 @@
 """The optimizer registry: data, one entry per optimizer, one ``create_optimizer``.
 
 Trainers never ask which class they hold: they read capability flags from the entry
-(``passes``) and call ``optimizer.step(closure)``.
+(``passes``; ``refreshes_masks``: call ``optimizer.refresh_masks(model, loss_fn, batches)``
+at the start of every epoch where ``optimizer.masks_due(epoch)``) and call
+``optimizer.step(closure)``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from samlab.optim.gsam import GSAM
 from samlab.optim.looksam import LookSAM
 from samlab.optim.onestep import OneStepSAM
 from samlab.optim.sam import ASAM, SAM
+from samlab.optim.ssamd import SSAMD
+from samlab.optim.ssamf import SSAMF
 
 __all__ = [
     "BASE_OPTIMIZERS",
@@ -46,6 +50,9 @@ class OptimInfo:
         base: default base optimizer name for the SAM family.
         defaults: keyword defaults applied before the caller's keywords.
         description: one line with the paper.
+        refreshes_masks: True when the optimizer has ``masks_due(epoch)`` and
+            ``refresh_masks(model, loss_fn, batches, epoch=..., epochs=...)`` (sparse SAM),
+            which trainers call at the start of each due epoch.
     """
 
     name: str
@@ -55,6 +62,7 @@ class OptimInfo:
     base: str | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+    refreshes_masks: bool = False
 
 
 _ENTRIES = (
@@ -68,6 +76,24 @@ _ENTRIES = (
     OptimInfo(
         "onestep-sam", OneStepSAM, True, 1, "sgd", description="SAM.v2 / S2-SAM (Ji et al., 2024)"
     ),
+    OptimInfo(
+        "ssamf",
+        SSAMF,
+        True,
+        2,
+        "sgd",
+        description="SSAM-F, Fisher-masked sparse SAM (Mi et al., NeurIPS 2022)",
+        refreshes_masks=True,
+    ),
+    OptimInfo(
+        "ssamd",
+        SSAMD,
+        True,
+        2,
+        "sgd",
+        description="SSAM-D, dynamic-mask sparse SAM (Mi et al., NeurIPS 2022)",
+        refreshes_masks=True,
+    ),
 )
 _REGISTRY: dict[str, OptimInfo] = {info.name: info for info in _ENTRIES}
 
@@ -77,6 +103,8 @@ _NAME_BASE = {
     "asam": ("sgd", "adam"),
     "gsam": ("sgd", "adamw"),
     "looksam": ("sgd",),
+    "ssamf": ("sgd", "adam", "adamw"),
+    "ssamd": ("sgd", "adam", "adamw"),
 }
 #: ... and "base-name" for these
 _BASE_NAME = {"sam": ("sgd", "adam", "adamw"), "asam": ("sgd",)}

@@ -98,14 +98,18 @@ class SAM(SAMBase):
         return True
 
 
-def sam_keywords(*, drop: tuple[str, ...] = ()) -> Callable[[Callable], Callable]:
+def sam_keywords(
+    *, drop: tuple[str, ...] = (), parent: Callable | None = None
+) -> Callable[[Callable], Callable]:
     """For the ``__init__`` of a SAM subclass that takes its own keywords and hands the rest
-    (``**options``) to :class:`SAM`: its signature as callers see it (``inspect.signature``,
-    ``help()``, :func:`~samlab.optim.create_optimizer`): SAM's, with the subclass's own
-    keywords replacing SAM's of the same name or following ``rho``, less ``drop``."""
+    (``**options``) to :class:`SAM` (or to ``parent``, another such ``__init__``): its
+    signature as callers see it (``inspect.signature``, ``help()``,
+    :func:`~samlab.optim.create_optimizer`): the parent's, with the subclass's own keywords
+    replacing the parent's of the same name or following ``rho``, less ``drop``."""
+    parent = SAM.__init__ if parent is None else parent
 
     def decorate(init: Callable) -> Callable:
-        sam = inspect.signature(SAM.__init__).parameters.values()
+        sam = inspect.signature(parent).parameters.values()
         own = [p for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY]
         names = {p.name for p in own}
         params = []
@@ -114,7 +118,7 @@ def sam_keywords(*, drop: tuple[str, ...] = ()) -> Callable[[Callable], Callable
                 params += own if "rho" in names else [p, *own]
             elif p.name not in names and p.name not in drop:
                 params.append(p)
-        init.__signature__ = inspect.signature(SAM.__init__).replace(parameters=params)
+        init.__signature__ = inspect.signature(parent).replace(parameters=params)
         return init
 
     return decorate

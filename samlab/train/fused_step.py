@@ -82,6 +82,7 @@ class FusedStep:
         self._names = [n for n, p in model.named_parameters() if p.requires_grad]
         self._frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self._graphs: dict[bool, Callable] = {}
+        self._mask_norm = False
 
     def _loss(self, params: list[Tensor], x: Tensor, y: Tensor) -> Tensor:
         named = dict(zip(self._names, params, strict=True))
@@ -89,11 +90,12 @@ class FusedStep:
         x, y = _channel_major(x), _channel_major(y)  # its own inverse: the model's views
         return self.loss_fn(functional_call(self.model, named, (x,)), y)
 
-    def _step(self, params, exp_avgs, exp_avg_sqs, hyper, x, y, two_pass: bool):
+    def _step(self, params, exp_avgs, exp_avg_sqs, hyper, x, y, masks, two_pass: bool):
         grads, loss = grad_and_value(self._loss)(params, x, y)
         perturbed_loss = norm = None
         if two_pass:
-            shifted, norm = sam_ascent([FusedPlan.segment(params, grads, hyper)])
+            segment = FusedPlan.segment(params, grads, hyper, masks, self._mask_norm)
+            shifted, norm = sam_ascent([segment])
             grads, perturbed_loss = grad_and_value(self._loss)(shifted, x, y)
         FusedPlan.adam_update_(params, exp_avgs, exp_avg_sqs, grads, hyper)
         return loss, perturbed_loss, norm
@@ -102,8 +104,8 @@ class FusedStep:
         graph = self._graphs.get(two_pass)
         if graph is None:
 
-            def run(params, exp_avgs, exp_avg_sqs, hyper, x, y):
-                return self._step(params, exp_avgs, exp_avg_sqs, hyper, x, y, two_pass)
+            def run(params, exp_avgs, exp_avg_sqs, hyper, x, y, masks):
+                return self._step(params, exp_avgs, exp_avg_sqs, hyper, x, y, masks, two_pass)
 
             graph = self._graphs[two_pass] = torch.compile(run, fullgraph=True, dynamic=False)
         return graph
@@ -115,7 +117,9 @@ class FusedStep:
         hyper = plan.fill_hyper(steps, rho)
         x, y = _channel_major(x).contiguous(), _channel_major(y).contiguous()
         detached = [p.detach() for p in plan.params]  # same storage: updates land in place
-        loss, perturbed_loss, norm = self._graph(rho > 0)(detached, avgs, sqs, hyper, x, y)
+        masks, self._mask_norm = plan.masks()  # sparse SAM: a new graph after the first refresh
+        graph = self._graph(plan.two_pass(rho))
+        loss, perturbed_loss, norm = graph(detached, avgs, sqs, hyper, x, y, masks)
         plan.finish(steps, loss, perturbed_loss, norm, rho)
         return loss.detach()
 

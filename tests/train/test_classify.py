@@ -77,6 +77,24 @@ def test_smoke_trains(digits, optimizer: str) -> None:
     assert all(v.device.type == "cpu" for v in result.model_state.values())
 
 
+@pytest.mark.parametrize("optimizer", ["ssamf", "ssamd"])
+def test_masks_are_refreshed_on_their_cadence(tmp_path, digits, optimizer: str) -> None:
+    """The registry flag ``refreshes_masks`` makes the trainer call ``refresh_masks`` at the
+    start of every epoch where ``masks_due(epoch)``: epochs 0, 2 and 4 of 5 with
+    ``update_freq=2``."""
+    options = {"num_samples": 8, "update_freq": 2, "sparsity": 0.5}
+    config = ClassifyConfig.smoke(
+        optimizer=optimizer, epochs=5, steps_per_epoch=2, optimizer_kwargs=options
+    )
+    train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]
+    assert saved["samlab"]["refreshes"] == 3
+    masks = [s["mask"] for s in saved["state"].values()]
+    assert masks and all(m.dtype == torch.bool for m in masks)
+    density = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+    assert 0.45 < density <= 0.5
+
+
 def test_lr_schedules_step_per_iteration(digits) -> None:
     config = ClassifyConfig.smoke(epochs=4, steps_per_epoch=2)
     cosine = train_classifier(config, *digits, progress=False).column("lr")
@@ -132,9 +150,10 @@ def test_output_files(tmp_path, digits) -> None:
     assert _states_equal(checkpoint["model"], result.model_state)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "sam", "gsam", "looksam", "onestep-sam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "sam", "gsam", "looksam", "onestep-sam", "ssamf"])
 def test_interrupted_run_resumes_bitwise(tmp_path, digits, optimizer: str) -> None:
-    config = ClassifyConfig.smoke(optimizer=optimizer, epochs=3, steps_per_epoch=4)
+    extra = {"optimizer_kwargs": {"num_samples": 8}} if optimizer == "ssamf" else {}
+    config = ClassifyConfig.smoke(optimizer=optimizer, epochs=3, steps_per_epoch=4, **extra)
     straight = train_classifier(config, *digits, progress=False)
 
     def kill_after_first_epoch(metrics) -> None:

@@ -7,7 +7,9 @@ them with references computed here with plain autograd on a float64 MLP without 
 * global perturbation (default): 2 ranks x half batch == one process on the full batch;
 * per-worker perturbation (``make_closure(..., perturbation="per_worker")``, m-sharpness):
   ``w - lr * mean_k grad L_k(w + e_k)`` with ``e_k`` from shard ``k``'s own gradient;
-* per-worker differs from global.
+* per-worker differs from global;
+* sparse SAM (SSAM-F): rank 0 computes the Fisher on its own samples and broadcasts the masks,
+  so the ranks agree and the masks are rank 0's single-process masks.
 
 A rank that fails makes the launch fail at once with that rank's traceback (no hang).
 """
@@ -91,7 +93,18 @@ WORKER = textwrap.dedent(
             assert closure.calls == 2, closure.calls
         return [p.detach().clone() for p in model.module.parameters()]
 
+    def ssamf():
+        # each rank sees its own samples; rank 0's Fisher decides, the masks are broadcast
+        model = DDP(mlp())
+        opt = create_optimizer("ssamf", model.parameters(), rho=RHO, lr=LR, num_samples=4)
+        opt.refresh_masks(model, F.mse_loss, [shard(100)])
+        masks = [m.clone() for m in opt.masks()]
+        for t in range(2):
+            opt.step(make_closure(model, F.mse_loss, *shard(t), opt))
+        return masks + [p.detach().clone() for p in model.module.parameters()]
+
     results = {
+        "ssamf": ssamf(),
         "global": run(STEPS, "global", lr=LR, momentum=MOMENTUM),
         "global_one_step": run(1, "global", lr=1.0),
         "per_worker": run(1, "per_worker", lr=1.0),
@@ -234,6 +247,21 @@ def single_process_global(steps, lr, momentum):
 
 
 # --------------------------------------------------------------------------- tests
+def test_ssamf_masks_are_rank_zeros_and_the_ranks_agree(ddp_results):
+    """Rank 1 holds other samples; its masks are rank 0's (broadcast), and the fixture checked
+    that both ranks hold the same masks and weights after two SSAM-F steps."""
+    model = mlp()
+    opt = create_optimizer("ssamf", model.parameters(), rho=RHO, lr=LR, num_samples=4)
+    gen = torch.Generator().manual_seed(10 + 100)
+    x = torch.randn(BATCH, D_IN, generator=gen, dtype=torch.float64)
+    y = torch.randn(BATCH, D_OUT, generator=gen, dtype=torch.float64)
+    n = BATCH // WORLD
+    opt.refresh_masks(model, F.mse_loss, [(x[:n], y[:n])])  # rank 0's shard
+    got = ddp_results["ssamf"][:4]
+    assert all(torch.equal(a, b) for a, b in zip(got, opt.masks()))
+    assert any(not m.all() for m in got)
+
+
 def test_global_perturbation_equals_full_batch_single_process(ddp_results):
     expected = single_process_global(STEPS, LR, MOMENTUM)
     start = [p.detach() for p in mlp().parameters()]

@@ -84,6 +84,28 @@ def test_fused_step_matches_optimizer_step(setup):
         torch.testing.assert_close(mine["exp_avg_sq"], state["exp_avg_sq"], rtol=1e-4, atol=1e-9)
 
 
+def test_fused_sparse_sam_over_adam_matches_optimizer_step():
+    """SSAM-F over Adam on a buffer-free model: dense (SAM) before the refresh, masked after."""
+    _needs_compiler()
+    model, batches, _, _ = _mlp_setup()
+    twin = copy.deepcopy(model)
+    kwargs = dict(base="adam", rho=0.3, lr=1e-2, num_samples=6)
+    eager_opt = create_optimizer("ssamf", list(model.parameters()), **kwargs)
+    fused_opt = create_optimizer("ssamf", list(twin.parameters()), **kwargs)
+    fused = FusedStep(twin, fused_opt, F.mse_loss)
+    for i, (x, y) in enumerate(batches):
+        if i == 2:
+            for m, opt in ((model, eager_opt), (twin, fused_opt)):
+                opt.refresh_masks(m, F.mse_loss, [batches[0]])
+            assert all(torch.equal(a, b) for a, b in zip(eager_opt.masks(), fused_opt.masks()))
+        want = eager_opt.step(make_closure(model, F.mse_loss, x, y, eager_opt))
+        got = fused(x, y)
+        torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-7)
+    for p, q in zip(model.parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
+    assert fused_opt.last_step["mask_density"] == eager_opt.last_step["mask_density"] < 1
+
+
 def test_fused_step_takes_windows_with_class_targets():
     # 3-D inputs go in channel-major; targets of another rank are passed as they are
     _needs_compiler()

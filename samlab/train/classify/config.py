@@ -125,6 +125,8 @@ class EpochMetrics:
     steps: int
     passes: int  # forward+backward passes over all steps
     sharpness_gap: float  # mean loss(w + e) - loss(w) over the steps that recorded it; nan if none
+    mask_density: float = math.nan  # sparse SAM: mean fraction of perturbed entries; nan if none
+    effective_radius: float = math.nan  # sparse SAM: mean radius reached / rho; nan if none
 
     @property
     def passes_per_step(self) -> float:
@@ -169,8 +171,12 @@ class TrainResult:
     def passes_per_step(self) -> float:
         return sum(self.column("passes")) / sum(self.column("steps"))
 
+    def mean_of(self, name: str) -> float:
+        """Mean of a metric over the epochs that recorded it (nan when none did)."""
+        values = [g for g in self.column(name) if not math.isnan(g)]
+        return sum(values) / len(values) if values else math.nan
+
     @property
     def mean_sharpness_gap(self) -> float:
         """Mean over the epochs that recorded a gap (nan when none did, e.g. SGD)."""
-        gaps = [g for g in self.column("sharpness_gap") if not math.isnan(g)]
-        return sum(gaps) / len(gaps) if gaps else math.nan
+        return self.mean_of("sharpness_gap")

@@ -160,6 +160,7 @@ def train_epoch(
     lr = group["lr"]
     loss_sum, correct, seen, passes = 0.0, 0, 0, 0
     gap_sum, gap_count = 0.0, 0
+    recorded = {"mask_density": [], "effective_radius": []}  # sparse SAM's diagnostics
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=not progress)
     start, cpu_start = time.perf_counter(), time.process_time()
     with bar:
@@ -189,6 +190,9 @@ def train_epoch(
             if last.get("sharpness_gap") is not None:
                 gap_sum += float(last["sharpness_gap"])
                 gap_count += 1
+            for key, values in recorded.items():
+                if last.get(key) is not None:
+                    values.append(float(last[key]))
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -205,4 +209,5 @@ def train_epoch(
         steps=steps,
         passes=passes,
         sharpness_gap=gap_sum / gap_count if gap_count else math.nan,
+        **{k: sum(v) / len(v) if v else math.nan for k, v in recorded.items()},
     )

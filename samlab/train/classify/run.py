@@ -185,7 +185,10 @@ def train_classifier(
             with runs, _detaching(step_hooks):
                 if start:
                     runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
+                refreshes_masks = get_optimizer_info(config.optimizer).refreshes_masks
                 for epoch in range(start, config.epochs):
+                    if refreshes_masks and optimizer.masks_due(epoch):
+                        _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch)
                     metrics = train_epoch(
                         model,
                         optimizer,
@@ -220,3 +223,12 @@ def train_classifier(
         torch.set_num_threads(threads)
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     return TrainResult(config, tuple(history), state, out, start)
+
+
+def _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch: int) -> None:
+    """The capability ``refreshes_masks`` (sparse SAM): new masks at the start of a due epoch,
+    from the training data in an order seeded by the run's seed and the epoch (resumable)."""
+    order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    optimizer.refresh_masks(
+        model, loss_fn, train_batches.epoch(order), epoch=epoch, epochs=config.epochs
+    )
