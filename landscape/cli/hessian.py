@@ -269,7 +269,7 @@ def run_hessian(args: argparse.Namespace, ctx: Context, started: float) -> None:
         _density(args, op, out, output, ctx)
     if args.layers:
         layers = layer_eigenvalues(op, by=args.layers, k=args.topk, tol=args.tol, seed=args.seed)
-        out["layers"] = {name: _short(r) for name, r in layers.items()}
+        out["layers"] = {name: r.summary() for name, r in layers.items()}
         block_products = sum(r.hvp_count for r in layers.values())
         sharpest = max(layers, key=lambda name: layers[name].eigenvalues[0])
         ctx.log(f"layers: {len(layers)} blocks, the sharpest {sharpest!r}")
@@ -298,16 +298,6 @@ def run_hessian(args: argparse.Namespace, ctx: Context, started: float) -> None:
     ctx.log(f"wrote {output} ({out['hvp_count']} products, {out['seconds']:.2f} s)")
 
 
-def _short(result: Any) -> dict[str, Any]:
-    return {
-        "eigenvalues": list(result.eigenvalues),
-        "residuals": list(result.residuals),
-        "converged": result.converged,
-        "hvp_count": result.hvp_count,
-        "seconds": result.seconds,
-    }
-
-
 def _eigen(args: argparse.Namespace, op: Any, out: dict, ctx: Context) -> tuple[Any, Any]:
     from landscape.curvature import smallest_eigenvalue, top_eigenvalues
 
@@ -325,7 +315,7 @@ def _eigen(args: argparse.Namespace, op: Any, out: dict, ctx: Context) -> tuple[
         eigenvalues=list(top.eigenvalues),
         residuals=list(top.residuals),
         converged=top.converged,
-        eigen=_short(top),
+        eigen=top.summary(),
         history=[list(h) for h in top.history],
     )
     shown = ", ".join(f"{v:.6g}" for v in top.eigenvalues)
@@ -340,7 +330,7 @@ def _eigen(args: argparse.Namespace, op: Any, out: dict, ctx: Context) -> tuple[
         bottom = smallest_eigenvalue(
             op, tol=args.tol, max_iter=args.max_iter, seed=args.seed, return_vectors=vectors
         )
-        out["smallest"] = _short(bottom)
+        out["smallest"] = bottom.summary()
         ctx.log(f"smallest eigenvalue: {bottom.eigenvalues[0]:.6g} ({bottom.hvp_count} products)")
     return top, bottom
 

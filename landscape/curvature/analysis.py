@@ -17,13 +17,14 @@ operator yourself with :func:`hessian_operator` and call the algorithms on it.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from torch import Tensor, nn
 
-from landscape.curvature.density import spectral_density
+from landscape.curvature.density import DENSITY_OPTIONS, spectral_density
 from landscape.curvature.eigen import smallest_eigenvalue, top_eigenvalues
 from landscape.curvature.operator import HessianOperator
 from landscape.curvature.results import DensityResult, EigenResult, TraceResult
@@ -90,29 +91,18 @@ def check_k(op: Any, k: int, flag: str = "k") -> None:
         )
 
 
-def hessian_eigenvalues(
-    model: nn.Module,
-    data: Any,
-    k: int = 1,
-    *,
-    method: str = "lanczos",
-    tol: float = 1e-4,
-    max_iter: int | None = None,
-    seed: int = 0,
-    return_vectors: bool = False,
-    **operator: Any,
-) -> EigenResult:
+def hessian_eigenvalues(model: nn.Module, data: Any, k: int = 1, **options: Any) -> EigenResult:
     """The ``k`` algebraically largest Hessian eigenvalues, largest first.
 
-    ``method``: ``"lanczos"`` or ``"power"`` (:func:`~landscape.curvature.eigen.top_eigenvalues`);
-    each converged eigenvalue has relative Ritz residual ``<= tol``. ``operator``: the options
-    of :func:`hessian_operator` (``loss``, ``params``, ``mode``, ``ggn``, ``subset``, ...).
+    ``options``: the keywords of :func:`~landscape.curvature.eigen.top_eigenvalues`
+    (``method="lanczos"`` or ``"power"``, ``tol=1e-4``: each converged eigenvalue has relative
+    Ritz residual ``<= tol``, ``max_iter``, ``seed``, ``return_vectors``) and the options of
+    :func:`hessian_operator` (``loss``, ``params``, ``mode``, ``ggn``, ``subset``, ...).
     """
-    op = hessian_operator(model, data, **operator)
+    eigen = taken(options, keyword_names(top_eigenvalues))
+    op = hessian_operator(model, data, **options)
     check_k(op, k)
-    return top_eigenvalues(
-        op, k, method=method, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors
-    )
+    return top_eigenvalues(op, k, **eigen)
 
 
 def hessian_smallest_eigenvalue(
@@ -150,24 +140,16 @@ def hessian_trace(
     return trace_estimate(op, method, products, tol=tol, seed=seed, distribution=distribution)
 
 
-def hessian_density(
-    model: nn.Module,
-    data: Any,
-    *,
-    probes: int = 4,
-    steps: int = 64,
-    sigma: float | None = None,
-    grid: np.ndarray | None = None,
-    grid_points: int = 1000,
-    seed: int = 0,
-    **operator: Any,
-) -> DensityResult:
+def hessian_density(model: nn.Module, data: Any, **options: Any) -> DensityResult:
     """The smoothed Hessian eigenvalue density by stochastic Lanczos quadrature
-    (:func:`~landscape.curvature.density.spectral_density`; ``probes * steps`` products)."""
-    op = hessian_operator(model, data, **operator)
-    return spectral_density(
-        op, probes=probes, steps=steps, sigma=sigma, grid=grid, grid_points=grid_points, seed=seed
-    )
+    (:func:`~landscape.curvature.density.spectral_density`; ``probes * steps`` products).
+
+    ``options``: the keywords of :func:`~landscape.curvature.density.spectral_density`
+    (``probes=4``, ``steps=64``, ``sigma``, ``grid``, ``grid_points``, ``seed``) and of
+    :func:`hessian_operator`."""
+    density = taken(options, DENSITY_OPTIONS)
+    op = hessian_operator(model, data, **options)
+    return spectral_density(op, **density)
 
 
 def layer_eigenvalues(
@@ -205,6 +187,18 @@ def layer_eigenvalues(
             block, min(k, block.size), method=method, tol=tol, max_iter=max_iter, seed=seed
         )
     return found
+
+
+def taken(options: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The entries of ``options`` named in ``names``, removed from ``options`` (what is left
+    goes to :func:`hessian_operator`)."""
+    return {name: options.pop(name) for name in names if name in options}
+
+
+def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
+    """The names of ``function``'s keyword-only parameters."""
+    parameters = inspect.signature(function).parameters.values()
+    return tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
 
 
 def eigenvalue_ratio(result: EigenResult, k: int | None = None) -> float:

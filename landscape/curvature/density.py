@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,8 +51,9 @@ from landscape.curvature.eigen import Lanczos
 from landscape.curvature.results import DensityResult, trapezoid
 
 __all__ = [
+    "DENSITY_OPTIONS",
     "SIGMA_FRACTION",
-    "check_density_arguments",
+    "DensitySettings",
     "density_result",
     "slq_quadrature",
     "spectral_density",
@@ -115,40 +118,45 @@ def _smooth(grid: np.ndarray, nodes: np.ndarray, weights: np.ndarray, sigma: flo
     return density / len(nodes)
 
 
-def check_density_arguments(
-    probes: int, steps: int, sigma: float | None, grid: np.ndarray | None, grid_points: int
-) -> np.ndarray | None:
-    """``ValueError`` for options :func:`spectral_density` cannot take; returns ``grid`` as a
-    float64 array (or ``None``)."""
-    if not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be a positive integer, got {probes!r}")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    if sigma is not None and not sigma > 0:
-        raise ValueError(f"sigma must be > 0 or None, got {sigma}")
-    if grid is None and (not isinstance(grid_points, int) or grid_points < 2):
-        raise ValueError(f"grid_points must be an integer >= 2, got {grid_points!r}")
-    if grid is not None:
-        grid = np.asarray(grid, dtype=np.float64)
-        if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) > 0):
-            raise ValueError("grid must be a 1-D increasing array of at least 2 points")
-    return grid
+@dataclass(frozen=True, eq=False)
+class DensitySettings:
+    """The options of :func:`spectral_density`, checked (``ValueError`` for any it cannot
+    take), with ``grid`` as a float64 array (or None); see there for their meaning."""
+
+    probes: int = 4
+    steps: int = 64
+    sigma: float | None = None
+    grid: np.ndarray | None = None
+    grid_points: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        probes, steps, sigma, grid = self.probes, self.steps, self.sigma, self.grid
+        if not isinstance(probes, int) or probes < 1:
+            raise ValueError(f"probes must be a positive integer, got {probes!r}")
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if sigma is not None and not sigma > 0:
+            raise ValueError(f"sigma must be > 0 or None, got {sigma}")
+        if grid is None and (not isinstance(self.grid_points, int) or self.grid_points < 2):
+            raise ValueError(f"grid_points must be an integer >= 2, got {self.grid_points!r}")
+        if grid is not None:
+            grid = np.asarray(grid, dtype=np.float64)
+            if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) > 0):
+                raise ValueError("grid must be a 1-D increasing array of at least 2 points")
+            object.__setattr__(self, "grid", grid)
 
 
-def spectral_density(
-    op,
-    *,
-    probes: int = 4,
-    steps: int = 64,
-    sigma: float | None = None,
-    grid: np.ndarray | None = None,
-    grid_points: int = 1000,
-    seed: int = 0,
-) -> DensityResult:
+#: the keyword options of :func:`spectral_density` (the fields of :class:`DensitySettings`)
+DENSITY_OPTIONS = tuple(f.name for f in fields(DensitySettings))
+
+
+def spectral_density(op, **options: Any) -> DensityResult:
     """Smoothed spectral density of ``op`` by stochastic Lanczos quadrature.
 
     Args:
         op: an operator following the protocol (see :mod:`landscape.curvature`).
+        options: keywords only, the fields of :class:`DensitySettings`:
         probes: number of random (Rademacher) start vectors; the estimate's variance falls as
             ``1 / (probes * n)`` for a well-spread spectrum.
         steps: Lanczos steps per probe (products per probe; capped at ``op.size``).
@@ -163,17 +171,16 @@ def spectral_density(
         :class:`~landscape.curvature.results.DensityResult` with ``nodes`` and ``weights`` of
         shape ``(probes, min(steps, n))``; ``hvp_count = probes * min(steps, n)``.
     """
-    grid = check_density_arguments(probes, steps, sigma, grid, grid_points)
+    settings = DensitySettings(**options)
     start, count0 = time.perf_counter(), op.hvp_count
-    nodes, weights = slq_quadrature(op, probes=probes, steps=steps, seed=seed)
+    nodes, weights = slq_quadrature(
+        op, probes=settings.probes, steps=settings.steps, seed=settings.seed
+    )
     return density_result(
         op,
         nodes,
         weights,
-        sigma=sigma,
-        grid=grid,
-        grid_points=grid_points,
-        seed=seed,
+        settings,
         hvp_count=op.hvp_count - count0,
         seconds=time.perf_counter() - start,
     )
@@ -183,23 +190,23 @@ def density_result(
     op,
     nodes: np.ndarray,
     weights: np.ndarray,
+    settings: DensitySettings,
     *,
-    sigma: float | None,
-    grid: np.ndarray | None,
-    grid_points: int,
-    seed: int,
     hvp_count: int,
     seconds: float,
 ) -> DensityResult:
     """The :class:`DensityResult` of the quadrature ``nodes`` / ``weights`` of all probes
     (``(probes, steps)`` each; see :func:`spectral_density` for ``sigma`` and ``grid``)."""
     probes, steps = nodes.shape
+    sigma, grid, seed = settings.sigma, settings.grid, settings.seed
     low, high = float(nodes.min()), float(nodes.max())
     if sigma is None:
         width = high - low if high > low else max(abs(high), 1.0)  # one distinct eigenvalue
         sigma = SIGMA_FRACTION * width
     if grid is None:
-        grid = np.linspace(low - GRID_MARGIN * sigma, high + GRID_MARGIN * sigma, grid_points)
+        grid = np.linspace(
+            low - GRID_MARGIN * sigma, high + GRID_MARGIN * sigma, settings.grid_points
+        )
     density = _smooth(grid, nodes, weights, sigma)
     total = trapezoid(density, grid)
     if total > 0:

@@ -12,18 +12,46 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 from torch import Tensor
 
-__all__ = ["DensityResult", "EigenResult", "TraceResult", "trapezoid"]
+__all__ = ["DensityResult", "EigenResult", "TraceResult", "result_dict", "trapezoid"]
 
 
 def _json_float(value: float) -> float | None:
     """A float for JSON: NaN and infinities become ``None``."""
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _json_value(value: Any) -> Any:
+    """``value`` for JSON: numbers as Python numbers (non-finite floats as ``None``), arrays
+    and tuples as (nested) lists, dicts deep-copied."""
+    if isinstance(value, dict):
+        return copy.deepcopy(value)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _json_float(value)
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+def result_dict(result: Any, skip: tuple[str, ...] = ()) -> dict:
+    """The fields of the result dataclass ``result`` but ``skip``, in order, as JSON values."""
+    return {
+        f.name: _json_value(getattr(result, f.name)) for f in fields(result) if f.name not in skip
+    }
+
+
+def _own_provenance(result: Any) -> None:
+    object.__setattr__(result, "provenance", copy.deepcopy(dict(result.provenance)))
 
 
 def trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -68,21 +96,21 @@ class EigenResult:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+        _own_provenance(self)
 
     def to_dict(self) -> dict:
         """JSON-able dict of everything but the eigenvectors."""
+        return result_dict(self, skip=("vectors",))
+
+    def summary(self) -> dict:
+        """The short JSON view of the command line: eigenvalues, residuals, ``converged``,
+        ``hvp_count`` and ``seconds``."""
         return {
-            "eigenvalues": [_json_float(v) for v in self.eigenvalues],
-            "residuals": [_json_float(r) for r in self.residuals],
-            "converged": bool(self.converged),
-            "hvp_count": int(self.hvp_count),
-            "history": [[_json_float(v) for v in row] for row in self.history],
-            "method": self.method,
-            "tol": float(self.tol),
-            "seed": int(self.seed),
-            "seconds": float(self.seconds),
-            "provenance": copy.deepcopy(self.provenance),
+            "eigenvalues": list(self.eigenvalues),
+            "residuals": list(self.residuals),
+            "converged": self.converged,
+            "hvp_count": self.hvp_count,
+            "seconds": self.seconds,
         }
 
 
@@ -110,20 +138,11 @@ class TraceResult:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+        _own_provenance(self)
 
     def to_dict(self) -> dict:
         """JSON-able dict of the result."""
-        return {
-            "trace": _json_float(self.trace),
-            "stderr": _json_float(self.stderr),
-            "hvp_count": int(self.hvp_count),
-            "method": self.method,
-            "history": [_json_float(v) for v in self.history],
-            "seed": int(self.seed),
-            "seconds": float(self.seconds),
-            "provenance": copy.deepcopy(self.provenance),
-        }
+        return result_dict(self)
 
 
 @dataclass(frozen=True)
@@ -154,7 +173,7 @@ class DensityResult:
     def __post_init__(self) -> None:
         for name in ("grid", "density", "nodes", "weights"):
             object.__setattr__(self, name, _frozen_array(getattr(self, name)))
-        object.__setattr__(self, "provenance", copy.deepcopy(dict(self.provenance)))
+        _own_provenance(self)
 
     def moments(self, p: int, *, smoothed: bool = True) -> np.ndarray:
         """The moments of orders ``0..p`` of the spectral density, as an array of ``p + 1``.
@@ -173,14 +192,4 @@ class DensityResult:
 
     def to_dict(self) -> dict:
         """JSON-able dict of the result (arrays as lists)."""
-        return {
-            "grid": [_json_float(v) for v in self.grid],
-            "density": [_json_float(v) for v in self.density],
-            "nodes": [[_json_float(v) for v in row] for row in self.nodes],
-            "weights": [[_json_float(v) for v in row] for row in self.weights],
-            "sigma": float(self.sigma),
-            "hvp_count": int(self.hvp_count),
-            "seed": int(self.seed),
-            "seconds": float(self.seconds),
-            "provenance": copy.deepcopy(self.provenance),
-        }
+        return result_dict(self)

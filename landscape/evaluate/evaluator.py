@@ -25,7 +25,7 @@ from landscape.evaluate.center import CENTER_TOLERANCE, CenterCheck
 from landscape.evaluate.data import EvalSet
 from landscape.evaluate.paths import PathChooser
 from landscape.evaluate.provenance import Provenance
-from landscape.evaluate.spec import OUTPUT_BUDGET, EvaluationSpec, ProbeSettings
+from landscape.evaluate.spec import OUTPUT_BUDGET, EvaluationSpec, ProbeSettings, check_coords
 from landscape.evaluate.stats import Metrics
 from landscape.evaluate.weights import MovedWeights, model_device, model_dtype
 
@@ -235,13 +235,7 @@ class SurfaceEvaluator:
 
     def evaluate_points(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """Metrics at ``coords`` ``(K, ndim)``: each metric as a float64 array ``(K,)``."""
-        coords = np.asarray(coords, dtype=np.float64)
-        if coords.ndim == 1 and self.ndim == 1:
-            coords = coords.reshape(-1, 1)
-        if coords.ndim != 2 or coords.shape[1] != self.ndim:
-            raise ValueError(f"coords must be shaped (K, {self.ndim}), got {coords.shape}")
-        if not np.all(np.isfinite(coords)):
-            raise ValueError("coords must be finite")
+        coords = check_coords(coords, self.ndim)
         return self._path.evaluate(coords)
 
     def center(self) -> dict[str, float]:

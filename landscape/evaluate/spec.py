@@ -115,3 +115,16 @@ class EvaluationSpec:
 
 def _positive_int(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def check_coords(coords: Any, ndim: int) -> np.ndarray:
+    """Grid coordinates as a float64 array ``(K, ndim)`` (a 1-D array is ``K`` points of a 1-D
+    grid); ``ValueError`` for another shape or a non-finite coordinate."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 1 and ndim == 1:
+        coords = coords.reshape(-1, 1)
+    if coords.ndim != 2 or coords.shape[1] != ndim:
+        raise ValueError(f"coords must be shaped (K, {ndim}), got {coords.shape}")
+    if not np.all(np.isfinite(coords)):
+        raise ValueError("coords must be finite")
+    return coords

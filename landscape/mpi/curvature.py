@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.curvature.batches import Reducer
-from landscape.curvature.density import check_density_arguments, density_result, slq_quadrature
+from landscape.curvature.density import DensitySettings, density_result, slq_quadrature
 from landscape.curvature.operator import HessianOperator
 from landscape.curvature.results import DensityResult, TraceResult
 from landscape.curvature.trace import trace
@@ -143,26 +143,20 @@ def trace_mpi(
     return trace(ProbeSplitOperator(op, comm), method, products, **options)
 
 
-def spectral_density_mpi(
-    op: Any,
-    *,
-    comm: Any = None,
-    probes: int = 4,
-    steps: int = 64,
-    sigma: float | None = None,
-    grid: np.ndarray | None = None,
-    grid_points: int = 1000,
-    seed: int = 0,
-) -> DensityResult:
-    """:func:`landscape.curvature.spectral_density` with probe ``j`` run on rank
+def spectral_density_mpi(op: Any, *, comm: Any = None, **options: Any) -> DensityResult:
+    """:func:`landscape.curvature.spectral_density` (``options``: its keywords, the fields of
+    :class:`~landscape.curvature.density.DensitySettings`) with probe ``j`` run on rank
     ``j % world``; ``op`` holds all the data on every rank. The nodes and weights are gathered
     in probe order, so the result (on every rank) is one process's."""
-    grid = check_density_arguments(probes, steps, sigma, grid, grid_points)
+    settings = DensitySettings(**options)
+    probes = settings.probes
     comm = world(comm)
     rank, size = comm.Get_rank(), comm.Get_size()
     start, count0 = time.perf_counter(), op.hvp_count
     mine = list(range(rank, probes, size))
-    nodes, weights = slq_quadrature(op, probes=probes, steps=steps, seed=seed, indices=mine)
+    nodes, weights = slq_quadrature(
+        op, probes=probes, steps=settings.steps, seed=settings.seed, indices=mine
+    )
     gathered = comm.allgather((mine, nodes, weights, op.hvp_count - count0))
     steps = nodes.shape[1]
     all_nodes, all_weights = np.empty((probes, steps)), np.empty((probes, steps))
@@ -172,10 +166,7 @@ def spectral_density_mpi(
         op,
         all_nodes,
         all_weights,
-        sigma=sigma,
-        grid=grid,
-        grid_points=grid_points,
-        seed=seed,
+        settings,
         hvp_count=sum(count for *_, count in gathered),
         seconds=time.perf_counter() - start,
     )

@@ -130,7 +130,7 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
             eigenvalues=list(eig.eigenvalues),
             residuals=list(eig.residuals),
             converged=eig.converged,
-            eigen=_short(eig),
+            eigen=eig.summary(),
             history=[list(h) for h in eig.history],
         )
         result["hvp_count"] += eig.hvp_count
@@ -138,7 +138,7 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
         low = smallest_eigenvalue(sharded, tol=tol, max_iter=max_iter, seed=seed)
         result["smallest_eigenvalue"] = low.eigenvalues[0]
         result["smallest_converged"] = low.converged
-        result["smallest"] = _short(low)
+        result["smallest"] = low.summary()
         result["hvp_count"] += low.hvp_count
     if settings["trace"] or settings["density"]:
         full = _full_operator(comm, model, data, loss, mode, options)
@@ -165,17 +165,6 @@ def _run(comm: Any, inputs: dict, settings: dict) -> dict[str, Any]:
         result["hvp_count"] += int(result["eigmap"]["hvp_count"])
     result["provenance"] = {**sharded.provenance(), "nproc": comm.Get_size()}
     return result
-
-
-def _short(result: Any) -> dict[str, Any]:
-    """An :class:`~landscape.curvature.EigenResult` as the command line's JSON shows it."""
-    return {
-        "eigenvalues": list(result.eigenvalues),
-        "residuals": list(result.residuals),
-        "converged": result.converged,
-        "hvp_count": result.hvp_count,
-        "seconds": result.seconds,
-    }
 
 
 def _data_sha256(comm: Any, data: Any, loss: Any, sharded: HessianOperator, options: dict):

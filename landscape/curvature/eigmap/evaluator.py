@@ -26,16 +26,18 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
+from landscape.curvature.analysis import hessian_operator
 from landscape.curvature.eigen import LANCZOS_MAX_ITER, Lanczos
 from landscape.curvature.operator import HessianOperator
 from landscape.evaluate.provenance import hash_tensors, jsonable, package_version
+from landscape.evaluate.spec import check_coords
 from landscape.evaluate.weights import MovedWeights
 
 #: the values stored per point (loss-landscape's ``max_eig`` / ``min_eig`` first)
@@ -104,9 +106,11 @@ class EigenvalueEvaluator:
         model: any ``nn.Module``; its weights are moved during :meth:`evaluate_points` and the
             centre written back (bitwise) before it returns.
         directions: a :class:`~landscape.directions.Directions` (1-D or 2-D).
-        data, loss, params, subset, subset_seed, batch_size, mode, ggn: the
-            :class:`~landscape.curvature.HessianOperator`'s (one set of batches, loaded once
-            and shared by every point; ``mode`` is resolved once, at the centre).
+        data: the :class:`~landscape.curvature.HessianOperator`'s, with the options of
+            :func:`~landscape.curvature.hessian_operator` in ``operator`` (``loss``,
+            ``params``, ``subset``, ``subset_seed``, ``batch_size``, ``mode``, ``ggn``): one
+            set of batches, loaded once and shared by every point; ``mode`` is resolved once,
+            at the centre.
         bn_mode: ``"eval"`` (the centre's running statistics) or ``"recompute"`` (re-estimated
             at each point over the batches' inputs, as the surfaces do).
         tol, max_iter, seed: of :func:`extreme_eigenvalues`.
@@ -123,18 +127,12 @@ class EigenvalueEvaluator:
         directions: Any,
         data: Any,
         *,
-        loss: str | Callable[[Tensor, Tensor], Tensor] = "crossentropy",
-        params: Sequence[str] | Callable[[str, Tensor], bool] | None = None,
-        subset: int | Sequence[int] | np.ndarray | None = None,
-        subset_seed: int = 0,
-        batch_size: int | None = None,
         bn_mode: str = "eval",
         tol: float = 1e-3,
         max_iter: int | None = None,
         seed: int = 0,
-        mode: str = "auto",
-        ggn: bool = False,
         on_point: Callable[[float, dict], None] | None = None,
+        **operator: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
@@ -152,20 +150,10 @@ class EigenvalueEvaluator:
         self.tol, self.max_iter, self.seed = float(tol), max_iter, int(seed)
         self.bn_mode = bn_mode
         self.on_point = on_point
-        center = HessianOperator(
-            model,
-            data,
-            loss,
-            params=params,
-            mode=mode,
-            ggn=ggn,
-            subset=subset,
-            subset_seed=subset_seed,
-            batch_size=batch_size,
-        )
+        center = hessian_operator(model, data, **operator)
         self.names, self.mode, self.data = list(center.names), center.mode, center.data
         self.size = center.size
-        self.loss, self.ggn = loss, bool(ggn)
+        self.loss, self.ggn = center.loss_spec, center.ggn
         self.model_sha256 = center.model_sha256
         inputs = [x for x, _ in self.data.batches]
         self._weights = MovedWeights(
@@ -179,7 +167,7 @@ class EigenvalueEvaluator:
         items += [(f"y.{k}", v) for k, v in (directions.y or {}).items()]
         self.directions_sha256 = hash_tensors(items)
         self._center_facts = center.provenance()
-        self.subset = subset
+        self.subset = operator.get("subset")
 
     @property
     def sample_indices(self) -> dict[str, np.ndarray]:
@@ -227,13 +215,7 @@ class EigenvalueEvaluator:
 
     def evaluate_points(self, coords: np.ndarray) -> dict[str, np.ndarray]:
         """The metrics at ``coords`` ``(K, ndim)``, each a float64 array ``(K,)``."""
-        coords = np.asarray(coords, dtype=np.float64)
-        if coords.ndim == 1 and self.ndim == 1:
-            coords = coords.reshape(-1, 1)
-        if coords.ndim != 2 or coords.shape[1] != self.ndim:
-            raise ValueError(f"coords must be shaped (K, {self.ndim}), got {coords.shape}")
-        if not np.all(np.isfinite(coords)):
-            raise ValueError("coords must be finite")
+        coords = check_coords(coords, self.ndim)
         out = {name: np.empty(len(coords)) for name in METRICS}
         for k, coord in enumerate(coords):
             tic = time.perf_counter()

@@ -26,11 +26,12 @@ converges to the top eigenvector.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from landscape.curvature.sharpness.objective import Point
+from landscape.curvature.sharpness.objective import Objective, Point, point
 
 #: ``f(gamma, grad) -> Point``: the objective at ``gamma``, with its gradient when ``grad``
 Evaluate = Callable[[Tensor, bool], Point]
@@ -114,3 +115,37 @@ def projected_ascent(
         else:
             step *= 0.5
     return best, evaluations
+
+
+def ascend(
+    objective: Objective,
+    chunk: tuple[Tensor, Tensor],
+    mapping: Any,
+    *,
+    norm: str,
+    radius: float,
+    steps: int,
+    step_size: float | None,
+    generator: torch.Generator | None,
+) -> tuple[Point, Point]:
+    """``(origin, best)`` of ``f(gamma) = L_chunk(w + T gamma)`` (``T`` = ``mapping``, see
+    :func:`~landscape.curvature.sharpness.objective.point`): ``f`` at ``gamma = 0`` and the
+    best point of :func:`projected_ascent` over ``||gamma||_p <= radius``, started also from
+    a point drawn by :func:`uniform_in_ball` from ``generator`` (none when ``generator`` is
+    None or ``radius`` is 0)."""
+    origin = point(objective, chunk, objective.weights.new_zeros(mapping.dim), True, mapping)
+    start = None
+    if generator is not None and radius > 0.0:
+        start = uniform_in_ball(
+            mapping.dim, norm, radius, generator, dtype=objective.dtype, device=objective.device
+        )
+    best, _ = projected_ascent(
+        lambda gamma, grad: point(objective, chunk, gamma, grad, mapping),
+        origin,
+        norm=norm,
+        radius=radius,
+        steps=steps,
+        step_size=step_size,
+        start=start,
+    )
+    return origin, best

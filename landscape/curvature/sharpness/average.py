@@ -14,7 +14,6 @@ whole set.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from landscape.curvature.sharpness.objective import (
     evaluation_mode,
     prepare,
 )
-from landscape.curvature.sharpness.results import SharpnessResult, summarise
+from landscape.curvature.sharpness.results import SharpnessResult
 
 __all__ = ["average_sharpness", "noise_scale"]
 
@@ -93,7 +92,6 @@ def average_sharpness(
     the 0-1 error increase for cross-entropy; ``settings["sigma"]`` is the Gaussian's scalar
     ``sigma`` (non-adaptive L2), else None.
     """
-    began = time.perf_counter()
     rho = check_radius("rho", rho)
     norm = check_norm(norm)
     eta = check_radius("eta", eta)
@@ -128,7 +126,7 @@ def average_sharpness(
             errors = [r[1] for r in results]
             mean_error = None if errors[0] is None else sum(errors) / len(errors)
             draws.append((mean_loss, mean_error))
-    return summarise(
+    return problem.result(
         "average",
         references=[(loss_w, error_w)] * samples,
         perturbed=draws,
@@ -140,15 +138,10 @@ def average_sharpness(
         steps=None,
         samples=samples,
         seed=int(seed),
-        seconds=time.perf_counter() - began,
-        evaluations=objective.passes,
         settings={
             "sigma": scale if isinstance(scale, float) and norm == "l2" else None,
             "distribution": "gaussian" if norm == "l2" else "uniform",
             "eta": eta if adaptive else None,
             "antithetic": bool(antithetic),
-            "logit_normalise": bool(logit_normalise),
-            "batch_size": batch_size,
         },
-        provenance=problem.provenance,
     )

@@ -13,23 +13,21 @@ generalization gap and sharp minima" (ICLR 2017), Sec. 2.2.2: with ``A`` an ``n 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from landscape.curvature.sharpness.ascent import projected_ascent, uniform_in_ball
+from landscape.curvature.sharpness.ascent import ascend
 from landscape.curvature.sharpness.objective import (
     Diagonal,
     check_count,
     check_radius,
     evaluation_mode,
-    point,
     prepare,
 )
-from landscape.curvature.sharpness.results import SharpnessResult, summarise
+from landscape.curvature.sharpness.results import SharpnessResult
 from landscape.curvature.sharpness.subspace import RandomSubspace
 
 __all__ = ["KESKAR_SUBSPACE_DIM", "MAX_FULL_DIM", "epsilon_sharpness"]
@@ -103,7 +101,6 @@ def epsilon_sharpness(
     ``value`` the percentage above and ``loss_increase`` the raw rise;
     ``settings["subspace_dim"]`` is ``p`` (None for the full space).
     """
-    began = time.perf_counter()
     epsilon = check_radius("epsilon", epsilon)
     steps = check_count("steps", steps, 0)
     max_full_dim = check_count("max_full_dim", max_full_dim, 0)
@@ -135,25 +132,18 @@ def epsilon_sharpness(
             bounds = epsilon * (subspace.pseudo_inverse_apply(weights).abs() + 1.0)
             mapping = BoxInSubspace(subspace, bounds)
         chunk = problem.evalset.batches[0]
-        origin = point(objective, chunk, weights.new_zeros(mapping.dim), True, mapping)
-        start = None
-        if random_start and epsilon > 0.0:
-            generator = torch.Generator().manual_seed(int(seed))
-            start = uniform_in_ball(
-                mapping.dim, "linf", 1.0, generator, dtype=weights.dtype, device=weights.device
-            )
-        radius = 1.0 if epsilon > 0.0 else 0.0
-        best, _ = projected_ascent(
-            lambda gamma, grad: point(objective, chunk, gamma, grad, mapping),
-            origin,
+        origin, best = ascend(
+            objective,
+            chunk,
+            mapping,
             norm="linf",
-            radius=radius,
+            radius=1.0 if epsilon > 0.0 else 0.0,
             steps=steps,
             step_size=step_size,
-            start=start,
+            generator=torch.Generator().manual_seed(int(seed)) if random_start else None,
         )
     rise = best.loss - origin.loss
-    return summarise(
+    return problem.result(
         "epsilon",
         references=[(origin.loss, origin.error)],
         perturbed=[(best.loss, best.error)],
@@ -166,15 +156,10 @@ def epsilon_sharpness(
         steps=steps,
         samples=None,
         seed=int(seed),
-        seconds=time.perf_counter() - began,
-        evaluations=objective.passes,
         settings={
             "box": "epsilon * (|w| + 1)" if subspace_dim == 0 else "epsilon * (|A^+ w| + 1)",
             "subspace_dim": subspace_dim or None,
             "step_size": 2.0 if step_size is None else step_size,
             "random_start": bool(random_start),
-            "logit_normalise": bool(logit_normalise),
-            "batch_size": batch_size,
         },
-        provenance=problem.provenance,
     )

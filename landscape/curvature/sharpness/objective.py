@@ -13,6 +13,7 @@ mode back afterwards, also on an exception.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape.curvature.sharpness.results import SharpnessResult, summarise
 from landscape.evaluate.data import EvalSet
 from landscape.evaluate.provenance import (
     describe_subset,
@@ -221,11 +223,43 @@ def point(
 
 @dataclass
 class Problem:
-    """What every measure starts from: the evaluation set, the objective and the provenance."""
+    """What every measure starts from: the evaluation set, the objective, the provenance and
+    the clock (``began``, :func:`time.perf_counter` when :func:`prepare` was called)."""
 
     evalset: EvalSet
     objective: Objective
     provenance: dict[str, Any]
+    began: float
+
+    def result(
+        self,
+        measure: str,
+        *,
+        references: Any,
+        perturbed: Any,
+        weights: Any,
+        settings: dict[str, Any],
+        **fields: Any,
+    ) -> SharpnessResult:
+        """The measure's :class:`SharpnessResult` (:func:`summarise`), with the seconds since
+        :func:`prepare`, the objective's forward passes, the provenance, and the objective's
+        ``logit_normalise`` and ``batch_size`` after the measure's own ``settings``."""
+        objective = self.objective
+        return summarise(
+            measure,
+            references=references,
+            perturbed=perturbed,
+            weights=weights,
+            seconds=time.perf_counter() - self.began,
+            evaluations=objective.passes,
+            settings={
+                **settings,
+                "logit_normalise": objective.logit_normalise,
+                "batch_size": objective.batch_size,
+            },
+            provenance=self.provenance,
+            **fields,
+        )
 
 
 def prepare(
@@ -242,6 +276,7 @@ def prepare(
     """The evaluation data on the model's device in its dtype, split into contiguous chunks of
     ``chunk`` rows (None: one chunk; the last may be shorter), the objective and the
     provenance (sha256 of the model's state, of the data and of the sample indices)."""
+    began = time.perf_counter()
     if isinstance(loss, str):
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES} or a callable, got {loss!r}")
@@ -294,4 +329,4 @@ def prepare(
         "numpy_version": str(np.__version__),
         "landscape_version": package_version(),
     }
-    return Problem(evalset, objective, provenance)
+    return Problem(evalset, objective, provenance, began)

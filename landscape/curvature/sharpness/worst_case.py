@@ -23,24 +23,22 @@ ball is round and its projection exact.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from landscape.curvature.sharpness.ascent import projected_ascent, uniform_in_ball
+from landscape.curvature.sharpness.ascent import ascend
 from landscape.curvature.sharpness.objective import (
     Diagonal,
     check_count,
     check_norm,
     check_radius,
     evaluation_mode,
-    point,
     prepare,
 )
-from landscape.curvature.sharpness.results import SharpnessResult, summarise
+from landscape.curvature.sharpness.results import SharpnessResult
 
 __all__ = ["worst_case_sharpness"]
 
@@ -106,7 +104,6 @@ def worst_case_sharpness(
         (mean over chunks), per-chunk ``values`` with their standard error, and for
         cross-entropy the 0-1 error increase at each chunk's loss-maximising ``delta``.
     """
-    began = time.perf_counter()
     rho = check_radius("rho", rho)
     norm = check_norm(norm)
     eta = check_radius("eta", eta)
@@ -125,36 +122,25 @@ def worst_case_sharpness(
     )
     objective = problem.objective
     mapping = Diagonal(adaptive_scale(objective.weights, adaptive, eta), objective.size)
-    generator = torch.Generator().manual_seed(int(seed))
+    generator = torch.Generator().manual_seed(int(seed)) if random_start else None
     references: list[tuple[float, float | None]] = []
     perturbed: list[tuple[float, float | None]] = []
     with evaluation_mode(model):
         for chunk in problem.evalset.batches:
-            zero = objective.weights.new_zeros(mapping.dim)
-            origin = point(objective, chunk, zero, True, mapping)
-            start = None
-            if random_start and rho > 0.0:
-                start = uniform_in_ball(
-                    mapping.dim,
-                    norm,
-                    rho,
-                    generator,
-                    dtype=objective.dtype,
-                    device=objective.device,
-                )
-            best, _ = projected_ascent(
-                lambda gamma, grad, chunk=chunk: point(objective, chunk, gamma, grad, mapping),
-                origin,
+            origin, best = ascend(
+                objective,
+                chunk,
+                mapping,
                 norm=norm,
                 radius=rho,
                 steps=steps,
                 step_size=step_size,
-                start=start,
+                generator=generator,
             )
             references.append((origin.loss, origin.error))
             perturbed.append((best.loss, best.error))
     sizes = [float(stop - begin) for begin, stop in problem.evalset.bounds]
-    return summarise(
+    return problem.result(
         "worst_case",
         references=references,
         perturbed=perturbed,
@@ -166,15 +152,10 @@ def worst_case_sharpness(
         steps=steps,
         samples=None,
         seed=int(seed),
-        seconds=time.perf_counter() - began,
-        evaluations=objective.passes,
         settings={
             "step_size": 2.0 * rho if step_size is None else step_size,
             "eta": eta if adaptive else None,
-            "logit_normalise": bool(logit_normalise),
             "random_start": bool(random_start),
             "chunks": len(sizes),
-            "batch_size": batch_size,
         },
-        provenance=problem.provenance,
     )
