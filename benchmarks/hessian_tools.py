@@ -29,6 +29,36 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+SEED = 0
+
+
+def resnet20() -> nn.Module:
+    """CIFAR ResNet-20, seeded, with non-trivial BatchNorm statistics, in eval mode."""
+    from samlab.models import create_model
+
+    torch.manual_seed(SEED)
+    model = create_model("resnet20_cifar")
+    generator = torch.Generator().manual_seed(SEED + 1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
+    return model.eval()
+
+
+def cifar_batches(count: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` batches of random CIFAR-shaped inputs (seeded randn) and labels."""
+    generator = torch.Generator().manual_seed(SEED + 2)
+    out = []
+    for _ in range(count):
+        inputs = torch.randn(batch, 3, 32, 32, generator=generator)
+        out.append((inputs, torch.randint(0, 10, (batch,), generator=generator)))
+    return out
+
 
 class Reached(Exception):
     """The tool's estimate is within tolerance: its run ends here."""
