@@ -45,6 +45,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/optim_step.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/landscape_surface.py --mpi-check
 	OMP_NUM_THREADS=1 $(PY) benchmarks/forecast_epoch.py
+	OMP_NUM_THREADS=1 $(PY) benchmarks/hessian.py --quick
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

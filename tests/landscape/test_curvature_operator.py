@@ -139,7 +139,7 @@ def test_auto_leaves_out_a_mode_that_fails():
     op = HessianOperator(model, (x, y), squared_error)
     facts = op.provenance()
     assert op.mode == "reverse" and "forward failed (NotImplementedError" in facts["mode_reason"]
-    assert facts["probe_products"] == 3 and list(facts["probe_seconds"]) == ["reverse"]
+    assert facts["probe_products"] == 2 and list(facts["probe_seconds"]) == ["reverse"]
     v = random(op.size)
     hessian = dense_hessian(model, x, y, F.mse_loss)
     torch.testing.assert_close(op.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
@@ -273,7 +273,8 @@ def test_hvp_count_provenance_and_the_probe_cache():
     model, data = mlp(), samples(12)
     op = HessianOperator(model, data)
     facts = op.provenance()
-    assert op.hvp_count == 0 and facts["probe_products"] == 4  # warm + timed, per mode
+    # graph built untimed, one timed reverse product, forward cold (and warm when close)
+    assert op.hvp_count == 0 and facts["probe_products"] in (2, 3)
     assert set(facts["probe_seconds"]) == {"reverse", "forward"}
     assert facts["probe_cache_hit"] is False and facts["mode"] in facts["mode_reason"]
     op.matvec(random(op.size))
