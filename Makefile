@@ -46,6 +46,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/landscape_surface.py --mpi-check
 	OMP_NUM_THREADS=1 $(PY) benchmarks/forecast_epoch.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/hessian.py --quick
+	OMP_NUM_THREADS=1 $(PY) benchmarks/sparse_sam.py --quick
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

@@ -110,8 +110,7 @@ def choose_mode(
     reference = engines[PRODUCT_MODES[0]]
     products, failures = 0, []
     if keep_graph:
-        for _ in reference._records():
-            pass
+        reference.build_graphs()
     else:
         reference.apply([vector])
         products += 1

@@ -212,6 +212,12 @@ class ReverseProducts:
         self.leaves = [p.detach().requires_grad_() for p in setting.primals]
         self.graphs: list[tuple[float, Tensor, Any]] | None = None
 
+    def build_graphs(self) -> None:
+        """Build (and keep, when graphs are kept) the first-order graphs now, without a
+        product: the probe's warm-up of this mode."""
+        for _ in self._records():
+            pass
+
     def _records(self) -> Iterator[tuple[float, Tensor, Any]]:
         """Per batch ``(weight, weighted loss, state)``: the state is the first-order
         gradients (created with a graph) or, for the GGN, the outputs."""
