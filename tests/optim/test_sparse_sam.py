@@ -112,6 +112,38 @@ def test_batched_fisher_equals_the_per_sample_loop_and_leaves_batchnorm_alone(tr
     assert set(results["measure"].seconds) == {"loop", "vmap"}
 
 
+def test_measure_times_both_methods_when_the_samples_fit_one_chunk():
+    """A small MLP and one batch (one vmap chunk would hold it all): "measure" still times the
+    loop and vmap, decides, records both timings and the choice, and keeps it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8, dtype=DT), nn.Tanh(), nn.Linear(8, 3, dtype=DT))
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 5, generator=gen, dtype=DT), torch.randint(0, 3, (8,), generator=gen)
+    opt = create_optimizer(
+        "ssamf", model.parameters(), lr=0.1, fisher_method="measure", num_samples=8
+    )
+    opt.refresh_masks(model, F.cross_entropy, [(x, y)])
+    info = opt.last_refresh
+    assert info["samples"] == 8
+    assert set(info["fisher_seconds"]) == {"loop", "vmap"}
+    per_sample = info["fisher_seconds_per_sample"]
+    assert set(per_sample) == {"loop", "vmap"} and all(s > 0 for s in per_sample.values())
+    assert info["fisher_method"] == min(per_sample, key=per_sample.get)
+    assert opt.fisher_choice == info["fisher_method"]  # kept for the next refresh
+    loop = fisher_diagonal(
+        model, F.cross_entropy, [(x, y)], list(model.parameters()), num_samples=8, method="loop"
+    )
+    measured = fisher_diagonal(
+        model, F.cross_entropy, [(x, y)], list(model.parameters()), num_samples=8, method="measure"
+    )
+    for a, b in zip(measured.fisher, loop.fisher):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-15)
+    opt.refresh_masks(model, F.cross_entropy, [(x, y)])
+    assert set(opt.last_refresh["fisher_seconds"]) == {opt.fisher_choice}
+    assert "fisher_seconds_per_sample" not in opt.last_refresh
+
+
 def test_refresh_with_no_samples_is_a_clear_error():
     model = cnn()
     opt = create_optimizer("ssamf", model.parameters(), lr=0.1)
