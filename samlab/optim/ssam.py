@@ -270,14 +270,19 @@ class SparseSAM(SAM):
 
     def _first(self) -> bool:
         _, norm = self._ascent()
-        masked = self.perturbation.masked_norm
-        renormalized = all(group["renormalize"] for group in self.param_groups)
-        if masked is None or renormalized:
-            self.last_step["effective_radius"] = torch.ones((), dtype=norm.dtype)
-        else:
-            eps = self.param_groups[0]["perturb_eps"]
-            self.last_step["effective_radius"] = masked / (norm + eps)
+        self.last_step["effective_radius"] = self.effective_radius(
+            norm, self.perturbation.masked_norm
+        )
         return True
+
+    def effective_radius(self, norm: Tensor, masked_norm: Tensor | None) -> Tensor:
+        """The radius reached as a fraction of rho, ``||m g|| / (||g|| + eps)``, from the
+        ascent's norms (1 while dense or with ``renormalize``); the eager paths and
+        ``FusedStep`` record it as ``last_step["effective_radius"]``."""
+        renormalized = all(group["renormalize"] for group in self.param_groups)
+        if masked_norm is None or renormalized:
+            return torch.ones((), dtype=norm.dtype, device=norm.device)
+        return masked_norm / (norm + self.param_groups[0]["perturb_eps"])
 
     # ----------------------------------------------------------------- state
     def _extra_state(self) -> dict[str, Any]:
