@@ -154,6 +154,15 @@ def test_refresh_with_no_samples_is_a_clear_error():
     d.refresh_masks(model, F.cross_entropy, [])  # first refresh: random growth score
     with pytest.raises(ValueError, match="gradient"):
         d.refresh_masks(model, F.cross_entropy, [])
+    # batches=None: the same clear error where a strategy needs the gradient, none otherwise
+    d = create_optimizer("ssamd", model.parameters(), lr=0.1)
+    d.refresh_masks(model, F.cross_entropy, None)  # the growth score is random
+    with pytest.raises(ValueError, match="needs batches"):
+        d.refresh_masks(model, F.cross_entropy, None)
+    by_weight = create_optimizer("ssamd", model.parameters(), lr=0.1, drop_strategy="weight")
+    for _ in range(2):
+        by_weight.refresh_masks(model, F.cross_entropy, None)
+    assert by_weight.refreshes == 2
 
 
 # --------------------------------------------------------------------------- limits
@@ -268,11 +277,22 @@ def test_nm_layout_and_unfit_tensors():
     conv2 = opt.state[model[3].weight]["mask"]
     assert (conv2.reshape(4, -1, 4).sum(-1) == 2).all()  # groups along in*kh*kw
     assert opt.state[model[0].weight]["mask"].all() and opt.state[model[0].bias]["mask"].all()
-    strict = create_optimizer(
-        "ssamf", model.parameters(), lr=0.1, pattern="nm", strict=True, num_samples=4
-    )
+    # strict: refused at construction (every DDP rank, not rank 0 alone at its refresh)
+    for pattern, unfit in (("nm", "(4, 1, 3, 3)"), ("structured", "(4,)")):
+        with pytest.raises(ValueError, match="strict=False") as caught:
+            create_optimizer("ssamf", model.parameters(), lr=0.1, pattern=pattern, strict=True)
+        assert unfit in str(caught.value)
+    # ... and at a refresh, for a parameter added since
+    head = list(model[5].parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    later = create_optimizer("ssamf", [model[3].weight], lr=0.1, pattern="nm", strict=True)
+    later.add_param_group({"params": [model[0].weight]})
     with pytest.raises(ValueError, match="strict=False"):
-        strict.refresh_masks(model, F.cross_entropy, batches())
+        later.refresh_masks(model, F.cross_entropy, batches())
+    # unstructured and tensor take 1-D tensors: strict accepts them, and masks them
+    for pattern in ("unstructured", "tensor"):
+        ok = create_optimizer("ssamf", body, lr=0.1, pattern=pattern, strict=True, num_samples=4)
+        ok.refresh_masks(model, F.cross_entropy, batches())
     only = create_optimizer(
         "ssamf", model.parameters(), lr=0.1, pattern="structured", only_weights=True, num_samples=4
     )
@@ -288,6 +308,8 @@ def test_nm_layout_and_unfit_tensors():
         ({"pattern": "nm", "n": 5, "m": 4}, "n <= m"),
         ({"sparsity": 1.5}, "sparsity must be in"),
         ({"sparsity": -0.1}, "sparsity must be in"),
+        ({"sparsity": True}, "sparsity must be in"),
+        ({"num_samples": True}, "num_samples"),
         ({"pattern": "blocks"}, "pattern must be one of"),
         ({"pattern": "nm", "scope": "global"}, "scope='global'"),
         ({"update_freq": 0}, "update_freq"),
@@ -306,6 +328,7 @@ def test_ssamd_bad_input():
         ({"drop_strategy": "fisher"}, "drop_strategy"),
         ({"pattern": "nm"}, "unstructured"),
         ({"T_end": 0}, "T_end"),
+        ({"drop_rate": True}, "drop_rate"),
     ):
         with pytest.raises(ValueError, match=match):
             create_optimizer("ssamd", cnn().parameters(), lr=0.1, **kw)
