@@ -405,6 +405,33 @@ def test_a_parameter_group_added_after_a_refresh_is_perturbed_densely():
     assert len(masks) == len(list(model.parameters())) and masks[-1].all()
 
 
+@pytest.mark.parametrize("name", ["ssamf", "ssamd"])
+def test_a_group_with_perturb_false_is_never_perturbed(name):
+    """A param group with ``"perturb": False`` gets an all-False mask at every refresh and does
+    not move in the ascent; the other group is masked as usual."""
+    model = cnn()
+    head = list(model[5].parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    groups = [{"params": body}, {"params": head, "perturb": False}]
+    opt = create_optimizer(name, groups, lr=0.05, rho=0.1, num_samples=6, impl="loop")
+    for epoch in range(2):
+        opt.refresh_masks(model, F.cross_entropy, batches(seed=epoch), epoch=epoch, epochs=2)
+        assert not any(opt.state[p]["mask"].any() for p in head)
+        assert all(opt.state[p]["mask"].any() for p in body)
+        x, y = data(50 + epoch, 6)
+        opt.begin_step()
+        F.cross_entropy(model(x), y).backward()
+        before = params_of(model)
+        assert opt.first_step(zero_grad=True)
+        moved = [p.detach() != b for p, b in zip(model.parameters(), before)]
+        for p, m in zip(model.parameters(), moved):
+            assert not (m & ~opt.state[p]["mask"]).any()  # only masked entries move
+        assert not any(moved[i].any() for i in (-2, -1))  # the head: not at all
+        F.cross_entropy(model(x), y).backward()
+        opt.second_step(zero_grad=True)
+    assert 0 < opt.mask_density < 0.5
+
+
 # --------------------------------------------------------------------------- registry
 def test_registry_flags_the_refresh_and_the_aliases_pick_the_base():
     for name, base in (
