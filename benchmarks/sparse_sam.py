@@ -13,10 +13,14 @@ A. The diagonal Fisher over ``--num-samples`` samples (default 128) by every exa
    sample; here in eval mode like the others): samlab's ``"loop"`` (``torch.autograd.grad``
    per sample), ``"vmap"`` (``torch.func.vmap(grad)`` in chunks), ``"measure"`` (the loop on
    the first chunk, vmap on the second, the faster for the rest) and ``"auto"`` (what
-   ``refresh_masks`` runs by default: the loop on CPU, "measure" elsewhere). Target: ``"auto"``
-   is never slower than the seed's loop.
-B. SSAM-F step / SAM step (``step(closure)``, forward and backward included) at each batch
-   size, default options (unstructured, sparsity 0.5), ``impl="compiled"``; the masks are
+   ``refresh_masks`` runs by default: the loop on CPU, "measure" elsewhere), and BackPACK's
+   ``SumGradSquared`` (``backpack-for-pytorch``, in chunks of :data:`BACKPACK_CHUNK` samples,
+   checked against the loop on two samples first; where it is missing, refuses the model or
+   disagrees, the report says why and the arm is left out). Target: ``"auto"`` is never slower
+   than the seed's loop.
+B. SSAM-F step / SAM step and SSAM-D step / SAM step (``step(closure)``, forward and backward
+   included) at each batch size, default options (unstructured, sparsity 0.5; SSAM-D's first
+   refresh draws its mask from the random growth score), ``impl="compiled"``; the masks are
    refreshed once before timing (the refresh is excluded and reported separately). Target:
    <= 1.03.
 """
@@ -30,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -42,6 +47,9 @@ from samlab.optim.fisher import eval_mode, fisher_diagonal
 
 LR, MOMENTUM, RHO = 1e-4, 0.9, 0.05
 STEP_TARGET, FISHER_TARGET = 1.03, 1.0
+BACKPACK_CHUNK = 16  # samples per BackPACK backward (its per-sample buffers grow with it)
+#: the sparse variants of measure B: registry name -> label
+SPARSE_STEPS = {"ssamf": "SSAM-F", "ssamd": "SSAM-D"}
 
 
 def cifar(n: int, seed: int = 1234) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +73,52 @@ def seed_fisher(model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> 
     return fisher
 
 
+def backpack_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """BackPACK's ``SumGradSquared`` Fisher as a callable over ``(x, y)`` (eval mode, summed
+    loss so that the squares are those of the per-sample gradients), or ``(None, why)`` where
+    BackPACK is missing, refuses the model, or disagrees with samlab's loop on two samples."""
+    try:
+        from backpack import backpack, extend
+        from backpack.extensions import SumGradSquared
+    except ImportError as err:
+        return None, f"backpack-for-pytorch is not installed ({err})"
+    extended = extend(copy.deepcopy(model))
+    loss_fn = extend(nn.CrossEntropyLoss(reduction="sum"))
+    params = list(extended.parameters())
+
+    def run(xs, ys):
+        fisher = [torch.zeros_like(p) for p in params]
+        with eval_mode(extended), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no extension for CifarResNet" (containers)
+            for start in range(0, len(xs), BACKPACK_CHUNK):
+                extended.zero_grad(set_to_none=True)
+                with backpack(SumGradSquared()):
+                    stop = start + BACKPACK_CHUNK
+                    loss_fn(extended(xs[start:stop]), ys[start:stop]).backward()
+                for f, p in zip(fisher, params):
+                    f.add_(p.sum_grad_squared)
+        extended.zero_grad(set_to_none=True)
+        return fisher
+
+    try:
+        got = run(x[:2], y[:2])
+    except Exception as err:  # noqa: BLE001 - the reason is the report
+        return None, f"BackPACK refused the model: {type(err).__name__}: {err}"
+    want = fisher_diagonal(
+        model,
+        nn.CrossEntropyLoss(),
+        [(x[:2], y[:2])],
+        list(model.parameters()),
+        num_samples=2,
+        method="loop",
+    ).fisher
+    scale = max(float(w.abs().max()) for w in want) or 1.0
+    error = max(float((g - w).abs().max()) for g, w in zip(got, want)) / scale
+    if error > 1e-3:
+        return None, f"BackPACK disagrees with the loop on two samples (max error {error:.2g})"
+    return (lambda: run(x, y)), f"BackPACK agrees with the loop (max error {error:.1g})"
+
+
 def fisher_measure(args, timer) -> tuple[str, dict]:
     model = create_model("resnet18_cifar")
     loss_fn = nn.CrossEntropyLoss()
@@ -83,6 +137,10 @@ def fisher_measure(args, timer) -> tuple[str, dict]:
 
     arms = [Arm("seed per-sample loop", lambda: seed_fisher(model, loss_fn, x, y))]
     arms += [Arm(f"samlab {m}", samlab(m)) for m in ("loop", "vmap", "measure", "auto")]
+    backpack_run, backpack_note = backpack_fisher(model, x, y)
+    print(f"BackPACK SumGradSquared: {backpack_note}", flush=True)
+    if backpack_run is not None:
+        arms.append(Arm(f"BackPACK SumGradSquared (chunks of {BACKPACK_CHUNK})", backpack_run))
     results = run_interleaved(
         arms, repeats=args.fisher_repeats, warmup=1, timer=timer, progress=_progress(args)
     )
@@ -106,6 +164,7 @@ def fisher_measure(args, timer) -> tuple[str, dict]:
         + ", ".join(f"{k} {v:.2f}" for k, v in auto[1].items())
         + ")"
     )
+    note += f"; BackPACK: {backpack_note}"
     return format_markdown_table(header, rows) + "\n\n" + note, results
 
 
@@ -115,16 +174,16 @@ def step_measure(args, timer) -> str:
     rows = []
     for batch in args.batch_sizes:
         x, y = cifar(batch, seed=99)
-        arms, refresh_seconds = [], None
-        for name in ("sam", "ssamf"):
+        arms, refresh_seconds = [], {}
+        for name in ("sam", *SPARSE_STEPS):
             model = copy.deepcopy(base)
             opt = create_optimizer(
                 name, model.parameters(), lr=LR, momentum=MOMENTUM, rho=RHO, impl="compiled"
             )
-            if name == "ssamf":
+            if name in SPARSE_STEPS:
                 start = time.perf_counter()
                 opt.refresh_masks(model, loss_fn, [cifar(args.refresh_samples, seed=7)])
-                refresh_seconds = time.perf_counter() - start
+                refresh_seconds[name] = time.perf_counter() - start
 
             def step(model=model, opt=opt, x=x, y=y):
                 def closure():
@@ -135,25 +194,28 @@ def step_measure(args, timer) -> str:
 
                 opt.step(closure)
 
-            arms.append(Arm(name.upper(), step))
+            arms.append(Arm(SPARSE_STEPS.get(name, "SAM"), step))
         results = run_interleaved(
             arms, repeats=args.repeats, warmup=2, timer=timer, progress=_progress(args)
         )
-        ratios = results["SSAMF"].ratios
-        (q1, q3), med = quartiles(ratios), statistics.median(ratios)
-        rows.append(
-            [
-                batch,
-                f"{statistics.median(results['SAM'].seconds):.3f}",
-                f"{statistics.median(results['SSAMF'].seconds):.3f}",
-                f"{med:.3f}",
-                f"{q1:.3f}-{q3:.3f}",
-                f"<= {STEP_TARGET}",
-                f"{refresh_seconds:.1f} ({args.refresh_samples} samples)",
-            ]
-        )
-    header = ["batch", "SAM s", "SSAM-F s", "SSAM-F / SAM", "quartiles", "target", "refresh s"]
-    return format_markdown_table(header, rows)
+        sam_seconds = statistics.median(results["SAM"].seconds)
+        for name, label in SPARSE_STEPS.items():
+            ratios = results[label].ratios
+            (q1, q3), med = quartiles(ratios), statistics.median(ratios)
+            rows.append(
+                [
+                    batch,
+                    label,
+                    f"{sam_seconds:.3f}",
+                    f"{statistics.median(results[label].seconds):.3f}",
+                    f"{med:.3f}",
+                    f"{q1:.3f}-{q3:.3f}",
+                    f"<= {STEP_TARGET}",
+                    f"{refresh_seconds[name]:.1f} ({args.refresh_samples} samples)",
+                ]
+            )
+    header = ["batch", "variant", "SAM s", "variant s", "/ SAM", "quartiles", "target"]
+    return format_markdown_table([*header, "refresh s (wall)"], rows)
 
 
 def _progress(args):
@@ -192,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(lines[-4:]), flush=True)
     if "B" in args.measures:
         table = step_measure(args, timer)
-        lines += ["", "## B. SSAM-F step / SAM step, ResNet-18, compiled", "", table]
+        lines += ["", "## B. SSAM-F and SSAM-D step / SAM step, ResNet-18, compiled", "", table]
         print("\n".join(lines[-4:]), flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

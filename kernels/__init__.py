@@ -12,6 +12,7 @@ here imports ``samlab`` or ``landscape``.
 from kernels.ascent import (
     Ascent,
     Segment,
+    Shifted,
     perturbation_norm,
     restore_,
     sam_ascent,
@@ -51,6 +52,7 @@ __all__ = [
     "Ascent",
     "Dispatch",
     "Segment",
+    "Shifted",
     "adaptive_weights",
     "axpy_",
     "copy_",

@@ -20,8 +20,9 @@ It has two forms, as ``torch.add`` / ``Tensor.add_``:
   on a device that runs ``"compiled"``, written into the buffers and swapped in. A failed
   compiled call goes to the dispatch's one fallback (:mod:`kernels.dispatch`) and the loop runs.
   :func:`restore_` undoes it exactly.
-* :func:`sam_ascent`, pure: returns ``w + e`` and the norm and changes nothing, written to be
-  traced inside a larger graph (``samlab.train.FusedStep`` compiles a whole training step).
+* :func:`sam_ascent`, pure: returns ``w + e`` and the norms (:class:`Shifted`) and changes
+  nothing, written to be traced inside a larger graph (``samlab.train.FusedStep`` compiles a
+  whole training step).
 
 The forms agree up to rounding (the norms are summed in other orders); each path is
 deterministic. The rule per tensor is :func:`kernels.compiled.perturbation` in every form.
@@ -31,9 +32,9 @@ holds one boolean tensor (or None: dense) per weight, and only the entries where
 move, ``e = rho / (n + eps) * m * d``. ``n`` is the norm of the unmasked directions (the
 seed's rule: the radius actually reached is ``rho * ||m d|| / ||d||``), or with
 ``mask_norm=True`` the norm ``||m d||`` over all segments (the radius is ``rho``). Both norms
-are returned (:attr:`Ascent.masked_norm`). The compiled form multiplies by the mask inside its
-one graph; the eager forms move along ``m * d`` (exact: ``e * 1 == e``), so an all-True mask
-is SAM bit for bit on every path.
+are returned (:attr:`Ascent.masked_norm`, :attr:`Shifted.masked_norm`). The compiled form
+multiplies by the mask inside its one graph; the eager forms move along ``m * d`` (exact:
+``e * 1 == e``), so an all-True mask is SAM bit for bit on every path.
 """
 
 from __future__ import annotations
@@ -48,7 +49,15 @@ from kernels.compiled import perturbation
 from kernels.dispatch import NOT_RUN, Dispatch, as_dispatch
 from kernels.sam_ops import copy_, global_norm, perturb_
 
-__all__ = ["Ascent", "Segment", "perturbation_norm", "restore_", "sam_ascent", "sam_ascent_"]
+__all__ = [
+    "Ascent",
+    "Segment",
+    "Shifted",
+    "perturbation_norm",
+    "restore_",
+    "sam_ascent",
+    "sam_ascent_",
+]
 
 
 class Segment(NamedTuple):
@@ -123,8 +132,24 @@ def _masked(segment: Segment) -> Segment:
     )
 
 
-def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
-    """The pure form: ``([w + e for every weight], n)``; the weights are not changed.
+class Shifted(NamedTuple):
+    """What :func:`sam_ascent` returns.
+
+    Attributes:
+        points: ``w + e`` for every weight, in segment order.
+        norm: the global norm ``n`` of the directions (0-d).
+        masked_norm: ``||m d||`` over all segments where any segment has a mask, else None
+            (sparse SAM's radius reached is ``rho * masked_norm / (norm + eps)``).
+    """
+
+    points: list[Tensor]
+    norm: Tensor
+    masked_norm: Tensor | None = None
+
+
+def sam_ascent(segments: Sequence[Segment]) -> Shifted:
+    """The pure form: ``Shifted([w + e for every weight], n, ||m d||)``; the weights are not
+    changed.
 
     The norm is ``sqrt(sum of (v * v).sum())`` over the tensors in segment order (``v = d``,
     or ``T d`` on ASAM segments), the points ``w + perturbation(w, d, scale, eta)`` with
@@ -138,7 +163,8 @@ def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
             squares.append((v * v).sum())
             masked.append(squares[-1] if m is None else ((v * m) ** 2).sum())
     norm = torch.sqrt(sum(squares))
-    masked_norm = torch.sqrt(sum(masked)) if any(s.mask is not None for s in segments) else norm
+    sparse = any(s.mask is not None for s in segments)
+    masked_norm = torch.sqrt(sum(masked)) if sparse else norm
     points = []
     for segment in segments:
         scale = segment.rho / ((masked_norm if segment.mask_norm else norm) + segment.eps)
@@ -146,7 +172,7 @@ def sam_ascent(segments: Sequence[Segment]) -> tuple[list[Tensor], Tensor]:
             w + perturbation(w, d, scale, segment.eta, m)
             for w, d, m in zip(segment.params, segment.directions, _masks(segment), strict=True)
         ]
-    return points, norm
+    return Shifted(points, norm, masked_norm if sparse else None)
 
 
 def sam_ascent_(

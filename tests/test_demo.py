@@ -1,4 +1,4 @@
-"""``python -m samlab.demo --smoke``: six optimizers, a summary table, a readable figure, and the
+"""``python -m samlab.demo --smoke``: eight optimizers, a summary table, a readable figure, and the
 SGD vs SAM loss landscapes (HDF5 surfaces on 2 MPI ranks, a figure, a sharpness table)."""
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from samlab.demo.curvature import HESSIAN_COLUMNS
 from samlab.demo.sharpness import SHARPNESS_COLUMNS
 
 OPTIMIZERS = ["sgd", "sam", "asam", "gsam", "looksam", "onestep-sam", "ssamf", "ssamd"]
-SPARSE = {"ssamf", "ssamd"}  # the only rows with a mask density and an effective radius
+SPARSE = {"ssamf", "ssamd"}  # the only rows with a mask density, a radius and refresh seconds
+SPARSE_COLUMNS = ("mask_density", "effective_radius", "refresh_seconds")
 NO_GAP = {"sgd", "onestep-sam"}  # one pass at one point: no loss(w + e) - loss(w) to record
 LANDSCAPE_MODELS = ["sgd", "sam"]
 SMOKE_GRID, SMOKE_SLICE = (5, 5), (7,)  # the smoke profile's 2D grid and 1D slice
@@ -63,7 +64,7 @@ def test_summary_has_a_finite_row_per_optimizer(smoke_run) -> None:
             if column == "mean_sharpness_gap" and row["optimizer"] in NO_GAP:
                 assert row[column] == ""
                 continue
-            if column in ("mask_density", "effective_radius") and row["optimizer"] not in SPARSE:
+            if column in SPARSE_COLUMNS and row["optimizer"] not in SPARSE:
                 assert row[column] == ""
                 continue
             value = float(row[column])
@@ -77,6 +78,10 @@ def test_summary_has_a_finite_row_per_optimizer(smoke_run) -> None:
     for name in SPARSE:  # half the entries perturbed: the radius reached is below rho
         assert 0.45 < float(by_name[name]["mask_density"]) <= 0.5
         assert 0.0 < float(by_name[name]["effective_radius"]) < 1.0
+        assert float(by_name[name]["refresh_seconds"]) > 0.0  # one refresh per epoch
+    for row in rows:  # the smoke profile trains 2 epochs
+        per_epoch = float(row["seconds"]) / 2
+        assert float(row["seconds_per_epoch"]) == pytest.approx(per_epoch, rel=1e-6)
 
 
 def test_learning_curves_png_is_not_blank(smoke_run) -> None:

@@ -1,17 +1,22 @@
-"""``make demo``: SGD and five SAM variants on scikit-learn's 8x8 digits, side by side.
+"""``make demo``: SGD and seven SAM variants on scikit-learn's 8x8 digits, side by side.
 
     python -m samlab.demo --output results [--epochs N] [--smoke] [--threads T] [--fresh]
                                            [--no-landscape] [--no-forecast]
 
-Every optimizer trains the digits CNN (:func:`samlab.models.digits_cnn`, BatchNorm statistics
-updated in the clean pass) from the same initial weights, on the same batches, with the same
-learning-rate schedule, momentum, weight decay and epochs; only the optimizer differs
-(:mod:`samlab.demo.comparison`). The run writes, under ``--output``:
+Every optimizer (SGD, SAM, ASAM, GSAM, LookSAM, one-step SAM, and sparse SAM: SSAM-F and
+SSAM-D, half the entries perturbed, masks refreshed every epoch) trains the digits CNN
+(:func:`samlab.models.digits_cnn`, BatchNorm statistics updated in the clean pass) from the
+same initial weights, on the same batches, with the same learning-rate schedule, momentum,
+weight decay and epochs; only the optimizer differs (:mod:`samlab.demo.comparison`). The run
+writes, under ``--output``:
 
 * ``summary.csv``: one row per optimizer (final/best test accuracy, final train loss, mean
-  sharpness gap, passes per step, training seconds, seconds relative to SGD, and CPU seconds,
-  which stay meaningful when other jobs share the cores), also printed as a table;
-* ``learning_curves.png``: train loss and test accuracy per epoch, all six optimizers;
+  sharpness gap, passes per step, training seconds, seconds per epoch, seconds relative to
+  SGD, CPU seconds, which stay meaningful when other jobs share the cores, and for sparse SAM
+  the mean mask density, the mean effective radius and the total seconds of the mask
+  refreshes, which the training seconds exclude; see
+  :data:`~samlab.demo.comparison.SUMMARY_COLUMNS`), also printed as a table;
+* ``learning_curves.png``: train loss and test accuracy per epoch, all eight optimizers;
 * ``demo_config.json``: the shared settings and each optimizer's config;
 * ``runs/<profile>/<optimizer>/``: each run's ``metrics.csv``, ``config.json`` and
   ``checkpoint.pt``. Running the demo again with the same settings loads the finished runs
@@ -26,9 +31,11 @@ side) and ``sharpness.csv`` (curvature of the 1D slice at the centre and the los
 rho = 0.05, also printed). ``--smoke`` uses a 5 x 5 grid, a 7-point slice and 128 digits.
 
 Time (printed at the end, with CPU seconds, which stay meaningful on shared cores): measured on
-this repository's 2-core machine while other jobs kept its load average at 3-4, the default demo
-took 155 s (149 CPU s): training 47 CPU s on one core, the landscapes 90 s wall and 102 CPU s on
-2 ranks, about a third of it the start-up of the 4 MPI launches (torch imported by every rank).
+this repository's 2-core machine while other jobs kept its load average at 3-4, before the
+SSAM-F and SSAM-D rows were added, the default demo took 155 s (149 CPU s): training 47 CPU s
+on one core, the landscapes 90 s wall and 102 CPU s on 2 ranks, about a third of it the
+start-up of the 4 MPI launches (torch imported by every rank). Not re-measured since; the two
+sparse rows add their own training and refresh seconds, which the summary reports.
 Last, SAMformer (:mod:`samlab.demo.forecast`; ``--no-forecast`` skips it): trained on the
 embedded ETTh1 (H=96, the paper's protocol cut to 8 epochs) with SAM (rho 0.7) and without
 (plain Adam: the paper's Transformer baseline); ``forecast_summary.csv`` (test MSE/MAE and the

@@ -48,10 +48,12 @@ SUMMARY_COLUMNS = (
     "mean_sharpness_gap",
     "passes_per_step",
     "seconds",
+    "seconds_per_epoch",
     "seconds_vs_sgd",
     "cpu_seconds",
     "mask_density",
     "effective_radius",
+    "refresh_seconds",
 )
 
 
@@ -97,10 +99,12 @@ def _summary_row(name: str, result: TrainResult, sgd_seconds: float | None) -> d
         "mean_sharpness_gap": result.mean_sharpness_gap,
         "passes_per_step": result.passes_per_step,
         "seconds": result.seconds,
+        "seconds_per_epoch": result.seconds_per_epoch,
         "seconds_vs_sgd": result.seconds / sgd_seconds if sgd_seconds else math.nan,
         "cpu_seconds": result.cpu_seconds,
         "mask_density": result.mean_of("mask_density"),
         "effective_radius": result.mean_of("effective_radius"),
+        "refresh_seconds": result.refresh_seconds,
     }
 
 
@@ -116,8 +120,8 @@ def _blank_nan(value: Any) -> Any:
 #: the printed summary's column titles and their widths
 SUMMARY_HEADINGS = (
     ("optimizer", "<12"), ("final acc", ">9"), ("best acc", ">9"), ("train loss", ">10"),
-    ("sharp. gap", ">10"), ("passes", ">6"), ("seconds", ">8"), ("vs SGD", ">7"), ("CPU s", ">7"),
-    ("density", ">7"), ("radius", ">6"),
+    ("sharp. gap", ">10"), ("passes", ">6"), ("seconds", ">8"), ("s/epoch", ">7"),
+    ("vs SGD", ">7"), ("CPU s", ">7"), ("density", ">7"), ("radius", ">6"), ("refresh s", ">9"),
 )  # fmt: skip
 
 
@@ -129,11 +133,12 @@ def format_summary(rows: Sequence[dict[str, Any]]) -> str:
         density, radius = (
             "-" if math.isnan(r[k]) else f"{r[k]:.3f}" for k in ("mask_density", "effective_radius")
         )
+        refresh = "-" if math.isnan(r["refresh_seconds"]) else f"{r['refresh_seconds']:.2f}"
         lines.append(
             f"{r['optimizer']:<12} {r['final_test_acc']:>9.4f} {r['best_test_acc']:>9.4f} "
             f"{r['final_train_loss']:>10.4f} {gap:>10} {r['passes_per_step']:>6.2f} "
-            f"{r['seconds']:>8.2f} {r['seconds_vs_sgd']:>6.2f}x {r['cpu_seconds']:>7.2f} "
-            f"{density:>7} {radius:>6}"
+            f"{r['seconds']:>8.2f} {r['seconds_per_epoch']:>7.3f} {r['seconds_vs_sgd']:>6.2f}x "
+            f"{r['cpu_seconds']:>7.2f} {density:>7} {radius:>6} {refresh:>9}"
         )
     return text_table(SUMMARY_HEADINGS, lines)
 

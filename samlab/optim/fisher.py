@@ -28,11 +28,12 @@ checks it):
 ``method="measure"`` chooses at run time without repeating work: the first chunk runs the
 loop, the second vmap, both summed into the Fisher and timed per sample (the seconds are
 returned in :class:`FisherResult` and the optimizer records them), and the faster computes the
-rest; the optimizer keeps the choice for later refreshes. ``method="auto"`` (the default) is
-``"loop"`` on CPU, where it was measured fastest (``benchmarks/sparse_sam.py``, CIFAR
-ResNet-18, one thread: the loop 0.95 of the seed's loop, vmap in chunks 1.77, figures in
-``docs/sparse-sam.md``), and ``"measure"`` on other devices. BackPACK (slower) and Opacus
-(refuses BatchNorm) were not taken.
+rest; the optimizer keeps the choice for later refreshes. Chunks are then at most half of
+``num_samples``, so that samples that would fit in one chunk still time both methods.
+``method="auto"`` (the default) is ``"loop"`` on CPU, where it was measured fastest
+(``benchmarks/sparse_sam.py``, CIFAR ResNet-18, one thread: the loop 0.95 of the seed's loop,
+vmap in chunks 1.77, figures in ``docs/sparse-sam.md``), and ``"measure"`` on other devices.
+BackPACK (slower) and Opacus (refuses BatchNorm) were not taken.
 """
 
 from __future__ import annotations
@@ -70,15 +71,18 @@ class FisherResult(NamedTuple):
         fisher: one tensor per parameter (shaped like it; zeros where a parameter is not the
             model's or takes no gradient).
         samples: the number of samples summed.
-        method: the method used ("measure": the faster per sample on the first two chunks,
-            or still "measure" when the samples fit one chunk, all computed by the loop).
+        method: the method used; for "measure", the faster per sample on the first two
+            chunks, or still "measure" when there was a single sample (computed by the loop).
         seconds: total seconds per method used.
+        per_sample: "measure" only: the seconds per sample of each method on its timed
+            chunk (what the choice compared); empty for the other methods.
     """
 
     fisher: list[Tensor]
     samples: int
     method: str
     seconds: dict[str, float]
+    per_sample: dict[str, float]
 
 
 @contextlib.contextmanager
@@ -180,6 +184,8 @@ def fisher_diagonal(
     acc = [f for f, p in zip(fisher, params) if id(p) in owned and p.requires_grad]
     numel = sum(p.numel() * p.element_size() for p in live) or 1
     chunk = max(1, min(num_samples, VMAP_CHUNK_BYTES // numel))
+    if method == "measure":  # at least two chunks, so that both methods are timed
+        chunk = min(chunk, max(1, (num_samples + 1) // 2))
     seconds: dict[str, float] = {}
     per_sample: dict[str, float] = {}  # "measure": seconds per sample of each method
     count, chosen = 0, method
@@ -210,7 +216,7 @@ def fisher_diagonal(
             "refresh_masks: batches held no sample; pass an iterable of (inputs, targets) "
             "with at least one sample (e.g. the training loader), and num_samples >= 1"
         )
-    return FisherResult(fisher, count, chosen, seconds)
+    return FisherResult(fisher, count, chosen, seconds, per_sample)
 
 
 def mean_gradient(

@@ -20,7 +20,8 @@ be written that way, and a :class:`FusedPlan` holds
 
 Covered: :class:`~samlab.optim.SAM` (not adaptive, no clipping, no step hooks) over
 ``torch.optim.Adam``, sparse SAM (SSAM-F, SSAM-D: the masks are inputs of the graph, the
-ascent :func:`kernels.sam_ascent` with them in the mask slot), and a plain
+ascent :func:`kernels.sam_ascent` with them in the mask slot, its masked norm giving
+``last_step["effective_radius"]``), and a plain
 ``torch.optim.Adam``; one param group; Adam without amsgrad, maximize, or the fused /
 capturable / differentiable variants.
 """
@@ -196,8 +197,11 @@ class FusedPlan:
         perturbed_loss: Tensor | None,
         norm: Tensor | None,
         rho: float,
+        masked_norm: Tensor | None = None,
     ) -> None:
-        """What ``optimizer.step`` records besides the update."""
+        """What ``optimizer.step`` records besides the update; ``norm`` and ``masked_norm``
+        are the ascent's (:class:`kernels.Shifted`): sparse SAM's ``effective_radius`` comes
+        from them as on the optimizer paths."""
         for step in steps:
             step += 1
         self.adam._opt_called = True
@@ -216,4 +220,8 @@ class FusedPlan:
             last["grad_norm"] = norm.detach()
             last["perturbed_loss"] = perturbed_loss.detach()
             last["sharpness_gap"] = last["perturbed_loss"] - last["clean_loss"]
+            if isinstance(self.sam, SparseSAM):
+                last["effective_radius"] = self.sam.effective_radius(
+                    norm.detach(), None if masked_norm is None else masked_norm.detach()
+                )
         self.sam.record_step(last)

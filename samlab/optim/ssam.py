@@ -24,9 +24,11 @@ mask's entries that the last refresh kept).
 .. note::
    Deviations from the seed: masks start dense (SAM), not all-zero (SSAM-F) or random
    (SSAM-D); the N:M groups run along the reduction dimensions of conv weights (the seed's
-   conv masks were transposed, see ``docs/sparse-sam.md``); 1-D tensors and tensors that a
-   pattern cannot take are perturbed densely with one warning (``strict=True``: an error)
-   for every pattern; the Fisher is computed in eval mode.
+   conv masks were transposed, see ``docs/sparse-sam.md``); tensors that ``"nm"`` or
+   ``"structured"`` cannot take (1-D ones; for N:M also a reduction length not a multiple of
+   ``m``) are perturbed densely with one warning (``strict=True``: an error), while
+   ``"unstructured"`` and ``"tensor"`` mask 1-D tensors like any other (``only_weights=True``
+   leaves them out); the Fisher is computed in eval mode.
 """
 
 from __future__ import annotations
@@ -46,8 +48,16 @@ __all__ = ["PATTERNS", "SparseSAM", "cosine_drop_rate", "is_rank_zero"]
 PATTERNS = ("unstructured", "structured", "nm", "tensor")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_options(sparsity, pattern, scope, n, m, update_freq, num_samples) -> None:
-    if not isinstance(sparsity, (int, float)) or not 0 <= sparsity <= 1:
+    if (
+        isinstance(sparsity, bool)
+        or not isinstance(sparsity, (int, float))
+        or not 0 <= sparsity <= 1
+    ):
         raise ValueError(
             f"sparsity must be in [0, 1] (the fraction of entries NOT perturbed: 0 is SAM, 1 "
             f"the base optimizer), got {sparsity!r}"
@@ -56,15 +66,15 @@ def _check_options(sparsity, pattern, scope, n, m, update_freq, num_samples) -> 
         raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
     if scope not in ("tensor", "global"):
         raise ValueError(f"scope must be 'tensor' or 'global', got {scope!r}")
-    if pattern == "nm" and not (isinstance(n, int) and isinstance(m, int) and 0 < n <= m):
+    if pattern == "nm" and not (_is_int(n) and _is_int(m) and 0 < n <= m):
         raise ValueError(
             f"the N:M pattern needs integers 0 < n <= m (e.g. n=2, m=4), got n={n!r}, m={m!r}"
         )
-    if not (isinstance(update_freq, int) and update_freq >= 1):
+    if not (_is_int(update_freq) and update_freq >= 1):
         raise ValueError(
             f"update_freq (epochs between refreshes) must be >= 1, got {update_freq!r}"
         )
-    if not (isinstance(num_samples, int) and num_samples >= 1):
+    if not (_is_int(num_samples) and num_samples >= 1):
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
 
 
@@ -81,8 +91,10 @@ class SparseSAM(SAM):
         scope: "tensor" (sparsity exact per tensor) or "global" (the seed's top-k over all
             parameters; "unstructured" only).
         n, m: the N:M pattern.
-        strict: a tensor the pattern cannot take (1-D, a reduction length not a multiple of
-            m) is an error instead of perturbed densely with a warning.
+        strict: a tensor the pattern cannot take (``"nm"``: 1-D or a reduction length not a
+            multiple of m; ``"structured"``: 1-D) is an error, raised at construction (and
+            at a refresh for parameters added since), instead of perturbed densely with a
+            warning. ``"unstructured"`` and ``"tensor"`` take every tensor.
         renormalize: divide by ``||m g||`` so the radius is rho (the seed divides by ``||g||``).
         only_weights: perturb tensors of 2 or more dimensions only (no biases, no norms);
             a param group with ``"perturb": False`` is never perturbed either.
@@ -129,6 +141,14 @@ class SparseSAM(SAM):
             group.setdefault("renormalize", bool(renormalize))
             group.setdefault("perturb", True)
         self.defaults.update(renormalize=bool(renormalize), perturb=True)
+        if self.strict:  # every rank refuses here, not rank 0 alone at its first refresh
+            unfit = [
+                f"#{i} {tuple(p.shape)}"
+                for i, (p, ok) in enumerate(zip(self.all_params(), self.perturbable()))
+                if ok and not self.fits(p.shape)
+            ]
+            if unfit:
+                self._unfit(unfit)
         self.refreshes = 0
         self.mask_density = 1.0
         self.mask_overlap = 1.0
@@ -197,17 +217,28 @@ class SparseSAM(SAM):
             self._unfit(names)
         return out
 
+    def fits(self, shape) -> bool:
+        """Whether the pattern can take a tensor of ``shape``: ``"nm"`` needs 2 or more
+        dimensions and a reduction length that is a multiple of m, ``"structured"`` 2 or more
+        dimensions; ``"unstructured"`` and ``"tensor"`` take every tensor."""
+        if self.pattern == "nm":
+            return kernels.nm_fits(shape, self.m)
+        if self.pattern == "structured":
+            return len(shape) >= 2
+        return True
+
     def _per_tensor(self, scores: list[Tensor]) -> list[Tensor | None]:
         """Masks per tensor; None where the pattern cannot take the tensor."""
         out = []
         for s in scores:
-            if self.pattern == "unstructured":
+            if not self.fits(s.shape):
+                out.append(None)
+            elif self.pattern == "unstructured":
                 out.append(kernels.topk_mask(s, kernels.keep_count(s.numel(), self.sparsity)))
             elif self.pattern == "nm":
-                fits = kernels.nm_fits(s.shape, self.m)
-                out.append(kernels.nm_mask(s, self.n, self.m) if fits else None)
+                out.append(kernels.nm_mask(s, self.n, self.m))
             else:
-                out.append(kernels.structured_mask(s, self.sparsity) if s.dim() >= 2 else None)
+                out.append(kernels.structured_mask(s, self.sparsity))
         return out
 
     def _unfit(self, names: list[str]) -> None:
@@ -270,14 +301,19 @@ class SparseSAM(SAM):
 
     def _first(self) -> bool:
         _, norm = self._ascent()
-        masked = self.perturbation.masked_norm
-        renormalized = all(group["renormalize"] for group in self.param_groups)
-        if masked is None or renormalized:
-            self.last_step["effective_radius"] = torch.ones((), dtype=norm.dtype)
-        else:
-            eps = self.param_groups[0]["perturb_eps"]
-            self.last_step["effective_radius"] = masked / (norm + eps)
+        self.last_step["effective_radius"] = self.effective_radius(
+            norm, self.perturbation.masked_norm
+        )
         return True
+
+    def effective_radius(self, norm: Tensor, masked_norm: Tensor | None) -> Tensor:
+        """The radius reached as a fraction of rho, ``||m g|| / (||g|| + eps)``, from the
+        ascent's norms (1 while dense or with ``renormalize``); the eager paths and
+        ``FusedStep`` record it as ``last_step["effective_radius"]``."""
+        renormalized = all(group["renormalize"] for group in self.param_groups)
+        if masked_norm is None or renormalized:
+            return torch.ones((), dtype=norm.dtype, device=norm.device)
+        return masked_norm / (norm + self.param_groups[0]["perturb_eps"])
 
     # ----------------------------------------------------------------- state
     def _extra_state(self) -> dict[str, Any]:

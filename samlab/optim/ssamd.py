@@ -55,7 +55,9 @@ class SSAMD(SparseSAM):
         growth_strategy: str = "random",
         **options: Any,
     ) -> None:
-        if not (isinstance(drop_rate, (int, float)) and 0 <= drop_rate <= 1):
+        if isinstance(drop_rate, bool) or not (
+            isinstance(drop_rate, (int, float)) and 0 <= drop_rate <= 1
+        ):
             raise ValueError(f"drop_rate must be in [0, 1], got {drop_rate!r}")
         for name, value in (("drop_strategy", drop_strategy), ("growth_strategy", growth_strategy)):
             if value not in STRATEGIES:
@@ -80,15 +82,16 @@ class SSAMD(SparseSAM):
         if gradient is None:
             raise ValueError(
                 "SSAMD.refresh_masks: the 'gradient' strategy needs batches with at least one "
-                "sample; pass the training batches, or drop_strategy/growth_strategy 'weight' "
-                "or 'random'"
+                "sample (got none, or batches=None); pass the training batches, or "
+                "drop_strategy/growth_strategy 'weight' or 'random'"
             )
         return [g.abs() for g in gradient]
 
     def refresh_masks(self, model, loss_fn, batches, *, epoch=None, epochs=None) -> None:
         """Drop and grow (the first refresh: the initial mask); ``batches`` is read only for
-        the gradient strategy; ``epoch`` (default: refreshes so far times ``update_freq``) and
-        ``epochs`` (for ``T_end=None``) set the decayed drop rate."""
+        the gradient strategy (and may be None otherwise); ``epoch`` (default: refreshes so
+        far times ``update_freq``) and ``epochs`` (for ``T_end=None``) set the decayed drop
+        rate."""
         params = self.all_params()
         epoch = self.refreshes * self.update_freq if epoch is None else epoch
         rate = cosine_drop_rate(self.drop_rate, epoch, self.T_end or epochs)
@@ -96,11 +99,16 @@ class SSAMD(SparseSAM):
         if not is_rank_zero():
             self.install_masks([torch.zeros_like(p, dtype=torch.bool) for p in params], info)
             return
+        old = self.masks()
+        # the first refresh reads only the growth score; None batches: no gradient (a clear
+        # error below where a strategy needs it)
+        needed = (
+            {self.growth_strategy} if old is None else {self.growth_strategy, self.drop_strategy}
+        )
         gradient = None
-        if "gradient" in (self.drop_strategy, self.growth_strategy):
+        if "gradient" in needed and batches is not None:
             gradient = mean_gradient(model, loss_fn, batches, params, num_samples=self.num_samples)
         grow = self._scores(self.growth_strategy, gradient)
-        old = self.masks()
         if old is None:
             self.install_masks(self.pattern_masks(grow), info)
             return

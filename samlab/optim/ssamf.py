@@ -92,6 +92,8 @@ class SSAMF(SparseSAM):
             info.update(
                 samples=result.samples, fisher_method=result.method, fisher_seconds=result.seconds
             )
+            if result.per_sample:  # "measure" ran: what the choice compared
+                info["fisher_seconds_per_sample"] = result.per_sample
         else:  # rank 0's masks arrive by broadcast
             masks = [torch.zeros_like(p, dtype=torch.bool) for p in params]
         self.install_masks(masks, info)

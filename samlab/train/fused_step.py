@@ -92,13 +92,13 @@ class FusedStep:
 
     def _step(self, params, exp_avgs, exp_avg_sqs, hyper, x, y, masks, two_pass: bool):
         grads, loss = grad_and_value(self._loss)(params, x, y)
-        perturbed_loss = norm = None
+        perturbed_loss = norm = masked_norm = None
         if two_pass:
             segment = FusedPlan.segment(params, grads, hyper, masks, self._mask_norm)
-            shifted, norm = sam_ascent([segment])
+            shifted, norm, masked_norm = sam_ascent([segment])
             grads, perturbed_loss = grad_and_value(self._loss)(shifted, x, y)
         FusedPlan.adam_update_(params, exp_avgs, exp_avg_sqs, grads, hyper)
-        return loss, perturbed_loss, norm
+        return loss, perturbed_loss, norm, masked_norm
 
     def _graph(self, two_pass: bool) -> Callable:
         graph = self._graphs.get(two_pass)
@@ -119,8 +119,8 @@ class FusedStep:
         detached = [p.detach() for p in plan.params]  # same storage: updates land in place
         masks, self._mask_norm = plan.masks()  # sparse SAM: a new graph after the first refresh
         graph = self._graph(plan.two_pass(rho))
-        loss, perturbed_loss, norm = graph(detached, avgs, sqs, hyper, x, y, masks)
-        plan.finish(steps, loss, perturbed_loss, norm, rho)
+        loss, perturbed_loss, norm, masked_norm = graph(detached, avgs, sqs, hyper, x, y, masks)
+        plan.finish(steps, loss, perturbed_loss, norm, rho, masked_norm)
         return loss.detach()
 
 

@@ -86,8 +86,9 @@ def test_the_pure_form_matches_the_in_place_form(impl):
     moved, ascent, before, segs = ascend(impl, (0.01, 0.01))
     weights = [w.clone() for w in before]
     pure = [s._replace(params=weights[i : i + len(s.params)]) for i, s in zip([0, 3, 3], segs)]
-    points, norm = kernels.sam_ascent(pure)
+    points, norm, masked_norm = kernels.sam_ascent(pure)
     assert all(torch.equal(w, w0) for w, w0 in zip(weights, before))  # nothing moved
+    assert masked_norm is None  # dense
     torch.testing.assert_close(norm, ascent.norm, rtol=F64_RTOL, atol=0.0)
     for a, b in zip(points, moved):
         torch.testing.assert_close(a, b, rtol=F64_RTOL, atol=1e-15)
@@ -239,8 +240,10 @@ def test_the_pure_masked_form_matches_the_in_place_form(impl):
     moved, ascent, before, segs = masked_ascend(impl)
     weights = [w.clone() for w in before]
     pure = [s._replace(params=weights[i : i + len(s.params)]) for i, s in zip([0, 3], segs)]
-    points, norm = kernels.sam_ascent(pure)
+    points, norm, masked_norm = kernels.sam_ascent(pure)
     torch.testing.assert_close(norm, ascent.norm, rtol=F64_RTOL, atol=0.0)
+    torch.testing.assert_close(masked_norm, ascent.masked_norm, rtol=F64_RTOL, atol=0.0)
+    assert masked_norm < norm  # the masks drop entries
     for a, b in zip(points, moved):
         torch.testing.assert_close(a, b, rtol=F64_RTOL, atol=1e-15)
 

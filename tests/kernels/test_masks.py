@@ -3,7 +3,8 @@
 N:M keeps exactly N of every M with exactly the top-N scores, in groups of M along the
 reduction dimensions (linear: along ``in``; conv: along ``in * kh * kw``); unstructured top-k is
 exact per tensor and globally; ties go to the lower index; the vectorized path equals the loop
-reference bit for bit (ties included); the Fisher sums agree in float64.
+reference bit for bit (ties included), in float64, float32 and bfloat16; the Fisher sums agree
+in float64 tightly and within per-dtype tolerances in float32 and bfloat16.
 """
 
 from __future__ import annotations
@@ -102,9 +103,10 @@ def test_nm_fits_and_refuses_other_shapes():
         M.nm_mask(torch.rand(4, 3, 3, 3), 2, 4)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75])
-def test_structured_keeps_whole_rows(sparsity):
-    for s in scores(4, [(8, 12), (6, 4, 3, 3)], ties=True):
+def test_structured_keeps_whole_rows(sparsity, dtype):
+    for s in scores(4, [(8, 12), (6, 4, 3, 3)], ties=True, dtype=dtype):
         ref = M.structured_mask(s, sparsity, impl="loop")
         assert torch.equal(ref, M.structured_mask(s, sparsity, impl="vectorized"))
         rows = ref.reshape(s.shape[0], -1)
@@ -117,9 +119,10 @@ def test_structured_keeps_whole_rows(sparsity):
         M.structured_mask(torch.rand(5), 0.5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sparsity", [0.0, 0.2, 0.5, 0.8, 1.0])
-def test_tensor_level_greedy_by_mean_score(sparsity):
-    ss = scores(5, [(10,), (4, 4), (30,), (2, 3)])
+def test_tensor_level_greedy_by_mean_score(sparsity, dtype):
+    ss = scores(5, [(10,), (4, 4), (30,), (2, 3)], dtype=dtype)
     ss[2] = ss[2] * 0.1  # a large tensor of low score
     ref = M.tensor_masks(ss, sparsity, impl="loop")
     assert [bool(m.all()) for m in ref] == [
@@ -133,11 +136,13 @@ def test_tensor_level_greedy_by_mean_score(sparsity):
         assert on == 0
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("drop_rate", [0.0, 0.25, 0.5, 1.0])
-def test_drop_grow_keeps_the_count_and_the_overlap(drop_rate):
+def test_drop_grow_keeps_the_count_and_the_overlap(drop_rate, dtype):
     gen = torch.Generator().manual_seed(6)
     mask = torch.rand(200, generator=gen) < 0.4
-    drop, grow = torch.rand(200, generator=gen), torch.rand(200, generator=gen)
+    drop = torch.rand(200, generator=gen).to(dtype)  # bfloat16: many ties, broken by index
+    grow = torch.rand(200, generator=gen).to(dtype)
     ref = M.drop_grow_mask(mask, drop, grow, drop_rate, impl="loop")
     assert torch.equal(ref, M.drop_grow_mask(mask, drop, grow, drop_rate, impl="vectorized"))
     assert int(ref.sum()) == int(mask.sum())
@@ -163,3 +168,26 @@ def test_fisher_accumulation_twins_agree_in_float64(batch):
         torch.testing.assert_close(a, (g**2).sum(0), rtol=1e-14, atol=0.0)
     with pytest.raises(ValueError, match="impl"):
         kernels.fisher_accumulate_(ref, grads, impl="foreach")
+
+
+#: the Fisher twins' tolerances per dtype (the loop adds sample by sample, the fast path sums
+#: the squares over the batch first)
+FISHER_TOL = {torch.float32: (1e-5, 1e-6), torch.bfloat16: (4e-2, 1e-2)}
+
+
+@pytest.mark.parametrize("dtype", list(FISHER_TOL))
+@pytest.mark.parametrize("batch", [9, 1])
+def test_fisher_accumulation_twins_agree_in_lower_precision(batch, dtype):
+    gen = torch.Generator().manual_seed(8)
+    exact = [torch.randn(batch, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+    grads = [g.to(dtype) for g in exact]
+    ref = [torch.zeros(s, dtype=dtype) for s in SHAPES]
+    fast = [torch.zeros(s, dtype=dtype) for s in SHAPES]
+    kernels.fisher_accumulate_(ref, grads, impl="loop")
+    kernels.fisher_accumulate_(fast, grads, impl="vectorized")
+    rtol, atol = FISHER_TOL[dtype]
+    for a, b, g in zip(ref, fast, grads):
+        assert a.dtype == b.dtype == dtype
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+        want = (g.double() ** 2).sum(0).to(dtype)  # the rounded inputs' exact sum
+        torch.testing.assert_close(b, want, rtol=rtol, atol=atol)

@@ -660,3 +660,41 @@ def test_sambase_is_composed_and_current_pass_imports_from_samlab_optim(name) ->
     assert isinstance(opt.perturbation, Perturbation) and opt.perturbation.dispatch is opt.dispatch
     assert isinstance(opt.base_step, BaseStep) and opt.base_step.dispatch is opt.dispatch
     assert opt.base_step.base_optimizer is opt.base_optimizer
+
+
+# --------------------------------------------------------------------------- mask refreshes
+REFRESHING = [n for n in NAMES if info(n).refreshes_masks]
+
+
+@pytest.mark.parametrize("base", ["sgd", "adam"])
+@pytest.mark.parametrize("name", REFRESHING)
+def test_ssam_with_refreshed_masks_trains_and_perturbs_only_the_masks(name, base):
+    """The battery's steps with the masks refreshed first (and again midway), as a trainer
+    does on the ``refreshes_masks`` flag: every loss finite and decreasing on a fixed batch,
+    every perturbed pass at a point that differs from ``w`` only where the mask is True."""
+    model = mlp()
+    knobs = {"momentum": 0.9} if base == "sgd" else {}
+    opt = create_optimizer(
+        f"{name}-{base}", model.parameters(), lr=0.05, rho=0.05, sparsity=0.5, **knobs
+    )
+    assert type(opt.base_optimizer).__name__.lower() == base
+
+    def loss_fn(out, y):
+        return ((out - y) ** 2).mean()
+
+    x, y = batch(0)
+    losses = []
+    for epoch in range(2):
+        opt.refresh_masks(model, loss_fn, [batch(10 + epoch)], epoch=epoch, epochs=2)
+        masks = opt.masks()
+        assert 0 < opt.mask_density < 1 and all(m.any() for m in masks)
+        for _ in range(3):
+            log = []
+            losses.append(float(opt.step(make_closure(model, opt, x, y, log)).detach()))
+            assert [entry[0] for entry in log] == ["clean", "perturbed"]
+            (_, clean, _), (_, shifted, _) = log
+            for w, w_e, m in zip(clean, shifted, masks):
+                moved = w_e != w
+                assert moved.any() and not (moved & ~m).any()
+            assert 0 < float(opt.last_step["effective_radius"]) < 1
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

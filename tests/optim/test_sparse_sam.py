@@ -112,6 +112,38 @@ def test_batched_fisher_equals_the_per_sample_loop_and_leaves_batchnorm_alone(tr
     assert set(results["measure"].seconds) == {"loop", "vmap"}
 
 
+def test_measure_times_both_methods_when_the_samples_fit_one_chunk():
+    """A small MLP and one batch (one vmap chunk would hold it all): "measure" still times the
+    loop and vmap, decides, records both timings and the choice, and keeps it."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(5, 8, dtype=DT), nn.Tanh(), nn.Linear(8, 3, dtype=DT))
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(8, 5, generator=gen, dtype=DT), torch.randint(0, 3, (8,), generator=gen)
+    opt = create_optimizer(
+        "ssamf", model.parameters(), lr=0.1, fisher_method="measure", num_samples=8
+    )
+    opt.refresh_masks(model, F.cross_entropy, [(x, y)])
+    info = opt.last_refresh
+    assert info["samples"] == 8
+    assert set(info["fisher_seconds"]) == {"loop", "vmap"}
+    per_sample = info["fisher_seconds_per_sample"]
+    assert set(per_sample) == {"loop", "vmap"} and all(s > 0 for s in per_sample.values())
+    assert info["fisher_method"] == min(per_sample, key=per_sample.get)
+    assert opt.fisher_choice == info["fisher_method"]  # kept for the next refresh
+    loop = fisher_diagonal(
+        model, F.cross_entropy, [(x, y)], list(model.parameters()), num_samples=8, method="loop"
+    )
+    measured = fisher_diagonal(
+        model, F.cross_entropy, [(x, y)], list(model.parameters()), num_samples=8, method="measure"
+    )
+    for a, b in zip(measured.fisher, loop.fisher):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-15)
+    opt.refresh_masks(model, F.cross_entropy, [(x, y)])
+    assert set(opt.last_refresh["fisher_seconds"]) == {opt.fisher_choice}
+    assert "fisher_seconds_per_sample" not in opt.last_refresh
+
+
 def test_refresh_with_no_samples_is_a_clear_error():
     model = cnn()
     opt = create_optimizer("ssamf", model.parameters(), lr=0.1)
@@ -122,6 +154,15 @@ def test_refresh_with_no_samples_is_a_clear_error():
     d.refresh_masks(model, F.cross_entropy, [])  # first refresh: random growth score
     with pytest.raises(ValueError, match="gradient"):
         d.refresh_masks(model, F.cross_entropy, [])
+    # batches=None: the same clear error where a strategy needs the gradient, none otherwise
+    d = create_optimizer("ssamd", model.parameters(), lr=0.1)
+    d.refresh_masks(model, F.cross_entropy, None)  # the growth score is random
+    with pytest.raises(ValueError, match="needs batches"):
+        d.refresh_masks(model, F.cross_entropy, None)
+    by_weight = create_optimizer("ssamd", model.parameters(), lr=0.1, drop_strategy="weight")
+    for _ in range(2):
+        by_weight.refresh_masks(model, F.cross_entropy, None)
+    assert by_weight.refreshes == 2
 
 
 # --------------------------------------------------------------------------- limits
@@ -236,11 +277,22 @@ def test_nm_layout_and_unfit_tensors():
     conv2 = opt.state[model[3].weight]["mask"]
     assert (conv2.reshape(4, -1, 4).sum(-1) == 2).all()  # groups along in*kh*kw
     assert opt.state[model[0].weight]["mask"].all() and opt.state[model[0].bias]["mask"].all()
-    strict = create_optimizer(
-        "ssamf", model.parameters(), lr=0.1, pattern="nm", strict=True, num_samples=4
-    )
+    # strict: refused at construction (every DDP rank, not rank 0 alone at its refresh)
+    for pattern, unfit in (("nm", "(4, 1, 3, 3)"), ("structured", "(4,)")):
+        with pytest.raises(ValueError, match="strict=False") as caught:
+            create_optimizer("ssamf", model.parameters(), lr=0.1, pattern=pattern, strict=True)
+        assert unfit in str(caught.value)
+    # ... and at a refresh, for a parameter added since
+    head = list(model[5].parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    later = create_optimizer("ssamf", [model[3].weight], lr=0.1, pattern="nm", strict=True)
+    later.add_param_group({"params": [model[0].weight]})
     with pytest.raises(ValueError, match="strict=False"):
-        strict.refresh_masks(model, F.cross_entropy, batches())
+        later.refresh_masks(model, F.cross_entropy, batches())
+    # unstructured and tensor take 1-D tensors: strict accepts them, and masks them
+    for pattern in ("unstructured", "tensor"):
+        ok = create_optimizer("ssamf", body, lr=0.1, pattern=pattern, strict=True, num_samples=4)
+        ok.refresh_masks(model, F.cross_entropy, batches())
     only = create_optimizer(
         "ssamf", model.parameters(), lr=0.1, pattern="structured", only_weights=True, num_samples=4
     )
@@ -256,6 +308,8 @@ def test_nm_layout_and_unfit_tensors():
         ({"pattern": "nm", "n": 5, "m": 4}, "n <= m"),
         ({"sparsity": 1.5}, "sparsity must be in"),
         ({"sparsity": -0.1}, "sparsity must be in"),
+        ({"sparsity": True}, "sparsity must be in"),
+        ({"num_samples": True}, "num_samples"),
         ({"pattern": "blocks"}, "pattern must be one of"),
         ({"pattern": "nm", "scope": "global"}, "scope='global'"),
         ({"update_freq": 0}, "update_freq"),
@@ -274,6 +328,7 @@ def test_ssamd_bad_input():
         ({"drop_strategy": "fisher"}, "drop_strategy"),
         ({"pattern": "nm"}, "unstructured"),
         ({"T_end": 0}, "T_end"),
+        ({"drop_rate": True}, "drop_rate"),
     ):
         with pytest.raises(ValueError, match=match):
             create_optimizer("ssamd", cnn().parameters(), lr=0.1, **kw)
@@ -348,6 +403,33 @@ def test_a_parameter_group_added_after_a_refresh_is_perturbed_densely():
     steps(model, opt, 1)
     masks = opt.masks()
     assert len(masks) == len(list(model.parameters())) and masks[-1].all()
+
+
+@pytest.mark.parametrize("name", ["ssamf", "ssamd"])
+def test_a_group_with_perturb_false_is_never_perturbed(name):
+    """A param group with ``"perturb": False`` gets an all-False mask at every refresh and does
+    not move in the ascent; the other group is masked as usual."""
+    model = cnn()
+    head = list(model[5].parameters())
+    body = [p for p in model.parameters() if all(p is not q for q in head)]
+    groups = [{"params": body}, {"params": head, "perturb": False}]
+    opt = create_optimizer(name, groups, lr=0.05, rho=0.1, num_samples=6, impl="loop")
+    for epoch in range(2):
+        opt.refresh_masks(model, F.cross_entropy, batches(seed=epoch), epoch=epoch, epochs=2)
+        assert not any(opt.state[p]["mask"].any() for p in head)
+        assert all(opt.state[p]["mask"].any() for p in body)
+        x, y = data(50 + epoch, 6)
+        opt.begin_step()
+        F.cross_entropy(model(x), y).backward()
+        before = params_of(model)
+        assert opt.first_step(zero_grad=True)
+        moved = [p.detach() != b for p, b in zip(model.parameters(), before)]
+        for p, m in zip(model.parameters(), moved):
+            assert not (m & ~opt.state[p]["mask"]).any()  # only masked entries move
+        assert not any(moved[i].any() for i in (-2, -1))  # the head: not at all
+        F.cross_entropy(model(x), y).backward()
+        opt.second_step(zero_grad=True)
+    assert 0 < opt.mask_density < 0.5
 
 
 # --------------------------------------------------------------------------- registry

@@ -74,6 +74,8 @@ def test_smoke_trains(digits, optimizer: str) -> None:
     assert 0.0 <= result.final_test_acc <= result.best_test_acc <= 1.0
     assert result.passes_per_step == (1.0 if optimizer == "sgd" else 2.0)
     assert math.isnan(result.mean_sharpness_gap) == (optimizer == "sgd")
+    assert math.isnan(result.refresh_seconds)  # no masks to refresh
+    assert result.seconds_per_epoch == pytest.approx(result.seconds / 2)
     assert all(v.device.type == "cpu" for v in result.model_state.values())
 
 
@@ -86,9 +88,13 @@ def test_masks_are_refreshed_on_their_cadence(tmp_path, digits, optimizer: str) 
     config = ClassifyConfig.smoke(
         optimizer=optimizer, epochs=5, steps_per_epoch=2, optimizer_kwargs=options
     )
-    train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]
     assert saved["samlab"]["refreshes"] == 3
+    # each refresh timed on its epoch (outside the steps' seconds), 0 on the other epochs
+    timed = result.column("refresh_seconds")
+    assert [t > 0 for t in timed] == [True, False, True, False, True]
+    assert result.refresh_seconds == pytest.approx(sum(timed))
     masks = [s["mask"] for s in saved["state"].values()]
     assert masks and all(m.dtype == torch.bool for m in masks)
     density = sum(int(m.sum()) for m in masks) / sum(m.numel() for m in masks)

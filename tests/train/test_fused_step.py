@@ -101,6 +101,12 @@ def test_fused_sparse_sam_over_adam_matches_optimizer_step():
         want = eager_opt.step(make_closure(model, F.mse_loss, x, y, eager_opt))
         got = fused(x, y)
         torch.testing.assert_close(got, want.detach(), rtol=1e-5, atol=1e-7)
+        # the radius reached / rho, recorded as on the optimizer path: 1 while dense
+        radius = fused_opt.last_step["effective_radius"]
+        torch.testing.assert_close(
+            radius, eager_opt.last_step["effective_radius"], rtol=1e-4, atol=1e-7
+        )
+        assert (float(radius) == 1.0) if i < 2 else (0.0 < float(radius) < 1.0)
     for p, q in zip(model.parameters(), twin.parameters(), strict=True):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6)
     assert fused_opt.last_step["mask_density"] == eager_opt.last_step["mask_density"] < 1

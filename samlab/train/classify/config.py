@@ -127,6 +127,9 @@ class EpochMetrics:
     sharpness_gap: float  # mean loss(w + e) - loss(w) over the steps that recorded it; nan if none
     mask_density: float = math.nan  # sparse SAM: mean fraction of perturbed entries; nan if none
     effective_radius: float = math.nan  # sparse SAM: mean radius reached / rho; nan if none
+    # sparse SAM: wall seconds of the mask refresh before the epoch's steps (0 without one;
+    # not in ``seconds``); nan for optimizers that refresh no masks
+    refresh_seconds: float = math.nan
 
     @property
     def passes_per_step(self) -> float:
@@ -170,6 +173,17 @@ class TrainResult:
     @property
     def passes_per_step(self) -> float:
         return sum(self.column("passes")) / sum(self.column("steps"))
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        """Mean wall seconds of an epoch's training steps (mask refreshes excluded)."""
+        return self.seconds / len(self.history)
+
+    @property
+    def refresh_seconds(self) -> float:
+        """Total wall seconds of sparse SAM's mask refreshes (nan when none were recorded)."""
+        values = [v for v in self.column("refresh_seconds") if not math.isnan(v)]
+        return sum(values) if values else math.nan
 
     def mean_of(self, name: str) -> float:
         """Mean of a metric over the epochs that recorded it (nan when none did)."""

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,11 @@ def train_classifier(
                     runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
                 refreshes_masks = get_optimizer_info(config.optimizer).refreshes_masks
                 for epoch in range(start, config.epochs):
-                    if refreshes_masks and optimizer.masks_due(epoch):
-                        _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch)
+                    refresh_seconds = math.nan
+                    if refreshes_masks:
+                        refresh_seconds = _refresh_masks(
+                            optimizer, model, loss_fn, train_batches, config, epoch
+                        )
                     metrics = train_epoch(
                         model,
                         optimizer,
@@ -201,6 +205,7 @@ def train_classifier(
                         steps,
                         progress,
                     )
+                    metrics = dataclasses.replace(metrics, refresh_seconds=refresh_seconds)
                     history.append(metrics)
                     if out is not None:
                         _append_metrics(out / METRICS_NAME, metrics)
@@ -225,10 +230,15 @@ def train_classifier(
     return TrainResult(config, tuple(history), state, out, start)
 
 
-def _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch: int) -> None:
+def _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch: int) -> float:
     """The capability ``refreshes_masks`` (sparse SAM): new masks at the start of a due epoch,
-    from the training data in an order seeded by the run's seed and the epoch (resumable)."""
+    from the training data in an order seeded by the run's seed and the epoch (resumable);
+    returns the refresh's wall seconds (0 when the epoch is not due)."""
+    if not optimizer.masks_due(epoch):
+        return 0.0
+    began = time.perf_counter()
     order = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
     optimizer.refresh_masks(
         model, loss_fn, train_batches.epoch(order), epoch=epoch, epochs=config.epochs
     )
+    return time.perf_counter() - began
