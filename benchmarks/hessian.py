@@ -376,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     steps = 30 if args.quick else 60
     repeats = 1 if args.quick else 3
     ladder = [6, 12, 24, 48] if args.quick else [6, 12, 24, 48, 96, 192, 384]
-    seeds = list(range(3 if args.quick else 10))
+    # seeds per m for the trace section: about the same products per m, 10..200 seeds (full)
+    budget, low, high = (60, 5, 10) if args.quick else (1200, 10, 200)
+    seeds = {m: max(low, min(high, budget // m)) for m in ladder}
     sections = set(args.sections.split(","))
     out = Path(args.out)
 

@@ -226,6 +226,32 @@ def test_variance_on_a_decaying_spectrum_and_stderr_coverage():
         assert 0.5 < stderrs[method].mean() / values.std() < 2
 
 
+@pytest.mark.parametrize("name", ["geometric", "flat"])
+def test_adaptive_hutchpp_is_unbiased_spends_its_budget_and_follows_the_spectrum(name):
+    """A-Hutch++: unbiased within stderr over seeded trials, hvp_count == products, plain
+    Hutchinson (no sketch) on a flat spectrum, a sketch and a smaller variance on a decaying one."""
+    generator = torch.Generator().manual_seed(5)
+    flat = 1 + 0.5 * torch.randn(150, generator=generator, dtype=torch.float64)
+    matrix = _geometric() if name == "geometric" else _matrix(flat, seed=4)
+    exact = float(matrix.trace())
+    for products in (6, 13, 60):
+        runs = [hutchpp(DenseOperator(matrix), products, seed=s, adaptive=True) for s in range(200)]
+        assert all(r.hvp_count == products and r.method == "hutch++" for r in runs)
+        assert all(r.provenance["adaptive"] for r in runs)
+        values = np.array([r.trace for r in runs])
+        assert abs(values.mean() - exact) < 4 * values.std() / math.sqrt(200)  # unbiased
+        assert 0.5 < np.mean([r.stderr for r in runs]) / values.std() < 2
+        plain = [hutchinson(DenseOperator(matrix), products, seed=s).trace for s in range(200)]
+        sketches = [r.provenance["sketch"] for r in runs]
+        if name == "flat":  # effective rank ~ 90 > budget: (almost) no sketch, Hutchinson's
+            assert np.mean(sketches) < 0.5  # a noisy pilot statistic may try one direction
+            assert values.var() < 1.2 * np.var(plain)
+        elif products == 60:
+            assert min(sketches) > 0 and values.var() < 0.5 * np.var(plain)
+    with pytest.raises(ValueError, match="early stop"):
+        hutchpp(DenseOperator(matrix), 20, adaptive=True, tol=0.1)
+
+
 def test_trace_dispatcher_and_early_stop():
     matrix = _matrix(torch.linspace(1.0, 2.0, 80), seed=6)
     op = DenseOperator(matrix)
