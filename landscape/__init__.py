@@ -10,11 +10,12 @@
   points a surface file still lacks (:func:`compute_surface`), on one process or MPI ranks.
 - :mod:`landscape.mpi`: the surface over MPI ranks (dynamic chunks, rank 0 writes) and launching
   a command on N ranks.
-- :mod:`landscape.curvature`: the Hessian's top eigenvalue and sharpness read off surfaces.
+- :mod:`landscape.curvature`: Hessian eigenvalues, traces, spectral densities and eigenvalue
+  maps on one Hessian-vector-product engine; sharpness measures; λ_max during training.
 - :mod:`landscape.io`: HDF5 with tomgoldstein/loss-landscape's keys, resume, VTK export.
 - :mod:`landscape.plot`: contours, heat maps, 3D surfaces, 1D curves, trajectories.
 - :mod:`landscape.cli` and ``python -m landscape``: the command line (``surface``, ``plot``,
-  ``project``, ``vtk``).
+  ``project``, ``vtk``, ``hessian``, ``sharpness``).
 
 It depends on torch and numpy only; h5py, matplotlib, mpi4py, scipy and tqdm are imported inside
 the functions that need them, and it never imports ``samlab`` (``tests/test_boundaries.py``).
