@@ -1,4 +1,4 @@
-"""``python -m landscape {surface,plot,project,vtk,hessian,sharpness} ...`` (:mod:`landscape.cli`)."""
+"""``python -m landscape COMMAND ...``: surface, plot, project, vtk, hessian, sharpness."""
 
 import sys
 
