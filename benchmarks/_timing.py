@@ -23,7 +23,8 @@ The method, in one place:
   also counts the time other processes held the core; ``extra_timers`` record further clocks
   (e.g. wall time next to CPU time) on the same calls.
 
-Nothing here imports torch; ``format_markdown_table`` renders rows for the reports.
+Nothing here imports torch; ``format_markdown_table`` renders rows for the reports and
+:class:`Report` prints a report's lines as they come and keeps them for its markdown file.
 """
 
 from __future__ import annotations
@@ -226,3 +227,24 @@ def format_markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) 
     ]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+class Report:
+    """The lines of a benchmark's report: printed as they come, kept for its markdown file.
+
+    ``lines`` (the header, printed at once) is kept by reference: the caller writes
+    ``"\n".join(lines)`` at the end. :meth:`emit` adds a line; :meth:`log` prints a progress
+    line stamped with the seconds since ``started`` (not kept).
+    """
+
+    def __init__(self, lines: list[str], started: float) -> None:
+        self.lines = lines
+        self.started = started
+        print("\n".join(lines), flush=True)
+
+    def emit(self, text: str = "") -> None:
+        print(text, flush=True)
+        self.lines.append(text)
+
+    def log(self, msg: str) -> None:
+        print(f"  [{time.perf_counter() - self.started:6.0f} s] {msg}", flush=True)

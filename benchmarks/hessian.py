@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _timing import format_markdown_table
+from _timing import Report, format_markdown_table
 from hessian_mpi import mpi_section, mpi_worker
 from hessian_tools import (
     Float64Products,
@@ -398,15 +398,9 @@ def main(argv: list[str] | None = None) -> int:
         + (" (--quick: batch 32, 30 reference steps, 1 run, MPI 4 batches)" if args.quick else ""),
         "",
     ]
-    print("\n".join(lines), flush=True)
+    report = Report(lines, started)
+    emit, log = report.emit, report.log
     missed: list[str] = []
-
-    def emit(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
-
-    def log(msg: str) -> None:
-        print(f"  [{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
     if "eigen" in sections:
         model = resnet20()

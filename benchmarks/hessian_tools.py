@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _models import seeded_model
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -34,20 +35,7 @@ SEED = 0
 
 def resnet20() -> nn.Module:
     """CIFAR ResNet-20, seeded, with non-trivial BatchNorm statistics, in eval mode."""
-    from samlab.models import create_model
-
-    torch.manual_seed(SEED)
-    model = create_model("resnet20_cifar")
-    generator = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
+    return seeded_model("resnet20_cifar", SEED)
 
 
 def cifar_batches(count: int, batch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -74,7 +74,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from _timing import Arm, ArmResult, format_markdown_table, run_interleaved
+from _models import seeded_model
+from _timing import Arm, ArmResult, Report, format_markdown_table, run_interleaved
 from torch import nn
 
 from landscape import SurfaceEvaluator, grid_coordinates
@@ -115,20 +116,7 @@ FULL_RESNET20_TARGET = 0.75
 
 def make_model(key: str) -> nn.Module:
     """The model, seeded, with non-trivial BatchNorm state, in eval mode."""
-    from samlab.models import create_model
-
-    torch.manual_seed(SEED)
-    model = create_model(MODEL_NAMES[key])
-    generator = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(0.2 * torch.randn(n, generator=generator))
-                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
-                module.weight.copy_(0.75 + 0.5 * torch.rand(n, generator=generator))
-                module.bias.copy_(0.1 * torch.randn(n, generator=generator))
-    return model.eval()
+    return seeded_model(MODEL_NAMES[key], SEED)
 
 
 def make_data(key: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -722,15 +710,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{'disabled (cold compilation)' if args.cold_compile else 'as found on disk'}",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    report = Report(lines, started)
+    emit, log = report.emit, report.log
     missed_all: list[str] = []
-
-    def emit(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
-
-    def log(msg: str) -> None:
-        print(f"  [{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
     for key in models:
         plans = QUICK_PLANS if args.quick else DEFAULT_PLANS

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _timing import Arm, ArmResult, format_markdown_table, quartiles, run_interleaved
+from _timing import Arm, ArmResult, Report, format_markdown_table, quartiles, run_interleaved
 from torch import nn
 
 from samlab.models import create_model
@@ -588,15 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{other} time on the same calls",
         "",
     ]
-    print("\n".join(lines), flush=True)
+    report = Report(lines, started)
+    emit, progress = report.emit, report.log
     missed_all: list[str] = []
-
-    def emit(text: str = "") -> None:
-        print(text, flush=True)
-        lines.append(text)
-
-    def progress(msg: str) -> None:
-        print(f"  [{time.perf_counter() - started:6.0f} s] {msg}", flush=True)
 
     for model_key in models:
         torch.manual_seed(0)
