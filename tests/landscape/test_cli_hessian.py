@@ -19,8 +19,6 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from torch.func import functional_call  # noqa: E402
-from torch.nn import functional as F  # noqa: E402
 
 from landscape import load_surface  # noqa: E402
 from landscape.cli import main  # noqa: E402
@@ -64,24 +62,14 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def exact_hessian() -> torch.Tensor:
+def exact_hessian(dense_hessian) -> torch.Tensor:
     namespace: dict = {}
     exec(FACTORIES, namespace)
     model, (inputs, targets) = namespace["model"](), namespace["data"]()
-    named = list(model.named_parameters())
-    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss_of(theta):
-        params, start = {}, 0
-        for name, p in named:
-            params[name] = theta[start : start + p.numel()].view(p.shape)
-            start += p.numel()
-        return F.cross_entropy(functional_call(model, params, (inputs,)), targets)
-
-    return torch.autograd.functional.hessian(loss_of, flat)
+    return dense_hessian(model, inputs, targets)
 
 
-def test_hessian_writes_the_json_interface(workdir, capsys):
+def test_hessian_writes_the_json_interface(workdir, capsys, dense_hessian):
     out = workdir / "out.json"
     argv = [*BASE, "--topk", "3", "--trace", "--output", str(out), "--tol", "1e-8"]
     assert main(["hessian", *argv]) == 0
@@ -103,7 +91,7 @@ def test_hessian_writes_the_json_interface(workdir, capsys):
         "lambda_ratio",
     ):
         assert key in result, key
-    hessian = exact_hessian()
+    hessian = exact_hessian(dense_hessian)
     exact = torch.linalg.eigvalsh(hessian).flip(0)
     np.testing.assert_allclose(result["eigenvalues"], exact[:3].numpy(), rtol=1e-7)
     assert all(r <= 1e-8 for r in result["residuals"]) and result["converged"]
@@ -200,7 +188,7 @@ def test_mpiexec_without_mpi_is_refused(workdir, capsys, monkeypatch):
     assert not (workdir / "x.json").exists()
 
 
-def test_eigmap_writes_resumes_and_draws(workdir, capsys):
+def test_eigmap_writes_resumes_and_draws(workdir, capsys, dense_hessian):
     import h5py
 
     from landscape.curvature import load_eigenvalue_map
@@ -215,7 +203,7 @@ def test_eigmap_writes_resumes_and_draws(workdir, capsys):
         assert {"xcoordinates", "ycoordinates", "max_eig", "min_eig", "done"} <= set(f)
     emap = load_eigenvalue_map(surf)
     assert emap.shape == (5, 5) and emap.done.all() and emap.provenance["eig_tol"] == 1e-6
-    exact = torch.linalg.eigvalsh(exact_hessian())  # the centre is grid point [2, 2]
+    exact = torch.linalg.eigvalsh(exact_hessian(dense_hessian))  # the centre is grid point [2, 2]
     assert emap.max_eig[2, 2] == pytest.approx(float(exact[-1]), rel=1e-6)
     assert emap.min_eig[2, 2] == pytest.approx(float(exact[0]), rel=1e-6)
     for name in ("map_eig_ratio.png", "map_max_eig.png"):

@@ -12,7 +12,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.func import functional_call  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 import landscape  # noqa: E402
@@ -46,22 +45,8 @@ def tiny_data(count: int = 24) -> tuple[torch.Tensor, torch.Tensor]:
     return inputs, torch.randint(0, 3, (count,), generator=generator)
 
 
-def dense_hessian(model: nn.Module, inputs, targets) -> torch.Tensor:
-    named = list(model.named_parameters())
-    flat = torch.cat([p.detach().reshape(-1) for _, p in named])
-
-    def loss_of(theta):
-        params, start = {}, 0
-        for name, p in named:
-            params[name] = theta[start : start + p.numel()].view(p.shape)
-            start += p.numel()
-        return F.cross_entropy(functional_call(model, params, (inputs,)), targets)
-
-    return torch.autograd.functional.hessian(loss_of, flat)
-
-
 @pytest.fixture(scope="module")
-def problem():
+def problem(dense_hessian):
     model, data = tiny_model(), tiny_data()
     hessian = dense_hessian(model, *data)
     return model, data, hessian, torch.linalg.eigvalsh(hessian)

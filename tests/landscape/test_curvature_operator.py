@@ -50,20 +50,6 @@ def as_dict(model: nn.Module, names: list[str], theta: torch.Tensor) -> dict:
     return out
 
 
-def dense_hessian(model, inputs, targets, loss_fn, names=None) -> torch.Tensor:
-    """The Hessian of the mean loss over all samples (one call, no batching)."""
-    names = names or [n for n, _ in model.named_parameters()]
-    was = model.training
-    model.eval()
-
-    def loss_of(theta):
-        return loss_fn(functional_call(model, as_dict(model, names, theta), (inputs,)), targets)
-
-    hessian = torch.autograd.functional.hessian(loss_of, flat_params(model, names))
-    model.train(was)
-    return hessian
-
-
 def random(n: int, k: int | None = None, seed: int = 2) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     shape = (n,) if k is None else (n, k)
@@ -72,7 +58,7 @@ def random(n: int, k: int | None = None, seed: int = 2) -> torch.Tensor:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("batches", ["one", "loader", "loader-kept"])
-def test_products_equal_the_autograd_hessian(mode, batches):
+def test_products_equal_the_autograd_hessian(mode, batches, dense_hessian):
     model, (x, y) = mlp(), samples(12)
     data, keep = (x, y), 1
     if batches != "one":  # batches of 5, 5 and 2 samples: the weights n_b / N matter
@@ -92,7 +78,7 @@ def test_products_equal_the_autograd_hessian(mode, batches):
     torch.testing.assert_close(op.gradient(), expected, rtol=1e-10, atol=1e-12)
 
 
-def test_mse_and_callable_losses_and_a_batch_size_split():
+def test_mse_and_callable_losses_and_a_batch_size_split(dense_hessian):
     model, (x, y) = mlp(outputs=2), samples(10, classes=None)
     hessian = dense_hessian(model, x, y, F.mse_loss)
     v = random(hessian.shape[0])
@@ -103,7 +89,7 @@ def test_mse_and_callable_losses_and_a_batch_size_split():
             torch.testing.assert_close(op.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
 
 
-def test_subset_takes_the_seeded_samples():
+def test_subset_takes_the_seeded_samples(dense_hessian):
     model, (x, y) = mlp(), samples(12)
     op = HessianOperator(model, (x, y), mode="reverse", subset=5, subset_seed=3)
     chosen = np.sort(torch.randperm(12, generator=torch.Generator().manual_seed(3))[:5].numpy())
@@ -130,7 +116,7 @@ class Square(torch.autograd.Function):
         return 2 * x * grad
 
 
-def test_auto_leaves_out_a_mode_that_fails():
+def test_auto_leaves_out_a_mode_that_fails(dense_hessian):
     model, (x, y) = mlp(outputs=2), samples(10, classes=None)
 
     def squared_error(outputs, targets):
@@ -222,7 +208,7 @@ def test_ggn_equals_jacobian_sandwich(loss, mode):
     assert op.provenance()["matrix"] == "ggn"
 
 
-def test_params_by_name_and_predicate_and_restricted_blocks():
+def test_params_by_name_and_predicate_and_restricted_blocks(dense_hessian):
     model, (x, y) = mlp(), samples(12)
     hessian = dense_hessian(model, x, y, F.cross_entropy)
     full = HessianOperator(model, (x, y), mode="reverse")
@@ -257,7 +243,7 @@ def test_flatten_unflatten_round_trip():
     torch.testing.assert_close(op.flatten(list(parts.values())), flat)
 
 
-def test_as_scipy_eigsh_finds_the_top_eigenvalues():
+def test_as_scipy_eigsh_finds_the_top_eigenvalues(dense_hessian):
     from scipy.sparse.linalg import eigsh
 
     model, (x, y) = mlp(), samples(12)
