@@ -248,3 +248,13 @@ class Report:
 
     def log(self, msg: str) -> None:
         print(f"  [{time.perf_counter() - self.started:6.0f} s] {msg}", flush=True)
+
+    def finish(self, out: Any, missed: Sequence[str], sep: str = "; ") -> None:
+        """Add the "Missed targets" line and write the report to ``out`` (a path)."""
+        from pathlib import Path
+
+        self.emit("Missed targets: " + (sep.join(missed) if missed else "none"))
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(self.lines) + "\n")
+        print(f"wrote {out}")

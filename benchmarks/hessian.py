@@ -456,10 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Total wall time {elapsed:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
         f"{os.getloadavg()[0]:.1f} at end."
     )
-    emit("Missed targets: " + ("; ".join(missed) if missed else "none"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    report.finish(out, missed)
     return 0
 
 

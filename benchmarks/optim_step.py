@@ -679,11 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Total wall time {elapsed:.0f} s; load average (1 min) {load0[0]:.1f} at start, "
         f"{load1[0]:.1f} at end."
     )
-    emit("Missed targets: " + (", ".join(missed_all) if missed_all else "none"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+    report.finish(args.out, missed_all, sep=", ")
     return 0
 
 
