@@ -11,7 +11,8 @@ is deterministic per point), so with one thread per rank the surface is identica
 bit, on 1, 2 or 3 ranks and whichever rank computed a point.
 
 An exception on any rank prints its traceback (prefixed with the rank) and calls
-``comm.Abort(1)``, which ends every rank of the job instead of leaving the others waiting.
+``comm.Abort(1)`` after :data:`ABORT_GRACE_S` (so the process manager forwards the traceback),
+which ends every rank of the job instead of leaving the others waiting.
 
 Load balance: the returned surface's ``provenance`` gains ``nproc`` and ``ranks``, a list with
 one entry per rank: ``points``, ``chunks``, ``busy_s`` (seconds spent evaluating) and ``wall_s``.
@@ -35,6 +36,12 @@ from landscape.grid import Surface
 from landscape.job import SurfaceJob, chunk_limit, points_per_call
 from landscape.mpi.dispatcher import run_rank0
 from landscape.mpi.worker import run_worker
+
+#: Seconds a failing rank waits between writing its traceback and ``MPI_Abort``. The rank's
+#: stderr reaches the terminal through the process manager (Hydra's proxy, then ``mpiexec``),
+#: which stops forwarding as soon as it handles the abort: without the pause a loaded machine
+#: loses the traceback and the job ends with no message at all.
+ABORT_GRACE_S = 1.0
 
 
 def compute_distributed(
@@ -88,6 +95,7 @@ def abort(comm: Any, code: int = 1) -> None:
         text = traceback.format_exc()
         sys.stderr.write(f"[landscape rank {rank}] failed; aborting the MPI job\n{text}")
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_S)
     finally:
         try:
             comm.Abort(code)
