@@ -147,14 +147,15 @@ def test_test_split_is_never_augmented_and_names_choose_cutout(cifar_root) -> No
     root, _, _ = cifar_root
     test = load_image_dataset("CIFAR10_cutout", "test", root=root)
     assert torch.equal(test[0][0], test[0][0])
-    assert not any(isinstance(t, Cutout) for t in test.transform.transforms)
+    assert test.transform.cutout is None and test.transform.padding is None
     train = load_image_dataset("CIFAR10_cut", "train", root=root)
-    cutout = train.transform.transforms[-1]
+    cutout = train.transform.cutout
     assert isinstance(cutout, Cutout) and (cutout.size, cutout.p) == (16, 0.5)
+    assert train.transform.padding == 4
+    base = load_image_dataset("CIFAR10_base", "train", root=root)
+    assert base.transform.cutout is None and base.transform.padding == 4
     none = load_image_dataset("CIFAR10_cutout", "train", root=root, augment="none")
-    assert [type(t) for t in none.transform.transforms] == [
-        type(t) for t in test.transform.transforms
-    ]
+    assert none.transform.cutout is None and none.transform.padding is None
     with pytest.raises(ValueError, match="augment must be one of base, cutout, none"):
         load_image_dataset("cifar10", "train", root=root, augment="mixup")
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
@@ -195,11 +196,10 @@ def test_data_root_precedence(tmp_path, monkeypatch, cifar_root) -> None:
 
 
 def expected_square(seed: int, size: int, height: int, width: int) -> tuple[slice, slice]:
-    """Replay Cutout's draws: u, then the centre row and column."""
+    """Replay Cutout's draws: u, then the centre pixel as one integer below H * W."""
     generator = torch.Generator().manual_seed(seed)
     torch.rand((), generator=generator)
-    y = int(torch.randint(height, (), generator=generator))
-    x = int(torch.randint(width, (), generator=generator))
+    y, x = divmod(int(torch.randint(height * width, (), generator=generator)), width)
     top, left = y - size // 2, x - size // 2
     return slice(max(top, 0), min(top + size, height)), slice(max(left, 0), min(left + size, width))
 
