@@ -290,3 +290,12 @@ def test_fake_data_is_sized_per_spec_and_deterministic() -> None:
     assert digits[0][0].shape == (1, 8, 8)
     with pytest.raises(ValueError, match="fake_size"):
         load_image_dataset("fakedata", "train", fake_size=0)
+
+
+def test_loader_workers_batch_augmented_cifar(cifar_root) -> None:
+    root, _, _ = cifar_root
+    data = load_image_dataset("CIFAR10_cutout", "train", root=root)
+    loader = DataLoader(data, batch_size=4, num_workers=1, shuffle=True)
+    batches = list(loader)
+    assert sum(len(y) for _, y in batches) == 13
+    assert batches[0][0].shape == (4, 3, 32, 32) and batches[0][0].dtype == torch.float32

@@ -247,7 +247,7 @@ ALIAS_TABLE = [
     ("resnext29_32x4d", "cifar10", None, "resnext29_32x4d"),
     ("vgg9", "cifar10", None, "vgg9"),  # loss-landscape, seed 003
     ("VGG9", "cifar10", None, "vgg9"),
-    ("vit", "cifar10", None, "vit_small"),
+    ("vit_tiny", "cifar10", None, "vit_small"),
     ("resnet18_cifar", "ImageNet_base", None, "resnet18_cifar"),  # registry names stay
     ("torchvision:resnet50", "cifar10", None, "torchvision:resnet50"),
     ("densenet121", "imagenet", None, "torchvision:densenet121"),
