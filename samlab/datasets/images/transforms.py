@@ -20,9 +20,10 @@ and ``RandomHorizontalFlip()``, ``none`` is ``Resize(S * 256 / 224)`` then ``Cen
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
-from torchvision import transforms as T
 
 from .specs import AUGMENTATIONS
 
@@ -167,8 +168,10 @@ def imagenet_transform(
     image_size: int = 224,
     cutout_size: int = 16,
     cutout_p: float = 0.5,
-) -> T.Compose:
-    """The pipeline for PIL images of ImageNet (module docstring)."""
+) -> Callable:
+    """The pipeline for PIL images of ImageNet (module docstring): a torchvision ``Compose``."""
+    from torchvision import transforms as T
+
     _check_augment(augment)
     if augment == "none":
         steps: list = [T.Resize(round(image_size * 256 / 224)), T.CenterCrop(image_size)]
