@@ -16,6 +16,15 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from landscape.cli.named import (
+    DATA_GROUP,
+    MODEL_GROUP,
+    NamedFactories,
+    call_named,
+    is_factory_spec,
+    is_name,
+)
+
 
 class CLIError(Exception):
     """A user mistake: reported as one line, without a traceback."""
@@ -136,8 +145,6 @@ def build_model(args: argparse.Namespace, device: Any = None, names: Any = None)
     """
     from torch import nn
 
-    from landscape.cli.named import MODEL_GROUP, NamedFactories, call_named, is_factory_spec
-
     state, config = (None, None)
     if args.model_file:
         state, config = read_checkpoint(args.model_file, "--model_file")
@@ -210,8 +217,6 @@ def data_flag(args: argparse.Namespace) -> str:
 
 
 def is_spec_or_name(text: str) -> bool:
-    from landscape.cli.named import is_factory_spec, is_name
-
     return is_factory_spec(text) or is_name(text)
 
 
@@ -233,8 +238,6 @@ def build_data(
     """
     if spec is None:
         return None
-    from landscape.cli.named import DATA_GROUP, NamedFactories, call_named, is_factory_spec
-
     if is_factory_spec(spec):
         value = call_factory(spec, flag, kwargs)
     else:

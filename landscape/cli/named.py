@@ -27,8 +27,6 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from landscape.cli.inputs import CLIError
-
 __all__ = ["DATA_GROUP", "MODEL_GROUP", "NamedFactories", "is_factory_spec", "is_name"]
 
 MODEL_GROUP = "landscape.models"
@@ -70,12 +68,13 @@ class NamedFactories:
         return sorted(self.entries(group))
 
     def load(self, group: str, name: str, flag: str) -> Callable[..., Any]:
-        """The factory registered as ``name``; a :class:`CLIError` listing the registered names
-        when there is none, or naming the entry when it cannot be loaded."""
+        """The factory registered as ``name``; a ``ValueError`` (a one-line CLI error) listing
+        the registered names when there is none, or naming the entry when it cannot be
+        loaded."""
         entries = self.entries(group)
         if name not in entries:
             known = ", ".join(sorted(entries)) or "none (no installed package registers any)"
-            raise CLIError(
+            raise ValueError(
                 f"{flag} {name}: no such registered name (entry-point group {group}); "
                 f"registered: {known}. Or give an importable MODULE:FACTORY"
             )
@@ -92,17 +91,18 @@ class NamedFactories:
                 target = entry.load()
         except (ImportError, AttributeError) as err:
             value = getattr(entry, "value", entry)
-            raise CLIError(
+            raise ValueError(
                 f"{flag} {name}: the registered factory {value} cannot be loaded: {err}"
             ) from None
         if not callable(target):
-            raise CLIError(f"{flag} {name}: the registered entry is not callable")
+            raise ValueError(f"{flag} {name}: the registered entry is not callable")
         return target
 
 
 def call_named(factory: Callable[..., Any], flag: str, name: str, kwargs: Mapping[str, Any]):
-    """``factory(**kwargs)``; its ``ValueError`` / ``TypeError`` become one-line CLI errors."""
+    """``factory(**kwargs)``; its ``ValueError`` / ``TypeError`` become one ``ValueError``
+    naming the flag (the CLI reports it in one line)."""
     try:
         return factory(**kwargs)
     except (ValueError, TypeError) as err:
-        raise CLIError(f"{flag} {name}: {err}") from None
+        raise ValueError(f"{flag} {name}: {err}") from None
