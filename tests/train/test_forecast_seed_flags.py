@@ -32,8 +32,10 @@ def test_seed_aliases_and_presets() -> None:
     assert cli.default_output(parsed("--dataset", "ETTh1", "--seed-defaults")) == Path(
         "results/samformer/ETTh1/seq_len_512_pred_len_96_bs_256_rho_0.5"
     )
-    assert cli.default_output(parsed("--no_sam")).name.endswith("bs_32_no_sam")
-    assert cli.default_output(parsed()).name.endswith("rho_0.7")
+    assert cli.default_output(parsed("--dataset", "ETTh2", "--no_sam")).name.endswith(
+        "bs_32_no_sam"
+    )
+    assert cli.default_output(parsed("--dataset", "ETTh1")).name.endswith("rho_0.7")
 
 
 def test_default_output_is_printed_and_hid_dim_reaches_the_model(tmp_path, monkeypatch, capsys):
@@ -53,6 +55,12 @@ def test_default_output_is_printed_and_hid_dim_reaches_the_model(tmp_path, monke
     assert ckpt["model"]["query.weight"].shape == (8, 512)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["rho"] == 0.5 and metrics["seeds"] == [1]
+
+
+def test_no_dataset_and_no_output_is_an_error_not_a_300_epoch_run(capsys) -> None:
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "--dataset" in err and "--output" in err
 
 
 def test_device_rule(capsys) -> None:

@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
         "restarts every 5 epochs, early stopping with patience 5 on validation MSE).",
     )
     names = ", ".join(FORECAST_DATASETS)
-    p.add_argument("--dataset", default="ETTh1", help=f"one of: {names} (default ETTh1)")
+    p.add_argument("--dataset", default=None, help=f"one of: {names} (default ETTh1 when "
+                   "--output is given; without both the command stops)")  # fmt: skip
     p.add_argument("--horizon", type=int, default=96, help="H: 96, 192, 336 or 720 (any > 0)")
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int, default=512)
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
@@ -297,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
         args.device_name = str(resolve_device(args.device, args.cuda))
         if args.eval_only:
             return _eval_only(args)
+        if args.dataset is None and args.output is None:
+            raise ValueError(
+                "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
+                "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
+            )
+        args.dataset = args.dataset or "ETTh1"
         if args.output is None:
             args.output = str(default_output(args))
             print(f"output: {args.output} (no --output given)")
