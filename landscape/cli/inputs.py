@@ -217,6 +217,7 @@ def data_flag(args: argparse.Namespace) -> str:
 
 
 def is_spec_or_name(text: str) -> bool:
+    """``MODULE:FACTORY`` or a bare registered NAME."""
     return is_factory_spec(text) or is_name(text)
 
 
