@@ -153,7 +153,8 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
                 "model_factory": args.model,
                 "model_kwargs": args.model_kwargs,
                 "data_factory": data_spec,
-                "dataset_name": dataset_name,
+                # only when given: files written before the flag existed still resume
+                **({"dataset_name": dataset_name} if dataset_name else {}),
                 "test_data_factory": args.test_data,
                 "data_kwargs": args.data_kwargs,
                 "flag_defaults": FLAG_DEFAULTS,
