@@ -14,6 +14,7 @@
   maps on one Hessian-vector-product engine; sharpness measures; λ_max during training.
 - :mod:`landscape.io`: HDF5 with tomgoldstein/loss-landscape's keys, resume, VTK export.
 - :mod:`landscape.plot`: contours, heat maps, 3D surfaces, 1D curves, trajectories.
+- :mod:`landscape.devices`: the device rule of every command line (:func:`resolve_device`).
 - :mod:`landscape.cli` and ``python -m landscape``: the command line (``surface``, ``plot``,
   ``project``, ``vtk``, ``hessian``, ``sharpness``).
 
@@ -30,6 +31,7 @@ Example::
 """
 
 from landscape.compute import compute_surface, format_rank_report, surface_1d, surface_2d
+from landscape.devices import NO_CUDA_NOTE, resolve_device
 from landscape.directions import (
     Directions,
     create_directions,
@@ -46,6 +48,7 @@ from landscape.grid import Surface, grid_coordinates
 from landscape.io import SurfaceWriter, export_vtp, load_surface, save_surface
 
 __all__ = [
+    "NO_CUDA_NOTE",
     "Directions",
     "Surface",
     "SurfaceEvaluator",
@@ -63,6 +66,7 @@ __all__ = [
     "pca_directions",
     "project_trajectory",
     "random_direction",
+    "resolve_device",
     "save_directions",
     "save_surface",
     "surface_1d",

@@ -18,10 +18,19 @@ command runs with the script name changed and the model / data given as importab
     python -m landscape sharpness --model ... --data ... --measure worst_case --rho 0.05
 
 Models and data come from ``MODULE:FACTORY`` names resolved with importlib at run time (the
-current directory is put on ``sys.path``), e.g. ``samlab.models:digits_cnn``; this package never
-imports them itself. Checkpoints load with ``torch.load(weights_only=True)`` (a dict with a
-``model`` entry, or a plain state_dict); direction and surface files are plain HDF5. Code runs
-only from a factory the user names.
+current directory is put on ``sys.path``), e.g. ``samlab.models:digits_cnn``, or from bare names
+that installed packages register as entry points (groups ``landscape.models`` and
+``landscape.datasets``, :mod:`~landscape.cli.named`): ``--model samformer --model_file best.pt
+--dataset samformer_datasets --dataset_name ETTh1`` with samlab installed. This package never
+imports them itself. ``--data`` wins over ``--dataset``/``--dataset_name``.
+
+Devices (the rule of every command line here, :mod:`landscape.devices`): ``--device cuda[:N]``
+that this machine lacks is an error; the habit flag ``--cuda`` without a GPU prints ``note:
+--cuda: no CUDA device, running on CPU`` and runs on the CPU.
+
+Checkpoints load with ``torch.load(weights_only=True)`` (a dict with a ``model`` entry, or a
+plain state_dict); direction and surface files are plain HDF5. Code runs only from a factory
+the user names or an installed package registers.
 
 Deviations from loss-landscape (each recorded where it matters):
 
@@ -50,7 +59,8 @@ empty data) end with a one-line ``error:`` message and exit status 1 (2 for flag
 The code: :mod:`~landscape.cli.entry` (:func:`main`), :mod:`~landscape.cli.parser` (the argparse
 parser, :func:`parse_range`), :mod:`~landscape.cli.options` (its shared argument groups and
 argument types), :mod:`~landscape.cli.inputs` (:class:`CLIError`, the run's context, factories,
-checkpoints, data), :mod:`~landscape.cli.directions` (the directions of a run and the default
+checkpoints, data), :mod:`~landscape.cli.named` (registered names),
+:mod:`~landscape.cli.directions` (the directions of a run and the default
 file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
 (reading surfaces and drawing figures) and one module per subcommand:
 :mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project`,
@@ -62,6 +72,7 @@ for ``--mpi`` and :mod:`~landscape.cli.eigmap` for ``--eigmap``) and
 from landscape.cli.directions import FLAG_DEFAULTS, default_dir_file, default_surf_file
 from landscape.cli.entry import main
 from landscape.cli.inputs import CLIError, build_data, build_model, load_state, resolve_factory
+from landscape.cli.named import NamedFactories
 from landscape.cli.options import IGNORE_CHOICES, NORM_CHOICES
 from landscape.cli.parser import build_parser, parse_range
 from landscape.cli.plot import cmd_plot
@@ -73,6 +84,7 @@ __all__ = [
     "FLAG_DEFAULTS",
     "IGNORE_CHOICES",
     "NORM_CHOICES",
+    "NamedFactories",
     "CLIError",
     "build_data",
     "build_model",

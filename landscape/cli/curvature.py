@@ -13,7 +13,16 @@ import argparse
 import os
 from typing import Any
 
-from landscape.cli.inputs import CLIError, Context, build_data, build_model, subset_option
+from landscape.cli.inputs import (
+    CLIError,
+    Context,
+    build_data,
+    build_model,
+    checkpoint_config,
+    data_flag,
+    data_source,
+    subset_option,
+)
 from landscape.cli.options import factory_type, positive_int
 from landscape.cli.ranks import launched_ranks, run_device
 
@@ -87,8 +96,11 @@ def operator_options(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 def curvature_inputs(args: argparse.Namespace, ctx: Context) -> tuple[Any, Any, Any, Any, Any]:
     """``(model, data, subset, loss, device)`` from the surface command's model/data flags."""
-    if args.data is None:
-        raise CLIError(f"{args.command} needs --data MODULE:FACTORY (the evaluation data)")
+    data_spec, dataset_name = data_source(args)
+    if data_spec is None:
+        raise CLIError(
+            f"{args.command} needs --data MODULE:FACTORY or --dataset NAME (the evaluation data)"
+        )
     if args.test_data:
         ctx.log("note: --test_data is ignored; the curvature is of the --data loss")
     import torch
@@ -98,8 +110,9 @@ def curvature_inputs(args: argparse.Namespace, ctx: Context) -> tuple[Any, Any, 
     elif ctx.size > 1 and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(1)
     device = run_device(args, ctx)
-    model = build_model(args, device)
-    data = build_data(args.data, "--data", args.data_kwargs, 0)
+    model = build_model(args, device, ctx.names)
+    named = {"names": ctx.names, "config": checkpoint_config(args), "dataset_name": dataset_name}
+    data = build_data(data_spec, f"--{data_flag(args)}", args.data_kwargs, 0, **named)
     subset = subset_option(args, data)
     loss: Any = args.loss_name
     if args.loss_fn:

@@ -23,7 +23,7 @@ from typing import Any
 
 from landscape.cli.curvature import curvature_inputs, params_option
 from landscape.cli.directions import grid_files, resolved_direction_flags, shared_directions
-from landscape.cli.inputs import CLIError, Context, linspace
+from landscape.cli.inputs import CLIError, Context, data_flag, data_source, linspace
 from landscape.cli.ranks import agree_across_ranks
 from landscape.cli.surface import write_sidecar
 
@@ -92,7 +92,7 @@ def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
             log=ctx.log,
         )
     except TypeError as err:
-        raise CLIError(f"--data {args.data}: {err}") from None
+        raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
     if ctx.rank != 0:
         return
     import numpy as np

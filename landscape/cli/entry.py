@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from landscape.cli.hessian import cmd_hessian
 from landscape.cli.inputs import CLIError, Context
@@ -29,8 +30,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], None]] = {
 }
 
 
-def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Run the command line; returns the exit status (0 on success)."""
+def main(argv: Sequence[str] | None = None, prog: str | None = None, *, names: Any = None) -> int:
+    """Run the command line; returns the exit status (0 on success).
+
+    ``names``: where bare ``--model`` / ``--dataset`` names are looked up (a
+    :class:`~landscape.cli.named.NamedFactories`; default: the installed entry points)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if prog is None:
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "samlab-landscape"
@@ -42,7 +46,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     except SystemExit as exit_:  # argparse: usage errors (2) and --help (0)
         return int(exit_.code or 0)
     args.argv = argv
-    context = Context()
+    context = Context(names)
     try:
         COMMANDS[args.command](args, context)
     except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:

@@ -31,7 +31,7 @@ from landscape.cli.curvature import (
     operator_options,
     params_option,
 )
-from landscape.cli.inputs import CLIError, Context
+from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.options import (
     add_data_args,
     add_direction_args,
@@ -204,7 +204,7 @@ def build_operator(args: argparse.Namespace, ctx: Context) -> Any:
             **operator_options(args, ctx),
         )
     except TypeError as err:
-        raise CLIError(f"--data {args.data}: {err}") from None
+        raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
 
 
 def _estimate(args: argparse.Namespace, op: Any) -> tuple[int, float]:

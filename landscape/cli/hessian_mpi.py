@@ -21,7 +21,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from landscape.cli.curvature import curvature_inputs, params_option
-from landscape.cli.inputs import CLIError, Context
+from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.ranks import agree_across_ranks
 
 
@@ -43,7 +43,7 @@ def split_batch_size(args: argparse.Namespace, data: Any, subset: Any, ranks: in
     try:
         inputs, _, _ = as_tensors(data, subset=subset, subset_seed=args.subset_seed)
     except TypeError as err:
-        raise CLIError(f"--data {args.data}: {err}") from None
+        raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
     samples = int(inputs.shape[0])
     del inputs
     if samples < ranks:

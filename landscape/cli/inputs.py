@@ -3,7 +3,8 @@
 :class:`CLIError` (a user mistake, reported in one line) and :class:`Context` (the MPI
 communicator and this process's rank); the model and the data from ``MODULE:FACTORY`` names
 (:func:`resolve_factory`), checkpoints (:func:`load_state`), subsets and splits of the data and
-the grid axes.
+the grid axes. ``--model``, ``--data`` and ``--dataset`` also take names that installed
+packages register as entry points (:mod:`landscape.cli.named`).
 """
 
 from __future__ import annotations
@@ -15,15 +16,27 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from landscape.cli.named import (
+    DATA_GROUP,
+    MODEL_GROUP,
+    NamedFactories,
+    call_named,
+    is_factory_spec,
+    is_name,
+)
+
 
 class CLIError(Exception):
     """A user mistake: reported as one line, without a traceback."""
 
 
 class Context:
-    """The MPI communicator (if any) and this process's rank."""
+    """The MPI communicator (if any), this process's rank, and where bare ``--model`` /
+    ``--dataset`` names are looked up (``names``: a
+    :class:`~landscape.cli.named.NamedFactories`; ``None``: the installed entry points)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Any = None) -> None:
+        self.names = names
         self.comm: Any = None
         self.rank = 0
         self.size = 1
@@ -77,8 +90,9 @@ def call_factory(spec: str, flag: str, kwargs: Mapping[str, Any]) -> Any:
         raise
 
 
-def load_state(path: str, flag: str) -> dict[str, Any]:
-    """A state_dict from a samlab checkpoint, a ``{'state_dict': ...}`` dict or a state_dict."""
+def read_checkpoint(path: str, flag: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``(state_dict, config)`` of a samlab checkpoint (its ``model`` and ``config`` entries), a
+    ``{'state_dict': ...}`` dict or a plain state_dict (config ``None``)."""
     import torch
 
     if not os.path.isfile(path):
@@ -90,33 +104,60 @@ def load_state(path: str, flag: str) -> dict[str, Any]:
         raise CLIError(
             f"{flag} {path}: cannot be loaded with torch.load(weights_only=True): {first}"
         ) from None
+    config = None
     if isinstance(obj, Mapping):
+        saved = obj.get("config")
         for key in ("model", "state_dict"):
             inner = obj.get(key)
             if isinstance(inner, Mapping):
                 obj = inner
+                config = dict(saved) if isinstance(saved, Mapping) else None
                 break
         if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
             state = dict(obj)
             if all(k.startswith("module.") for k in state):  # saved from DataParallel
                 state = {k[len("module.") :]: v for k, v in state.items()}
-            return state
+            return state, config
     raise CLIError(
         f"{flag} {path}: neither a state_dict nor a checkpoint dict with a 'model' entry"
     )
 
 
-def build_model(args: argparse.Namespace, device: Any = None) -> Any:
-    """The model from ``--model`` (+ ``--model_file``), in eval mode, on ``device``."""
+def load_state(path: str, flag: str) -> dict[str, Any]:
+    """A state_dict from a samlab checkpoint, a ``{'state_dict': ...}`` dict or a state_dict."""
+    return read_checkpoint(path, flag)[0]
+
+
+def checkpoint_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The ``config`` entry of ``--model_file`` (a samlab checkpoint's), else ``None``."""
+    if not getattr(args, "model_file", ""):
+        return None
+    return read_checkpoint(args.model_file, "--model_file")[1]
+
+
+def build_model(args: argparse.Namespace, device: Any = None, names: Any = None) -> Any:
+    """The model from ``--model`` (+ ``--model_file``), in eval mode, on ``device``.
+
+    ``--model MODULE:FACTORY`` is called with ``--model_kwargs``; a bare ``--model NAME`` is
+    the factory registered under that name (:mod:`landscape.cli.named`; ``names`` is a
+    :class:`~landscape.cli.named.NamedFactories`, default the installed entry points), called
+    with ``config=`` the checkpoint's config (or ``None``) and ``--model_kwargs``.
+    """
     from torch import nn
 
-    model = call_factory(args.model, "--model", args.model_kwargs)
+    state, config = (None, None)
+    if args.model_file:
+        state, config = read_checkpoint(args.model_file, "--model_file")
+    if is_factory_spec(args.model):
+        model = call_factory(args.model, "--model", args.model_kwargs)
+    else:
+        factory = (names or NamedFactories()).load(MODEL_GROUP, args.model, "--model")
+        model = call_named(factory, "--model", args.model, {"config": config, **args.model_kwargs})
     if not isinstance(model, nn.Module):
         raise CLIError(
             f"--model {args.model}: the factory returned {type(model).__name__}, not an nn.Module"
         )
-    if args.model_file:
-        state = load_state(args.model_file, "--model_file")
+    if state is not None:
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except RuntimeError as err:
@@ -150,11 +191,61 @@ def split_pair(value: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def build_data(spec: str | None, flag: str, kwargs: Mapping[str, Any], part: int) -> Any:
-    """What a data factory returns, reduced to one data set (``part`` 0 train, 1 test)."""
+def data_source(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(spec, dataset_name)`` of the evaluation data: ``--data`` where given, else
+    ``--dataset`` (a registered family such as ``samformer_datasets``) with ``--dataset_name``
+    (the data set inside it), else ``--dataset_name`` alone as the registered name."""
+    dataset = getattr(args, "dataset", None)
+    dataset_name = getattr(args, "dataset_name", None)
+    if args.data is not None:
+        return args.data, None
+    if dataset:
+        if is_spec_or_name(dataset):
+            return dataset, dataset_name
+        raise CLIError(f"--dataset {dataset!r}: expected a registered NAME or MODULE:FACTORY")
+    if dataset_name:
+        return dataset_name, None
+    return None, None
+
+
+def data_flag(args: argparse.Namespace) -> str:
+    """The flag the evaluation data come from (for messages): ``data``, ``dataset`` or
+    ``dataset_name``."""
+    if args.data is not None:
+        return "data"
+    return "dataset" if getattr(args, "dataset", None) else "dataset_name"
+
+
+def is_spec_or_name(text: str) -> bool:
+    """``MODULE:FACTORY`` or a bare registered NAME."""
+    return is_factory_spec(text) or is_name(text)
+
+
+def build_data(
+    spec: str | None,
+    flag: str,
+    kwargs: Mapping[str, Any],
+    part: int,
+    *,
+    names: Any = None,
+    config: Mapping[str, Any] | None = None,
+    dataset_name: str | None = None,
+) -> Any:
+    """What a data factory returns, reduced to one data set (``part`` 0 train, 1 test).
+
+    ``spec`` ``MODULE:FACTORY`` is called with ``kwargs``; a bare registered name (group
+    ``landscape.datasets``) with ``name=dataset_name, config=config, split="train"|"test"``
+    and ``kwargs``.
+    """
     if spec is None:
         return None
-    value = call_factory(spec, flag, kwargs)
+    if is_factory_spec(spec):
+        value = call_factory(spec, flag, kwargs)
+    else:
+        factory = (names or NamedFactories()).load(DATA_GROUP, spec, flag)
+        split = "train" if part == 0 else "test"
+        options = {"name": dataset_name, "config": config, "split": split, **kwargs}
+        value = call_named(factory, flag, spec, options)
     pair = split_pair(value)
     if pair is not None:
         value = pair[part]

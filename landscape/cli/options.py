@@ -101,6 +101,21 @@ def factory_type(text: str) -> str:
     return text
 
 
+def factory_or_name(text: str) -> str:
+    """An argparse type: ``MODULE:FACTORY`` or a bare NAME registered as an entry point
+    (:mod:`landscape.cli.named`; looked up when the command runs)."""
+    if ":" in text:
+        return factory_type(text)
+    from landscape.cli.named import is_name
+
+    if not is_name(text):
+        raise argparse.ArgumentTypeError(
+            f"expected MODULE:FACTORY (e.g. samlab.models:digits_cnn) or a registered NAME "
+            f"(e.g. samformer), got {text!r}"
+        )
+    return text
+
+
 def json_object(text: str) -> dict[str, Any]:
     """An argparse type: a JSON object (keyword arguments of a factory)."""
     try:
@@ -129,18 +144,21 @@ def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
-        type=factory_type,
+        type=factory_or_name,
         required=required,
-        metavar="MODULE:FACTORY",
-        help="importable factory returning the nn.Module (e.g. samlab.models:digits_cnn); "
-        "resolved from the current directory and sys.path",
+        metavar="MODULE:FACTORY|NAME",
+        help="importable factory returning the nn.Module (e.g. samlab.models:digits_cnn; "
+        "resolved from the current directory and sys.path), or a NAME an installed package "
+        "registers (entry-point group landscape.models, e.g. samformer: called with "
+        "config=<the --model_file checkpoint's config or None> and --model_kwargs)",
     )
     g.add_argument(
         "--model_kwargs",
         type=json_object,
         default={},
         metavar="JSON",
-        help="keyword arguments for the model factory, as a JSON object",
+        help="keyword arguments for the model factory, as a JSON object (a NAME with a plain "
+        "state_dict needs the model's shape here)",
     )
     g.add_argument(
         "--model_file",
@@ -201,17 +219,33 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
-        type=factory_type,
-        metavar="MODULE:FACTORY",
+        type=factory_or_name,
+        metavar="MODULE:FACTORY|NAME",
         help="factory returning the evaluation data: a DataLoader, a Dataset, an "
-        "(inputs, targets) pair of tensors, or a (train, test) pair of loaders/datasets",
+        "(inputs, targets) pair of tensors, or a (train, test) pair of loaders/datasets; or a "
+        "NAME registered in the entry-point group landscape.datasets (split='train'). "
+        "Wins over --dataset",
     )
     g.add_argument(
         "--test_data",
-        type=factory_type,
-        metavar="MODULE:FACTORY",
+        type=factory_or_name,
+        metavar="MODULE:FACTORY|NAME",
         help="factory for a test set evaluated at the same points (test_* metrics); for a "
-        "(train, test) pair its second element",
+        "(train, test) pair its second element; a registered NAME gets split='test'",
+    )
+    g.add_argument(
+        "--dataset",
+        default=None,
+        metavar="NAME",
+        help="without --data: a data NAME registered in the entry-point group "
+        "landscape.datasets (e.g. samformer_datasets, digits), called with name=--dataset_name, "
+        "config=<the --model_file checkpoint's config or None>, split='train' and --data_kwargs",
+    )
+    g.add_argument(
+        "--dataset_name",
+        default=None,
+        metavar="NAME",
+        help="the data set inside the --dataset family (e.g. ETTh1); alone, the registered name",
     )
     g.add_argument(
         "--data_kwargs",
@@ -243,7 +277,6 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--subset_seed", type=int, default=0, help="seed of --subset / --data_split (0)")
     g.add_argument("--test_subset", type=positive_int, default=None, help="N random test samples")
     legacy = p.add_argument_group("loss-landscape data flags (not used: give --data)")
-    legacy.add_argument("--dataset", default=None, help=argparse.SUPPRESS)
     legacy.add_argument("--datapath", default=None, help=argparse.SUPPRESS)
     legacy.add_argument("--raw_data", action="store_true", help=argparse.SUPPRESS)
     legacy.add_argument("--trainloader", default="", help=argparse.SUPPRESS)

@@ -23,7 +23,7 @@ from landscape.cli.options import (
     add_grid_args,
     add_model_args,
     add_plot_args,
-    factory_type,
+    factory_or_name,
     json_object,
     parse_range,
     positive_int,
@@ -74,7 +74,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
     s = sub.add_parser(
         "surface",
-        usage="%(prog)s --model MODULE:FACTORY --data MODULE:FACTORY [--x MIN:MAX:NUM] "
+        usage="%(prog)s --model MODULE:FACTORY|NAME (--data MODULE:FACTORY|NAME | --dataset NAME) "
+        "[--x MIN:MAX:NUM] "
         "[--y MIN:MAX:NUM] [--surf_file FILE] [--mpi] [options]",
         help="compute a 1D or 2D loss surface into an HDF5 file (resumable, MPI with --mpi)",
         description="Compute the loss on a grid around a model; resumes an existing matching "
@@ -170,9 +171,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     j.add_argument("--dir_file", default="", help="directions to project on (default: PCA)")
     j.add_argument(
         "--model",
-        type=factory_type,
+        type=factory_or_name,
         default=None,
-        metavar="MODULE:FACTORY",
+        metavar="MODULE:FACTORY|NAME",
         help="the model (needed for loss-landscape's position-indexed direction files)",
     )
     j.add_argument("--model_kwargs", type=json_object, default={}, metavar="JSON")

@@ -34,7 +34,7 @@ def cmd_project(args: argparse.Namespace, ctx: Context) -> None:
     states = load_trajectory(folder, pattern)
     model = None
     if args.model:
-        model = build_model(args)
+        model = build_model(args, None, ctx.names)
     centre = load_state(args.model_file, "--model_file") if args.model_file else states[-1]
 
     if args.dir_file and Path(args.dir_file).exists():

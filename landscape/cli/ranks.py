@@ -44,24 +44,23 @@ def join_mpi(args: argparse.Namespace, ctx: Context, work: str) -> None:
 
 
 def run_device(args: argparse.Namespace, ctx: Context) -> Any:
-    """The evaluation device: ``--device``, or with ``--cuda`` one GPU per rank of a node."""
-    import torch
+    """The evaluation device: ``--device`` (an absent CUDA device is an error), or with
+    ``--cuda`` one GPU per rank of a node (no GPU: a note on rank 0, then the CPU); see
+    :func:`landscape.devices.resolve_device`."""
+    from landscape.devices import resolve_device
 
-    if args.device:
-        try:
-            return torch.device(args.device)
-        except RuntimeError as err:
-            raise CLIError(f"--device {args.device}: {err}") from None
-    if args.cuda:
-        if not torch.cuda.is_available():
-            raise CLIError("--cuda: no CUDA device is available")
-        local = 0
-        if ctx.comm is not None:
+    local = 0
+    if args.cuda and not args.device and ctx.comm is not None:
+        import torch
+
+        if torch.cuda.is_available():
             from mpi4py import MPI
 
             local = ctx.comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
-        return torch.device("cuda", local % torch.cuda.device_count())
-    return torch.device("cpu")
+    try:
+        return resolve_device(args.device, args.cuda, local_index=local, note=ctx.log)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:

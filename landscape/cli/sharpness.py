@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from landscape.cli.curvature import add_evaluation_args, curvature_inputs, operator_options
-from landscape.cli.inputs import CLIError, Context
+from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.options import add_data_args, add_model_args, nonnegative_int, positive_int
 
 MEASURES = ("worst_case", "average", "epsilon")
@@ -120,7 +120,7 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
                 measure, model, data, args.rho, **_options(args, measure, loss, subset)
             )
         except TypeError as err:
-            raise CLIError(f"--data {args.data}: {err}") from None
+            raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
         first = first or results[0]
         found[measure] = [r.to_dict() for r in results]
         shown = ", ".join(f"{r.rho:g}: {r.value:.4g}" for r in results)

@@ -21,7 +21,17 @@ from landscape.cli.directions import (
     shared_directions,
 )
 from landscape.cli.figures import draw, read_projection
-from landscape.cli.inputs import CLIError, Context, build_data, build_model, linspace, subset_option
+from landscape.cli.inputs import (
+    CLIError,
+    Context,
+    build_data,
+    build_model,
+    checkpoint_config,
+    data_flag,
+    data_source,
+    linspace,
+    subset_option,
+)
 from landscape.cli.ranks import agree_across_ranks, join_mpi, run_device
 
 
@@ -50,16 +60,21 @@ def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Pa
 def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     """``surface``: compute (or resume) a loss surface into ``--surf_file``."""
     join_mpi(args, ctx, "compute the whole surface into the same file")
-    if args.data is None:
-        raise CLIError("surface needs --data MODULE:FACTORY (the evaluation data)")
+    data_spec, dataset_name = data_source(args)
+    if data_spec is None:
+        raise CLIError(
+            "surface needs --data MODULE:FACTORY or --dataset NAME (the evaluation data)"
+        )
     if args.trainloader or args.testloader:
         raise CLIError(
             "--trainloader/--testloader (pickled DataLoaders) are not supported: give --data "
             "and --test_data MODULE:FACTORY"
         )
-    for legacy in ("dataset", "datapath"):
+    ignored = ("dataset", "dataset_name", "datapath") if args.data else ("datapath",)
+    for legacy in ignored:
         if getattr(args, legacy):
-            ctx.log(f"note: --{legacy} is ignored; the data come from --data {args.data}")
+            source = f"--{data_flag(args)} {data_spec}"
+            ctx.log(f"note: --{legacy} is ignored; the data come from {source}")
     if args.ngpu > 1:
         ctx.log("note: --ngpu is ignored; run one MPI rank per GPU with --mpi --cuda")
 
@@ -76,9 +91,15 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     dir_file, surf_file, explicit_dir = grid_files(args, ndim)
 
     device = run_device(args, ctx)
-    model = build_model(args, device)
-    train = build_data(args.data, "--data", args.data_kwargs, 0)
-    test = build_data(args.test_data, "--test_data", args.data_kwargs, 1)
+    model = build_model(args, device, ctx.names)
+    config = checkpoint_config(args)
+    named = {"names": ctx.names, "config": config}
+    train = build_data(
+        data_spec, f"--{data_flag(args)}", args.data_kwargs, 0, dataset_name=dataset_name, **named
+    )
+    test = build_data(
+        args.test_data, "--test_data", args.data_kwargs, 1, dataset_name=dataset_name, **named
+    )
     subset = subset_option(args, train)
 
     if ctx.comm is not None and ctx.size > 1:
@@ -105,7 +126,7 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
         )
     except (ValueError, TypeError) as err:
         raise CLIError(
-            f"cannot evaluate --model {args.model} on --data {args.data}: {err}"
+            f"cannot evaluate --model {args.model} on --{data_flag(args)} {data_spec}: {err}"
         ) from None
 
     writer = None
@@ -131,7 +152,9 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
                 "chunk_size": args.chunk_size,
                 "model_factory": args.model,
                 "model_kwargs": args.model_kwargs,
-                "data_factory": args.data,
+                "data_factory": data_spec,
+                # only when given: files written before the flag existed still resume
+                **({"dataset_name": dataset_name} if dataset_name else {}),
                 "test_data_factory": args.test_data,
                 "data_kwargs": args.data_kwargs,
                 "flag_defaults": FLAG_DEFAULTS,

@@ -130,16 +130,19 @@ def contour_levels(
     levels: Any,
 ) -> np.ndarray:
     """Contour levels: explicit ``levels``, else ``arange(vmin, vmax, vlevel)`` with data
-    defaults (about 15 round levels when ``vlevel`` is ``None``)."""
+    defaults (about 15 round levels when ``vlevel`` is ``None``). A range with no level in it
+    (``vmax`` below the data's minimum, as ``--vmax 0.5`` on a surface above 0.5) gives the one
+    level ``min(vmin, vmax)``: the figures then show the whole surface above it."""
     if levels is not None:
         return np.unique(np.asarray(levels, dtype=np.float64))
     low, high = value_range(finite_values(z), vmin, vmax)
     if vlevel is not None:
         if vlevel <= 0:
             raise ValueError(f"vlevel must be positive, got {vlevel}")
-        return np.arange(low, high, vlevel)
+        stepped = np.arange(low, high, vlevel)
+        return stepped if stepped.size else np.array([min(low, high)])
     if high <= low:
-        return np.array([low])
+        return np.array([min(low, high)])
     from matplotlib.ticker import MaxNLocator
 
     ticks = MaxNLocator(nbins=15).tick_values(low, high)

@@ -283,9 +283,17 @@ def test_unknown_factory(capsys, model, needle):
     assert_one_line_error(capsys, code, 1, "--model", needle)
 
 
-def test_factory_without_colon_is_an_argparse_error(capsys):
-    code = run(*surface_cmd("s.h5", model="_factories"))
-    assert_one_line_error(capsys, code, 2, "--model", "MODULE:FACTORY")
+def test_malformed_factory_or_name_is_an_argparse_error(capsys):
+    code = run(*surface_cmd("s.h5", model="my model!"))
+    assert_one_line_error(capsys, code, 2, "--model", "MODULE:FACTORY", "registered NAME")
+
+
+def test_bare_name_without_colon_is_looked_up_as_a_registered_name(capsys):
+    from landscape.cli.named import NamedFactories
+
+    names = NamedFactories({"landscape.models": {"cnn": "_factories:cnn"}})
+    code = main(surface_cmd("s.h5", model="_factories"), prog="landscape", names=names)
+    assert_one_line_error(capsys, code, 1, "--model _factories", "registered: cnn")
 
 
 def test_unknown_data_factory(capsys):
@@ -359,6 +367,7 @@ def test_public_names_of_landscape_cli():
     import landscape.cli.directions as directions
     import landscape.cli.entry as entry
     import landscape.cli.inputs as inputs
+    import landscape.cli.named as named
     import landscape.cli.options as options
     import landscape.cli.parser as parser
     import landscape.cli.plot as plot
@@ -371,6 +380,7 @@ def test_public_names_of_landscape_cli():
         (parser, ("build_parser", "parse_range")),
         (options, ("NORM_CHOICES", "IGNORE_CHOICES")),
         (inputs, ("CLIError", "resolve_factory", "load_state", "build_model", "build_data")),
+        (named, ("NamedFactories",)),
         (directions, ("FLAG_DEFAULTS", "default_dir_file", "default_surf_file")),
         (surface, ("cmd_surface",)),
         (plot, ("cmd_plot",)),
@@ -385,7 +395,7 @@ def test_public_names_of_landscape_cli():
             *("CLIError", "FLAG_DEFAULTS", "IGNORE_CHOICES", "NORM_CHOICES", "build_data"),
             *("build_model", "build_parser", "cmd_plot", "cmd_project", "cmd_surface"),
             *("cmd_vtk", "default_dir_file", "default_surf_file", "load_state", "main"),
-            *("parse_range", "resolve_factory"),
+            *("parse_range", "resolve_factory", "NamedFactories"),
         ],
         key=str.lower,
     )

@@ -1,10 +1,19 @@
 """``python -m samlab.train.forecast`` / ``samlab-forecast``: the SAMformer protocol from a shell.
 
-    python -m samlab.train.forecast --dataset ETTh1 --horizon 96 --output runs/etth1-96 \
+    python -m samlab.train.forecast --dataset ETTh1 --horizon 96 [--output runs/etth1-96] \
         [--data-dir DIR] [--model samformer|transformer|transformer_random|tsmixer] \
         [--seeds N | --seed S] [--no_sam | --rho R] [--compile] [--sharpness]
+    python -m samlab.train.forecast --dataset ETTh1 --seed 1 [--no_sam] --seed-defaults
     python -m samlab.train.forecast --eval-only --checkpoint runs/etth1-96/seed_0/best.pt \
         --output runs/eval
+
+Without ``--output`` the run goes to ``results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_
+<rho_R | no_sam>`` (printed). dnsch/sam_experiments' flags are accepted as aliases (``--lrate``,
+``--wdecay``, ``--max_epochs``, ``--hid_dim``); ``--seed-defaults`` takes that project's own
+defaults (batch 256, rho 0.5, patience 30, at most 100 epochs, Adam lr 1e-3, weight decay 1e-5)
+instead of the SAMformer paper's protocol; flags given explicitly win over either. Devices follow
+the rule of every samlab command line: ``--device cuda[:N]`` that is absent is an error, ``--cuda``
+without a GPU prints a note and runs on the CPU.
 
 Writes ``OUT/metrics.json`` (means over seeds of ``test_mse``/``test_mae``, their standard
 deviations over seeds (ddof=1; 0 for one seed), ``per_seed``) and ``OUT/results.csv`` (one row
@@ -23,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from landscape.devices import resolve_device
 from samlab.datasets.timeseries import (
     FORECAST_DATASETS,
     download,
@@ -33,6 +43,7 @@ from samlab.datasets.timeseries import (
 from samlab.models import INITS
 from samlab.train.checkpoint import load_checkpoint
 from samlab.train.forecast import (
+    DEFAULT_SAM_RHO,
     FORECAST_MODELS,
     ForecastConfig,
     ForecastResult,
@@ -42,12 +53,29 @@ from samlab.train.forecast import (
 )
 from samlab.train.sharpness import run_top_eigenvalue
 
-__all__ = ["aggregate", "build_parser", "main", "run_seeds"]
+__all__ = [
+    "PAPER_DEFAULTS",
+    "SEED_DEFAULTS",
+    "aggregate",
+    "apply_presets",
+    "build_parser",
+    "default_output",
+    "main",
+    "run_seeds",
+]
 
 CSV_FIELDS = (
     "dataset", "horizon", "model", "optimizer", "rho", "lr", "seed", "test_mse", "test_mae",
     "val_mse", "best_epoch", "epochs_run", "seconds", "seconds_per_epoch", "lambda_max",
 )  # fmt: skip
+
+#: The SAMformer paper's protocol (the default; lr and rho None: per dataset / per model).
+PAPER_DEFAULTS = {"batch_size": 32, "patience": 5, "epochs": 300, "weight_decay": 0.0,
+                  "lr": None, "rho": None}  # fmt: skip
+
+#: dnsch/sam_experiments' own defaults for SAMformer (``--seed-defaults``).
+SEED_DEFAULTS = {"batch_size": 256, "patience": 30, "epochs": 100, "weight_decay": 1e-5,
+                 "lr": 1e-3, "rho": 0.5}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,14 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
         "restarts every 5 epochs, early stopping with patience 5 on validation MSE).",
     )
     names = ", ".join(FORECAST_DATASETS)
-    p.add_argument("--dataset", default="ETTh1", help=f"one of: {names} (default ETTh1)")
+    p.add_argument("--dataset", default=None, help=f"one of: {names} (default ETTh1 when "
+                   "--output is given; without both the command stops)")  # fmt: skip
     p.add_argument("--horizon", type=int, default=96, help="H: 96, 192, 336 or 720 (any > 0)")
     p.add_argument("--seq-len", "--seq_len", dest="seq_len", type=int, default=512)
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
                    help="folder with NAME.csv or NAME.csv.gz (default: $SAMLAB_DATA, then the "
                    "embedded data/ folder, which ships ETTh1)")  # fmt: skip
-    p.add_argument("--output", "-o", default=None, help="output folder (required unless "
-                   "--eval-only prints only)")  # fmt: skip
+    p.add_argument("--output", "-o", default=None, help="output folder (default: results/"
+                   "<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho_R|no_sam>, "
+                   "printed)")  # fmt: skip
     p.add_argument("--model", choices=FORECAST_MODELS, default="samformer")
     seeds = p.add_mutually_exclusive_group()
     seeds.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1")
@@ -77,14 +107,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--rho",
         type=float,
         default=None,
-        help="SAM radius (default 0.7 for samformer, none for the baselines)",
+        help="SAM radius (default 0.7 for samformer, none for the baselines; 0.5 with "
+        "--seed-defaults)",
     )
-    p.add_argument("--lr", type=float, default=None, help="default: the paper's rate per dataset")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
-    p.add_argument("--epochs", type=int, default=300, help="maximum epochs (default 300)")
-    p.add_argument("--patience", type=int, default=5)
-    p.add_argument("--weight-decay", "--weight_decay", dest="weight_decay", type=float,
-                   default=0.0)  # fmt: skip
+    p.add_argument("--lr", "--lrate", dest="lr", type=float, default=None,
+                   help="Adam learning rate (default: the paper's rate per dataset; 1e-3 with "
+                   "--seed-defaults)")  # fmt: skip
+    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=None,
+                   help="training batch (32; 256 with --seed-defaults)")  # fmt: skip
+    p.add_argument("--epochs", "--max_epochs", dest="epochs", type=int, default=None,
+                   help="maximum epochs (300; 100 with --seed-defaults)")  # fmt: skip
+    p.add_argument("--patience", type=int, default=None, help="(5; 30 with --seed-defaults)")
+    p.add_argument("--weight-decay", "--weight_decay", "--wdecay", dest="weight_decay",
+                   type=float, default=None, help="Adam's L2 penalty (0; 1e-5 with "
+                   "--seed-defaults)")  # fmt: skip
+    p.add_argument("--d-model", "--d_model", "--hid_dim", dest="d_model", type=int, default=16,
+                   help="attention key/query width of SAMformer and the Transformers "
+                   "(16)")  # fmt: skip
+    p.add_argument("--seed-defaults", "--seed_defaults", dest="seed_defaults",
+                   action="store_true", help="dnsch/sam_experiments' defaults instead of the "
+                   "paper's protocol: batch 256, rho 0.5, patience 30, 100 epochs, lr 1e-3, "
+                   "weight decay 1e-5")  # fmt: skip
     p.add_argument(
         "--no-output-projection",
         dest="output_projection",
@@ -105,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "on the first --sharpness-windows training windows)")  # fmt: skip
     p.add_argument("--sharpness-windows", type=int, default=1024)
     p.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default=None,
+                   help="cpu (default), cuda or cuda:N; an absent CUDA device is an "
+                   "error")  # fmt: skip
+    p.add_argument("--cuda", "-c", action="store_true",
+                   help="run on the GPU; without one, a note and the CPU")  # fmt: skip
     p.add_argument("--smoke", action="store_true",
                    help="tiny run for checks: 2 epochs of 8 batches, 256 evaluation windows, "
                    "sharpness on 128 windows")  # fmt: skip
@@ -120,14 +167,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def apply_presets(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the flags left unset from :data:`PAPER_DEFAULTS`, or :data:`SEED_DEFAULTS` with
+    ``--seed-defaults``; explicit flags win (``--no_sam`` over the preset's rho)."""
+    preset = SEED_DEFAULTS if args.seed_defaults else PAPER_DEFAULTS
+    for key, value in preset.items():
+        if getattr(args, key) is None and not (key == "rho" and args.no_sam):
+            setattr(args, key, value)
+    return args
+
+
+def default_output(args: argparse.Namespace) -> Path:
+    """``results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho_R|no_sam>`` (the
+    seed project's naming; every seed trains in its ``seed_<S>`` subfolder)."""
+    if args.no_sam or args.rho == 0:
+        arm = "no_sam"
+    else:
+        rho = args.rho if args.rho is not None else (DEFAULT_SAM_RHO if args.model == "samformer"
+                                                     else 0.0)  # fmt: skip
+        arm = f"rho_{rho:g}" if rho else "no_sam"
+    name = f"seq_len_{args.seq_len}_pred_len_{args.horizon}_bs_{args.batch_size}_{arm}"
+    return Path("results") / args.model / args.dataset / name
+
+
 def _config(args: argparse.Namespace, seed: int) -> ForecastConfig:
     options = dict(
         dataset=args.dataset, horizon=args.horizon, seq_len=args.seq_len, model=args.model,
         rho=0.0 if args.no_sam else args.rho, lr=args.lr, batch_size=args.batch_size,
         max_epochs=args.epochs, patience=args.patience, weight_decay=args.weight_decay,
-        seed=seed, output_projection=args.output_projection, init=args.init, compile=args.compile,
-        device=args.device, data_dir=args.data_dir, threads=args.threads,
-        progress=not args.quiet,
+        seed=seed, output_projection=args.output_projection, d_model=args.d_model,
+        init=args.init, compile=args.compile, device=args.device_name, data_dir=args.data_dir,
+        threads=args.threads, progress=not args.quiet,
     )  # fmt: skip
     if args.smoke:
         del options["max_epochs"]  # the smoke profile's, whatever --epochs says
@@ -200,8 +270,9 @@ def _eval_only(args: argparse.Namespace) -> int:
     data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len, **where)
     model = build_forecaster(config, data.n_channels)
     model.load_state_dict(ckpt["model"])
-    test = evaluate_forecaster(model, data.test)
-    val = evaluate_forecaster(model, data.val)
+    model.to(args.device_name)
+    test = evaluate_forecaster(model, data.test, device=args.device_name)
+    val = evaluate_forecaster(model, data.val, device=args.device_name)
     result = {"checkpoint": str(args.checkpoint), "dataset": config.dataset,
               "horizon": config.horizon, "model": config.model, "test_mse": test["mse"],
               "test_mae": test["mae"], "val_mse": val["mse"], "val_mae": val["mae"]}  # fmt: skip
@@ -222,12 +293,20 @@ def _summary(metrics: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = apply_presets(build_parser().parse_args(argv))
     try:
+        args.device_name = str(resolve_device(args.device, args.cuda))
         if args.eval_only:
             return _eval_only(args)
+        if args.dataset is None and args.output is None:
+            raise ValueError(
+                "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
+                "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
+            )
+        args.dataset = args.dataset or "ETTh1"
         if args.output is None:
-            raise ValueError("--output DIR is required for training")
+            args.output = str(default_output(args))
+            print(f"output: {args.output} (no --output given)")
         if args.download:
             try:
                 find_dataset_file(args.dataset, args.data_dir)

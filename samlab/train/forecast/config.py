@@ -20,6 +20,12 @@ DEFAULT_SAM_RHO = 0.7
 #: Config fields that do not change the numbers a run produces; a resumed run may differ in them.
 NON_SEMANTIC = ("data_dir", "data_path", "threads", "progress", "eval_batch_size")
 
+#: Fields added after checkpoints were first written, with the value those checkpoints used.
+ADDED_FIELDS = {"d_model": 16}
+
+#: The models with SAMformer's attention (``d_model`` is their key/query width).
+ATTENTION_MODELS = ("samformer", "transformer", "transformer_random")
+
 
 @dataclass(frozen=True)
 class ForecastConfig:
@@ -39,6 +45,7 @@ class ForecastConfig:
     weight_decay: float = 0.0  # Adam's L2 penalty
     seed: int = 0  # initialisation, data order, dropout
     output_projection: bool = True  # SAMformer's W_O (the paper's); False: the PyTorch port's
+    d_model: int = 16  # attention key/query width of SAMformer / the Transformers (seed: hid_dim)
     init: str = "keras"  # weight init: keras (the TF code's Glorot-uniform) or torch (nn.Linear)
     compile: bool = False  # compiled training step and evaluation, eager fallback on failure
     max_train_batches: int | None = None  # cap on the steps of an epoch; None: every batch
@@ -54,7 +61,9 @@ class ForecastConfig:
         get_dataset_spec(self.dataset)  # unknown names fail here, listing the known ones
         if self.model not in FORECAST_MODELS:
             raise ValueError(f"unknown model {self.model!r}; choose from {FORECAST_MODELS}")
-        for name in ("horizon", "seq_len", "batch_size", "max_epochs", "patience"):
+        if self.model not in ATTENTION_MODELS and self.d_model != ADDED_FIELDS["d_model"]:
+            raise ValueError(f"d_model applies to {ATTENTION_MODELS} only, not {self.model}")
+        for name in ("horizon", "seq_len", "batch_size", "max_epochs", "patience", "d_model"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -111,7 +120,7 @@ class ForecastConfig:
     def differences(self, saved: dict[str, Any]) -> list[str] | None:
         """None when the config dict ``saved`` (from a checkpoint or ``result.json``) decides
         the same numbers as this config; else the names of the fields that differ (sorted)."""
-        saved = {k: v for k, v in saved.items() if k not in NON_SEMANTIC}
+        saved = {k: v for k, v in {**ADDED_FIELDS, **saved}.items() if k not in NON_SEMANTIC}
         wanted = json.loads(json.dumps(self.semantic_dict(), default=str))
         if saved == wanted:
             return None

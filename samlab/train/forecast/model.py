@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from samlab.datasets.timeseries import WindowDataset, get_dataset_spec
 from samlab.models import create_model
-from samlab.train.forecast.config import ForecastConfig
+from samlab.train.forecast.config import ATTENTION_MODELS, ForecastConfig
 
 
 def build_forecaster(config: ForecastConfig, n_channels: int) -> nn.Module:
@@ -18,6 +18,8 @@ def build_forecaster(config: ForecastConfig, n_channels: int) -> nn.Module:
     kwargs: dict[str, Any] = {"init": config.init}
     if config.model in ("samformer", "transformer"):
         kwargs["output_projection"] = config.output_projection
+    if config.model in ATTENTION_MODELS:
+        kwargs["d_model"] = config.d_model
     if config.model == "tsmixer":
         kwargs.update(get_dataset_spec(config.dataset).tsmixer)
     return create_model(
