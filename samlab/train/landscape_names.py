@@ -9,11 +9,12 @@ never imports samlab. Call conventions::
     data factory:   factory(name=..., config=..., split="train"|"test", **data_kwargs)
 
 loss-landscape's own CIFAR names are registered where samlab has the network: ``resnet18``
-(:func:`samlab.models.resnet18_cifar`) and ``resnet20`` (:func:`samlab.models.resnet20_cifar`);
-their state_dict keys are samlab's, so a checkpoint of loss-landscape's own code (a pickled
-whole model) does not load into them. ``digits_cnn`` / ``digits_mlp`` and the data ``digits``
-(the embedded 8x8 digits, standardised as :func:`samlab.datasets.load_digits`) run without any
-download.
+(:func:`samlab.models.resnet18_cifar`), ``resnet20``, ``resnet32`` and ``resnet56`` (He et al.'s
+CIFAR ResNets with loss-landscape's 1x1-convolution shortcuts, ``shortcut="B"``) and ``vgg9``
+(:func:`samlab.models.vgg9`); their state_dict keys are samlab's, so a checkpoint of
+loss-landscape's own code (a pickled whole model) does not load into them. ``digits_cnn`` /
+``digits_mlp`` and the data ``digits`` (the embedded 8x8 digits, standardised as
+:func:`samlab.datasets.load_digits`) run without any download.
 
 A checkpoint of another kind is refused with a message naming the right ``--model``: a
 forecasting checkpoint given to an image model, for example. A config these factories do not
@@ -33,7 +34,16 @@ from samlab import models
 from samlab.datasets import load_digits
 from samlab.train.forecast.inputs import is_forecast_config
 
-__all__ = ["digits_cnn", "digits_data", "digits_mlp", "resnet18", "resnet20"]
+__all__ = [
+    "digits_cnn",
+    "digits_data",
+    "digits_mlp",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet56",
+    "vgg9",
+]
 
 SPLITS = ("train", "test")
 
@@ -47,21 +57,27 @@ def refuse_forecast(config: Mapping[str, Any] | None, what: str) -> None:
         )
 
 
-def _image_model(name: str, build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+def _image_model(
+    name: str, build: Callable[..., nn.Module], **preset: Any
+) -> Callable[..., nn.Module]:
     def factory(config: Mapping[str, Any] | None = None, **kwargs: Any) -> nn.Module:
         refuse_forecast(config, f"--model {name}")
-        return build(**kwargs)
+        return build(**{**preset, **kwargs})
 
     factory.__name__ = factory.__qualname__ = name
+    fixed = "".join(f"{k}={v!r}, " for k, v in preset.items())
     factory.__doc__ = (
-        f"``{build.__name__}(**kwargs)`` for ``--model {name}`` (``config`` is checked, not "
+        f"``{build.__name__}({fixed}**kwargs)`` for ``--model {name}`` (``config`` is checked, not "
         "read: a forecasting checkpoint is refused)."
     )
     return factory
 
 
 resnet18 = _image_model("resnet18", models.resnet18_cifar)
-resnet20 = _image_model("resnet20", models.resnet20_cifar)
+resnet20 = _image_model("resnet20", models.resnet20_cifar, shortcut="B")
+resnet32 = _image_model("resnet32", models.resnet32_cifar, shortcut="B")
+resnet56 = _image_model("resnet56", models.resnet56_cifar, shortcut="B")
+vgg9 = _image_model("vgg9", models.vgg9)
 digits_cnn = _image_model("digits_cnn", models.digits_cnn)
 digits_mlp = _image_model("digits_mlp", models.digits_mlp)
 

@@ -78,12 +78,14 @@ def run_dir(tmp_path_factory) -> Path:
 def test_entry_points_are_registered_and_load(on_path) -> None:
     names = NamedFactories()
     models = names.names(MODEL_GROUP)
-    assert {"samformer", "transformer", "tsmixer", "resnet18", "resnet20", "digits_cnn"} <= set(
-        models
-    )
+    expected = {"samformer", "transformer", "tsmixer", "digits_cnn"}
+    expected |= {"resnet18", "resnet20", "resnet32", "resnet56", "vgg9"}  # loss-landscape's
+    assert expected <= set(models)
     assert {"samformer_datasets", "digits"} <= set(names.names(DATA_GROUP))
     assert names.load(MODEL_GROUP, "samformer", "--model") is samformer_model
     assert names.load(DATA_GROUP, "digits", "--dataset") is digits_data
+    resnet56 = names.load(MODEL_GROUP, "resnet56", "--model")()
+    assert sum(p.numel() for p in resnet56.parameters()) == 855_770  # option-B shortcuts
     # the metadata lookup really is importlib.metadata's
     found = {ep.name for ep in importlib.metadata.entry_points(group=MODEL_GROUP)}
     assert set(models) == found
