@@ -25,7 +25,8 @@ from landscape.cli.curvature import curvature_inputs, params_option
 from landscape.cli.directions import grid_files, resolved_direction_flags, shared_directions
 from landscape.cli.inputs import CLIError, Context, linspace
 from landscape.cli.ranks import agree_across_ranks
-from landscape.cli.surface import write_sidecar
+from landscape.cli.sidecar import read_runs, write_sidecar
+from landscape.io.atomic import atomic_write
 
 
 def save_eigmap_figures(eigmap: Any, path: Path) -> list[Path]:
@@ -60,6 +61,8 @@ def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim, suffix="_eigmap")
+    if ctx.rank == 0:
+        read_runs(surf_file, replace_bad=args.overwrite)  # refuse a broken record up front
     model, data, subset, loss, _ = curvature_inputs(args, ctx)
     if ctx.size > 1:
         agree_across_ranks(ctx, model, args, data, None, subset)
@@ -130,11 +133,10 @@ def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
         resolved_directions=resolved_direction_flags(args),
     )
     run = {**summary, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    sidecar = write_sidecar(surf_file, config, run)
+    sidecar = write_sidecar(surf_file, config, run, replace_bad=args.overwrite)
     if args.output:
         output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        atomic_write(output, json.dumps(summary, indent=2, default=str) + "\n")
     ctx.log(
         f"eigenvalue map: computed {computed} points in {map_seconds:.2f} s on {ctx.size} "
         f"rank{'s' if ctx.size > 1 else ''}; max_eig {summary['max_eig']}, min_eig "

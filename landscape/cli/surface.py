@@ -11,8 +11,6 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
-from typing import Any
 
 from landscape.cli.directions import (
     FLAG_DEFAULTS,
@@ -23,24 +21,7 @@ from landscape.cli.directions import (
 from landscape.cli.figures import draw, read_projection
 from landscape.cli.inputs import CLIError, Context, build_data, build_model, linspace, subset_option
 from landscape.cli.ranks import agree_across_ranks, join_mpi, run_device
-
-
-def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
-    """``<surf_file>.json``: the resolved command and one entry per run (appended)."""
-    sidecar = path.with_name(path.name + ".json")
-    runs: list[Any] = []
-    if sidecar.is_file():
-        try:
-            previous = json.loads(sidecar.read_text())
-            if isinstance(previous, dict) and isinstance(previous.get("runs"), list):
-                runs = previous["runs"]
-        except (OSError, json.JSONDecodeError):
-            runs = []
-    runs.append(run)
-    text = json.dumps({"config": config, "runs": runs}, indent=2, default=str)
-    sidecar.write_text(text + "\n")
-    return sidecar
-
+from landscape.cli.sidecar import read_runs, write_sidecar
 
 # --------------------------------------------------------------------------------------------
 # surface
@@ -74,6 +55,8 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim)
+    if ctx.rank == 0:
+        read_runs(surf_file, replace_bad=args.overwrite)  # refuse a broken record up front
 
     device = run_device(args, ctx)
     model = build_model(args, device)
@@ -148,6 +131,12 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
                 sample_indices=evaluator.sample_indices,
             )
             already = int(writer.done.sum())
+            if writer.stamped:
+                ctx.log(
+                    f"note: {surf_file} was written before data digests were recorded: "
+                    f"stamped with this run's ({', '.join(writer.stamped)}); a later resume "
+                    "must evaluate the same data"
+                )
             ctx.log(
                 f"surface: {surf_file} ({'x'.join(str(n) for n in reversed(writer.shape))} "
                 f"points, {already} already done, {writer.size - already} to compute on "
@@ -204,7 +193,7 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
         "ranks": rank_stats,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    sidecar = write_sidecar(surf_file, config, run)
+    sidecar = write_sidecar(surf_file, config, run, replace_bad=args.overwrite)
     ctx.log(f"wrote {surf_file} (and {sidecar.name})")
     if args.plot or args.show:
         trajectory = read_projection(args.proj_file) if args.proj_file else None

@@ -66,13 +66,15 @@ def save_directions(path: str | os.PathLike, directions: Directions) -> Path:
        loss-landscape stores datasets ``"0"``, ``"1"``, ... by position, so a file written for
        one architecture is silently applied to another; samlab stores names and checks them.
     """
+    # landscape.io imports landscape.evaluate, which imports this package: import it here.
+    from landscape.io.atomic import atomic_path
+
     h5py = import_optional("h5py", _NEEDS_H5PY)
     path = Path(path)
     for name in directions.names():
         if "/" in name:
             raise ValueError(f"tensor name {name!r} contains '/', which HDF5 cannot store")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, make_parents=False) as tmp:
         with h5py.File(tmp, "w") as f:
             groups = [("xdirection", directions.x)]
             if directions.y is not None:
@@ -95,10 +97,6 @@ def save_directions(path: str | os.PathLike, directions: Directions) -> Path:
             for key in ("explained_variance_ratio", "explained_variance", "singular_values"):
                 if key in directions.meta:
                     f.create_dataset(key + "_", data=np.asarray(directions.meta[key], np.float64))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

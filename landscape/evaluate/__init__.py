@@ -9,7 +9,7 @@ chosen at construction (the ``paths`` subpackage).
 from landscape.evaluate.center import CENTER_TOLERANCE
 from landscape.evaluate.data import as_tensors
 from landscape.evaluate.evaluator import SurfaceEvaluator
-from landscape.evaluate.provenance import hash_indices
+from landscape.evaluate.provenance import data_sha256, hash_indices, hash_tensors
 from landscape.evaluate.spec import BN_MODES, LOSSES, MODES, ProbeSettings
 from landscape.evaluate.stats import standard_error
 
@@ -21,6 +21,8 @@ __all__ = [
     "ProbeSettings",
     "SurfaceEvaluator",
     "as_tensors",
+    "data_sha256",
     "hash_indices",
+    "hash_tensors",
     "standard_error",
 ]
