@@ -137,6 +137,12 @@ def unseeded_cnn() -> nn.Module:
     return SmallCNN().eval()
 
 
+def rank1_not_a_model() -> nn.Module | str:
+    """The small CNN, except on MPI rank 1 (``PMI_RANK``): not an nn.Module (a user mistake
+    on one rank only)."""
+    return "not a model" if os.environ.get("PMI_RANK") == "1" else cnn()
+
+
 def not_a_model() -> str:
     """A factory returning something that is not an nn.Module."""
     return "not a model"
