@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.budget import check_grid_size
 from landscape.cli.curvature import curvature_inputs, params_option
 from landscape.cli.directions import grid_files, resolved_direction_flags, shared_directions
 from landscape.cli.inputs import CLIError, Context, linspace
@@ -55,9 +56,11 @@ def _span(values: Any) -> list[float]:
 
 def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
     """``hessian --eigmap``: compute (or resume) the map, then figures and JSON on rank 0."""
-    from landscape.curvature.eigmap import eigenvalue_map
+    from landscape.curvature.eigmap import METRICS, eigenvalue_map
 
     ndim = 1 if args.y is None else 2
+    output = Path(args.surf_file) if args.surf_file else Path.cwd() / "eigmap.h5"
+    check_grid_size(args.x, args.y, metrics=len(METRICS), output=output)
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim, suffix="_eigmap")

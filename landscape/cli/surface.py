@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
+from landscape.cli.budget import check_grid_size
 from landscape.cli.directions import (
     FLAG_DEFAULTS,
     grid_files,
@@ -52,6 +54,14 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
         torch.set_num_threads(1)
 
     ndim = 1 if args.y is None else 2
+    sets = 1 if args.test_data is None else 2  # 4 metrics each: two statistics, their errors
+    output = Path(args.surf_file) if args.surf_file else Path.cwd() / "surface.h5"
+    check_grid_size(args.x, args.y, metrics=4 * sets, output=output)
+    if (args.plot or args.show) and args.y is not None and min(args.x[2], args.y[2]) < 2:
+        raise CLIError(
+            f"--plot/--show draw contours, which need at least 2 points along x and y (NUM "
+            f"{args.x[2]} and {args.y[2]}): give NUM >= 2, or drop --plot/--show"
+        )
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim)
