@@ -313,10 +313,11 @@ def reading(path: Path) -> Iterator[None]:
 
 def _damaged(path: Path, err: BaseException) -> ValueError:
     detail = " ".join(str(err).split()) or type(err).__name__
-    if "checksum" in detail.lower():
+    # A failed fletcher32 check reads "filter returned failure during read" (HDF5 1.14).
+    if "checksum" in detail.lower() or "filter returned failure" in detail.lower():
         return ValueError(
-            f"{path} is damaged: a stored checksum does not match its data (a flipped byte "
-            f"on disk or in a copy); HDF5: {detail}"
+            f"{path} is damaged: a dataset's data fail their checksum (a flipped byte on "
+            f"disk or in a copy); HDF5: {detail}"
         )
     return ValueError(f"{path} is damaged or not a landscape surface file: {detail}")
 
