@@ -198,10 +198,23 @@ def load_directions(
         raise ValueError(f"direction file {path} does not exist")
     try:
         handle = h5py.File(path, "r")
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - h5py raises OSError, RuntimeError, ...
         raise ValueError(
             f"{path} is not a readable HDF5 file (corrupt or foreign?): {err}"
         ) from err
+    try:
+        return _load_open(path, handle, model, dir_type)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes h5py raise
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{path} is a damaged direction file: {detail}") from err
+
+
+def _load_open(
+    path: Path, handle: Any, model: nn.Module | None, dir_type: str | None
+) -> Directions:
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     with handle as f:
         if "xdirection" not in f or not isinstance(f["xdirection"], h5py.Group):
             raise ValueError(f"{path} is not a direction file (no 'xdirection' group)")
