@@ -55,7 +55,9 @@ parser, :func:`parse_range`), :mod:`~landscape.cli.options` (its shared argument
 argument types), :mod:`~landscape.cli.inputs` (:class:`CLIError`, the run's context, factories,
 checkpoints, data), :mod:`~landscape.cli.directions` (the directions of a run and the default
 file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
-(reading surfaces and drawing figures) and one module per subcommand:
+(reading surfaces and drawing figures), :mod:`~landscape.cli.exits` (exit statuses, the one-line
+error, SIGTERM), :mod:`~landscape.cli.budget` (grids too large for the machine),
+:mod:`~landscape.cli.sidecar` (``<surf_file>.json``) and one module per subcommand:
 :mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project`,
 :mod:`~landscape.cli.vtk`, :mod:`~landscape.cli.hessian` (with :mod:`~landscape.cli.hessian_mpi`
 for ``--mpi`` and :mod:`~landscape.cli.eigmap` for ``--eigmap``) and
