@@ -8,7 +8,8 @@ rank (:func:`end_job`):
 1. sends its message to rank 0 (tag :data:`TAG_FAILURE`) when it is not rank 0 itself, and
    waits up to :data:`ACK_WAIT_S` for rank 0's acknowledgement: rank 0 has printed it then;
 2. without the acknowledgement (rank 0 is inside a collective operation, e.g. the Hessian's
-   all-reduces, and cannot receive) prints the message itself;
+   all-reduces, and cannot receive) prints the message itself; rank 0 skips a message it
+   receives too late to acknowledge, so the message is printed once;
 3. flushes, waits :data:`ABORT_GRACE_S` so the process manager forwards what was printed, and
    calls ``comm.Abort(code)``.
 
@@ -31,6 +32,9 @@ from typing import Any, NoReturn
 ABORT_GRACE_S = 1.0
 #: Seconds a failing rank waits for rank 0 to acknowledge (print) its message.
 ACK_WAIT_S = 0.5
+#: Rank 0 prints a failure message only this long before its deadline, leaving the
+#: acknowledgement time to arrive (otherwise both ranks could print it).
+ACK_MARGIN_S = 0.15
 #: environment variables asking for tracebacks
 DEBUG_VARIABLES = ("SAMLAB_DEBUG", "LANDSCAPE_TRACEBACK")
 TAG_FAILURE = 73  # a failing rank -> rank 0: the message to print (str)
@@ -41,7 +45,7 @@ class RankFailed(Exception):
     """Rank 0 received (and printed) the failure of another rank."""
 
     def __init__(self, rank: int, message: str) -> None:
-        super().__init__(f"rank {rank} failed: {message.strip().splitlines()[-1:]}")
+        super().__init__(f"rank {rank} failed: {(message.strip().splitlines() or [''])[-1]}")
         self.rank = rank
         self.message = message
 
@@ -68,11 +72,15 @@ def _write(text: str) -> None:
 
 
 def _acknowledged_by_rank0(comm: Any, message: str) -> bool:
-    """Send ``message`` to rank 0; whether rank 0 printed it within :data:`ACK_WAIT_S`."""
+    """Send ``message`` to rank 0; whether rank 0 printed it within :data:`ACK_WAIT_S`.
+
+    The message carries its deadline (wall-clock time, the same on one node and close across
+    synchronised nodes): rank 0 prints it only well before the deadline, so that a message
+    this rank prints itself after waiting in vain is not printed a second time by rank 0."""
     try:
-        comm.isend(message, dest=0, tag=TAG_FAILURE)  # never waited for: the job ends
-        deadline = time.monotonic() + ACK_WAIT_S
-        while time.monotonic() < deadline:
+        deadline = time.time() + ACK_WAIT_S
+        comm.isend((message, deadline), dest=0, tag=TAG_FAILURE)  # never waited for
+        while time.time() < deadline:
             if comm.Iprobe(source=0, tag=TAG_ACK):
                 comm.recv(source=0, tag=TAG_ACK)
                 return True
@@ -120,9 +128,11 @@ def abort_quietly(comm: Any, code: int = 1) -> NoReturn:
 def receive_failure(comm: Any, source: int) -> NoReturn:
     """Rank 0: receive the failure message of rank ``source``, print it, acknowledge it and
     raise :class:`RankFailed`."""
-    message = comm.recv(source=source, tag=TAG_FAILURE)
-    _write(message)
-    comm.isend(None, dest=source, tag=TAG_ACK)
+    message, deadline = comm.recv(source=source, tag=TAG_FAILURE)
+    if time.time() < deadline - ACK_MARGIN_S:
+        _write(message)
+        comm.isend(None, dest=source, tag=TAG_ACK)
+    # else: too late for the acknowledgement, the failing rank prints it itself
     raise RankFailed(source, message)
 
 
