@@ -36,6 +36,10 @@ def hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
     return digest.hexdigest()
 
 
+DATA_DIGEST_SCHEME = "sha256 of inputs then targets, concatenated over batches (v1)"
+"""The definition of :func:`data_sha256`, recorded next to the digests (``data_digest``)."""
+
+
 def data_sha256(batches: Sequence[tuple[Tensor, Tensor]]) -> str:
     """sha256 of evaluation data's values: the ``(inputs, targets)`` batches, in order.
 
@@ -161,6 +165,7 @@ class Provenance:
             "train_size": int(sets[0].indices.size),
             "train_indices_sha256": hash_indices(sets[0].indices),
             "data_sha256": self.data_sha256[0],
+            "data_digest": DATA_DIGEST_SCHEME,
             "model_sha256": self.model_sha256,
             "model_class": self.model_class,
             "dtype": str(self.dtype).replace("torch.", ""),

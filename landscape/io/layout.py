@@ -57,6 +57,11 @@ DATA_DIGEST_KEYS = ("data_sha256", "test_data_sha256")
 """Provenance entries holding the sha256 of the evaluated data's values
 (:func:`landscape.evaluate.data_sha256`): identity, with a message of their own when they
 differ, and stamped into a file written before they existed (:class:`SurfaceWriter`)."""
+DATA_DIGEST_SCHEME_KEY = "data_digest"
+"""Provenance entry naming the definition of the data digests
+(:data:`landscape.evaluate.DATA_DIGEST_SCHEME`). A file without it was written before: its
+digests (none, or an eigenvalue map's older batch-wise one) are not compared but replaced by
+this run's, once."""
 
 INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
 RESERVED_DATASETS = frozenset(

@@ -167,9 +167,15 @@ class SurfaceWriter:
             raise mismatch("metric_names", stored_names, sorted(names))
 
         stored = layout.read_provenance(h5file)
+        scheme = layout.DATA_DIGEST_SCHEME_KEY
+        # Digests comparable with this run's: same definition (a file without the scheme was
+        # written before the digests of values existed: any digest it holds is of another kind).
+        comparable = scheme in stored and stored[scheme] == provenance.get(scheme)
         for key in sorted(layout.identity_keys(stored) | layout.identity_keys(provenance)):
+            if key == scheme and key in provenance and key not in stored:
+                continue  # stamped after the checks
             if key in layout.DATA_DIGEST_KEYS and key in provenance:
-                if key in stored and stored[key] != provenance[key]:
+                if comparable and key in stored and stored[key] != provenance[key]:
                     raise ValueError(
                         f"cannot resume {path}: it was computed on other data values "
                         f"({key} of the file {str(stored[key])[:12]}..., of this run "
@@ -193,8 +199,11 @@ class SurfaceWriter:
         """Record this run's data digests in a file written before they were stored (accepted
         once: from then on a resume must match them); returns the keys stamped."""
         stamped = []
-        for key in layout.DATA_DIGEST_KEYS:
-            if key in provenance and key not in h5file.attrs:
+        scheme = layout.DATA_DIGEST_SCHEME_KEY
+        if scheme not in provenance or scheme in h5file.attrs:
+            return stamped
+        for key in (*layout.DATA_DIGEST_KEYS, scheme):
+            if key in provenance:
                 h5file.attrs[key] = str(provenance[key])
                 stamped.append(key)
         if stamped:

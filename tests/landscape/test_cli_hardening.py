@@ -151,12 +151,20 @@ def test_file_without_a_data_digest_is_accepted_once_and_stamped(workdir, capsys
     assert surface(surf, *GRID, data="_factories:saved_data") == 0
     digest = load_surface(surf).provenance["data_sha256"]
     with h5py.File(surf, "r+") as f:  # as written before the digest existed
-        del f.attrs["data_sha256"]
+        del f.attrs["data_sha256"], f.attrs["data_digest"]
     capsys.readouterr()
 
     assert surface(surf, *GRID, data="_factories:saved_data") == 0  # the finished file is kept
     out = capsys.readouterr().out
     assert "9 already done, 0 to compute" in out and "stamped" in out
+    assert load_surface(surf).provenance["data_sha256"] == digest
+
+    # An eigenvalue map's digest of the older, batch-wise kind: replaced once, then checked.
+    with h5py.File(surf, "r+") as f:
+        f.attrs["data_sha256"] = "0" * 64
+        del f.attrs["data_digest"]
+    assert surface(surf, *GRID, data="_factories:saved_data") == 0
+    assert "stamped" in capsys.readouterr().out
     assert load_surface(surf).provenance["data_sha256"] == digest
 
     save_data(shift=0.01)  # from now on, checked
