@@ -180,7 +180,7 @@ def compute_surface(
 
     Raises:
         ValueError: inconsistent grid, metric names or chunk size (one process). Under MPI any
-            exception aborts the job (``comm.Abort(1)``) after printing its traceback.
+            exception aborts the job (``comm.Abort(1)``) after printing its message.
     """
     if comm is not None and comm.Get_size() != 1:
         from landscape.mpi import compute_distributed

@@ -52,9 +52,12 @@ Deviations from loss-landscape (each recorded where it matters):
 - Beside the surface file, ``<surf_file>.json`` keeps the resolved command (DESIGN.md §6), one
   entry per run with the per-rank share of the points.
 
-User mistakes (unknown module or factory, missing files, malformed flags, mismatching files,
-empty data) end with a one-line ``error:`` message and exit status 1 (2 for flag syntax);
-``LANDSCAPE_TRACEBACK=1`` shows the traceback instead.
+Every command ends in one line, never a traceback (:mod:`~landscape.cli.exits`): user mistakes
+(unknown module or factory, missing or damaged files, malformed flags, mismatching files, empty
+data, a full disk) print an ``error:`` line and exit with status 1, malformed flag syntax with 2,
+anything unexpected ``error: <type>: ... (run with SAMLAB_DEBUG=1 for the traceback)`` with 1;
+Ctrl-C exits with 130 and SIGTERM with 143, leaving a surface file resumable.
+``SAMLAB_DEBUG=1`` (or ``LANDSCAPE_TRACEBACK=1``) shows the traceback instead.
 
 The code: :mod:`~landscape.cli.entry` (:func:`main`), :mod:`~landscape.cli.parser` (the argparse
 parser, :func:`parse_range`), :mod:`~landscape.cli.options` (its shared argument groups and
@@ -62,7 +65,9 @@ argument types), :mod:`~landscape.cli.inputs` (:class:`CLIError`, the run's cont
 checkpoints, data), :mod:`~landscape.cli.named` (registered names),
 :mod:`~landscape.cli.directions` (the directions of a run and the default
 file names), :mod:`~landscape.cli.ranks` (MPI ranks and devices), :mod:`~landscape.cli.figures`
-(reading surfaces and drawing figures) and one module per subcommand:
+(reading surfaces and drawing figures), :mod:`~landscape.cli.exits` (exit statuses, the one-line
+error, SIGTERM), :mod:`~landscape.cli.budget` (grids too large for the machine),
+:mod:`~landscape.cli.sidecar` (``<surf_file>.json``) and one module per subcommand:
 :mod:`~landscape.cli.surface`, :mod:`~landscape.cli.plot`, :mod:`~landscape.cli.project`,
 :mod:`~landscape.cli.vtk`, :mod:`~landscape.cli.hessian` (with :mod:`~landscape.cli.hessian_mpi`
 for ``--mpi`` and :mod:`~landscape.cli.eigmap` for ``--eigmap``) and

@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.budget import check_grid_size
 from landscape.cli.curvature import curvature_inputs, params_option
 from landscape.cli.directions import grid_files, resolved_direction_flags, shared_directions
 from landscape.cli.inputs import CLIError, Context, data_flag, data_source, linspace
 from landscape.cli.ranks import agree_across_ranks
-from landscape.cli.surface import write_sidecar
+from landscape.cli.sidecar import read_runs, write_sidecar
+from landscape.io.atomic import atomic_write
 
 
 def save_eigmap_figures(eigmap: Any, path: Path) -> list[Path]:
@@ -54,12 +56,16 @@ def _span(values: Any) -> list[float]:
 
 def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
     """``hessian --eigmap``: compute (or resume) the map, then figures and JSON on rank 0."""
-    from landscape.curvature.eigmap import eigenvalue_map
+    from landscape.curvature.eigmap import METRICS, eigenvalue_map
 
     ndim = 1 if args.y is None else 2
+    output = Path(args.surf_file) if args.surf_file else Path.cwd() / "eigmap.h5"
+    check_grid_size(args.x, args.y, metrics=len(METRICS), output=output)
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim, suffix="_eigmap")
+    if ctx.rank == 0:
+        read_runs(surf_file, replace_bad=args.overwrite)  # refuse a broken record up front
     model, data, subset, loss, _ = curvature_inputs(args, ctx)
     if ctx.size > 1:
         agree_across_ranks(ctx, model, args, data, None, subset)
@@ -130,11 +136,10 @@ def run_eigmap(args: argparse.Namespace, ctx: Context, started: float) -> None:
         resolved_directions=resolved_direction_flags(args),
     )
     run = {**summary, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    sidecar = write_sidecar(surf_file, config, run)
+    sidecar = write_sidecar(surf_file, config, run, replace_bad=args.overwrite)
     if args.output:
         output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        atomic_write(output, json.dumps(summary, indent=2, default=str) + "\n")
     ctx.log(
         f"eigenvalue map: computed {computed} points in {map_seconds:.2f} s on {ctx.size} "
         f"rank{'s' if ctx.size > 1 else ''}; max_eig {summary['max_eig']}, min_eig "

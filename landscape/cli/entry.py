@@ -1,5 +1,6 @@
 """The entry point of :mod:`landscape.cli`: :func:`main` parses the flags, runs the subcommand
-and reports a user mistake in one line (exit status 1), ending every MPI rank when one fails.
+and ends in one line whatever happens (:mod:`landscape.cli.exits`: exit status 1 for bad data
+or files, 2 for usage, 130 / 143 for Ctrl-C / SIGTERM), ending every MPI rank when one fails.
 """
 
 from __future__ import annotations
@@ -7,11 +8,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from landscape.cli import exits
 from landscape.cli.hessian import cmd_hessian
-from landscape.cli.inputs import CLIError, Context
+from landscape.cli.inputs import Context
 from landscape.cli.parser import build_parser, join_negative_values
 from landscape.cli.plot import cmd_plot
 from landscape.cli.project import cmd_project
@@ -28,6 +31,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Context], None]] = {
     "hessian": cmd_hessian,
     "sharpness": cmd_sharpness,
 }
+
+
+def _resumable(args: argparse.Namespace) -> bool:
+    """Whether a stopped run keeps its finished points (a surface, an eigenvalue map)."""
+    return args.command == "surface" or bool(getattr(args, "eigmap", False))
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None, *, names: Any = None) -> int:
@@ -48,25 +56,38 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None, *, names: A
     args.argv = argv
     context = Context(names)
     try:
-        COMMANDS[args.command](args, context)
-    except (CLIError, ValueError, FileNotFoundError, FileExistsError) as err:
-        if os.environ.get("LANDSCAPE_TRACEBACK", "") not in ("", "0"):
-            raise
-        message = " ".join(str(err).split())
-        where = f"[rank {context.rank}] " if context.size > 1 else ""
-        sys.stdout.flush()
-        sys.stderr.write(f"{prog} {args.command}: {where}error: {message}\n")
-        sys.stderr.flush()
-        if context.comm is not None and context.size > 1:
-            try:
-                context.comm.Abort(1)
-            finally:
-                os._exit(1)
-        return 1
-    except BaseException:
-        if context.comm is not None and context.size > 1:
-            from landscape.mpi import abort
-
-            abort(context.comm)
+        with exits.sigterm_as_exception():
+            COMMANDS[args.command](args, context)
+    except SystemExit:
         raise
-    return 0
+    except BaseException as err:  # noqa: BLE001 - every failure ends in one line
+        return _fail(err, args, context, prog)
+    return exits.EXIT_OK
+
+
+def _fail(err: BaseException, args: argparse.Namespace, context: Context, prog: str) -> int:
+    """Report ``err`` in one line (the traceback with ``SAMLAB_DEBUG=1``) and return the exit
+    status; under MPI end every rank of the job instead of returning."""
+    status = exits.interrupt_status(err)
+    mpi = context.comm is not None and context.size > 1
+    if status is None:
+        status = exits.EXIT_FAILED
+        where = f"[rank {context.rank}] " if mpi else ""
+        if exits.debugging():
+            if not mpi:
+                raise err
+            message = f"{prog} {args.command}: [rank {context.rank}]\n{traceback.format_exc()}"
+        else:
+            message = f"{prog} {args.command}: {where}error: {exits.error_message(err)}"
+    else:
+        message = f"{prog} {args.command}: {exits.interrupt_message(status, _resumable(args))}"
+    if mpi:
+        from landscape.mpi.failure import end_job
+
+        if status != exits.EXIT_FAILED and context.rank != 0:
+            message = ""  # every rank was signalled: rank 0 says it once
+        end_job(context.comm, message, status)
+    sys.stdout.flush()
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    return status

@@ -40,6 +40,7 @@ from landscape.cli.options import (
     positive_int,
 )
 from landscape.cli.ranks import join_mpi
+from landscape.io.atomic import atomic_write
 
 #: Lanczos steps expected for k eigenvalues (for the time estimate only)
 EXPECTED_STEPS = 12
@@ -293,8 +294,7 @@ def run_hessian(args: argparse.Namespace, ctx: Context, started: float) -> None:
         provenance=op.provenance(),
         nproc=1,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    atomic_write(output, json.dumps(out, indent=2, default=str) + "\n")
     ctx.log(f"wrote {output} ({out['hvp_count']} products, {out['seconds']:.2f} s)")
 
 

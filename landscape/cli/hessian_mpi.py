@@ -23,6 +23,7 @@ from typing import Any
 from landscape.cli.curvature import curvature_inputs, params_option
 from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.ranks import agree_across_ranks
+from landscape.io.atomic import atomic_write
 
 
 def _selected_size(model: Any, params: Any) -> int:
@@ -115,7 +116,7 @@ def run_hessian_ranks(args: argparse.Namespace, ctx: Context, started: float) ->
 
 
 def _whole_data_sha256(args: argparse.Namespace, inputs: dict, dtype: str) -> str:
-    """The data digest of one batch of all samples (the batching enters the digest)."""
+    """The data digest one process reports (all samples, read as one process reads them)."""
     import torch
 
     from landscape.curvature.batches import OperatorBatches
@@ -172,8 +173,7 @@ def _write(
         provenance=result["provenance"],
         nproc=result["nproc"],
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    atomic_write(output, json.dumps(out, indent=2, default=str) + "\n")
     ctx.log(
         f"wrote {output} ({out['hvp_count']} products, {out['seconds']:.2f} s on "
         f"{out['nproc']} ranks; {result['seconds']:.2f} s after the inputs were built)"

@@ -61,6 +61,11 @@ def parse_range(text: str) -> tuple[float, float, int]:
         raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM must be at least 1)")
     if count == 1 and low != high:
         raise ValueError(f"expected {RANGE_HELP}, got {text!r} (NUM = 1 needs MIN = MAX)")
+    if count > 1 and low == high:
+        raise ValueError(
+            f"expected {RANGE_HELP}, got {text!r} (MIN = MAX: the {count} points would all be "
+            f"the same point; give MAX > MIN, or NUM = 1 for that single point)"
+        )
     return low, high, count
 
 

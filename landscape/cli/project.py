@@ -5,12 +5,12 @@ trajectory's PCA by default), as loss-landscape's ``plot_trajectory.py``.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 from landscape.cli.figures import figure_formats, read_surface
 from landscape.cli.inputs import CLIError, Context, build_model, load_state
+from landscape.io.atomic import atomic_path
 
 
 def cmd_project(args: argparse.Namespace, ctx: Context) -> None:
@@ -109,9 +109,7 @@ def _write_projection(
 ) -> None:
     import h5py
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.create_dataset("proj_xcoord", data=coords[:, 0])
             f.create_dataset("proj_ycoord", data=coords[:, 1])
@@ -119,7 +117,3 @@ def _write_projection(
             f.attrs["method"] = args.method
             f.attrs["trajectory"] = str(Path(args.trajectory).absolute())
             f.attrs["n_states"] = count
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

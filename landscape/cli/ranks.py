@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Sequence
 from typing import Any
 
 from landscape.cli.inputs import CLIError, Context
@@ -63,20 +62,6 @@ def run_device(args: argparse.Namespace, ctx: Context) -> Any:
         raise CLIError(str(err)) from None
 
 
-def fingerprint(tensors: Sequence[tuple[str, Any]]) -> str:
-    """A sha256 of named tensors (names, dtypes, shapes and bytes)."""
-    import hashlib
-
-    import torch
-
-    digest = hashlib.sha256()
-    for name, tensor in tensors:
-        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
-        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def agree_across_ranks(
     ctx: Context, model: Any, args: argparse.Namespace, train: Any, test: Any, subset: Any
 ) -> None:
@@ -86,11 +71,11 @@ def agree_across_ranks(
     (torch seeds each process differently): rank 0's weights are then sent to all ranks. Data
     that differ across ranks (an unseeded random data factory) cannot be repaired: error.
     """
-    from landscape.evaluate import as_tensors
+    from landscape.evaluate import as_tensors, hash_tensors
 
     comm = ctx.comm
     state = model.state_dict()
-    if len(set(comm.allgather(fingerprint(list(state.items()))))) > 1:
+    if len(set(comm.allgather(hash_tensors(list(state.items()))))) > 1:
         ctx.log(
             f"note: --model {args.model} builds different weights on different ranks (unseeded "
             "initialisation?); every rank uses rank 0's weights"
@@ -109,7 +94,7 @@ def agree_across_ranks(
             return  # the evaluator reports it, with context
         parts += [(f"{name}.inputs", inputs), (f"{name}.targets", targets)]
         del inputs, targets
-    if len(set(comm.allgather(fingerprint(parts)))) > 1:
+    if len(set(comm.allgather(hash_tensors(parts)))) > 1:
         raise CLIError(
             "the data factories give different data on different MPI ranks (unseeded "
             "randomness?); make them deterministic"

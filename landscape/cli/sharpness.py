@@ -19,6 +19,7 @@ from typing import Any
 from landscape.cli.curvature import add_evaluation_args, curvature_inputs, operator_options
 from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.options import add_data_args, add_model_args, nonnegative_int, positive_int
+from landscape.io.atomic import atomic_write
 
 MEASURES = ("worst_case", "average", "epsilon")
 
@@ -135,6 +136,5 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
         "seconds": time.perf_counter() - started,
         "command": " ".join(["landscape", *args.argv]),
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    atomic_write(output, json.dumps(out, indent=2, default=str) + "\n")
     ctx.log(f"wrote {output} ({out['seconds']:.2f} s)")

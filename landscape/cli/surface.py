@@ -12,8 +12,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
 
+from landscape.cli.budget import check_grid_size
 from landscape.cli.directions import (
     FLAG_DEFAULTS,
     grid_files,
@@ -33,24 +33,7 @@ from landscape.cli.inputs import (
     subset_option,
 )
 from landscape.cli.ranks import agree_across_ranks, join_mpi, run_device
-
-
-def write_sidecar(path: Path, config: dict[str, Any], run: dict[str, Any]) -> Path:
-    """``<surf_file>.json``: the resolved command and one entry per run (appended)."""
-    sidecar = path.with_name(path.name + ".json")
-    runs: list[Any] = []
-    if sidecar.is_file():
-        try:
-            previous = json.loads(sidecar.read_text())
-            if isinstance(previous, dict) and isinstance(previous.get("runs"), list):
-                runs = previous["runs"]
-        except (OSError, json.JSONDecodeError):
-            runs = []
-    runs.append(run)
-    text = json.dumps({"config": config, "runs": runs}, indent=2, default=str)
-    sidecar.write_text(text + "\n")
-    return sidecar
-
+from landscape.cli.sidecar import read_runs, write_sidecar
 
 # --------------------------------------------------------------------------------------------
 # surface
@@ -86,9 +69,19 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
         torch.set_num_threads(1)
 
     ndim = 1 if args.y is None else 2
+    sets = 1 if args.test_data is None else 2  # 4 metrics each: two statistics, their errors
+    output = Path(args.surf_file) if args.surf_file else Path.cwd() / "surface.h5"
+    check_grid_size(args.x, args.y, metrics=4 * sets, output=output)
+    if (args.plot or args.show) and args.y is not None and min(args.x[2], args.y[2]) < 2:
+        raise CLIError(
+            f"--plot/--show draw contours, which need at least 2 points along x and y (NUM "
+            f"{args.x[2]} and {args.y[2]}): give NUM >= 2, or drop --plot/--show"
+        )
     x = linspace(args.x)
     y = None if args.y is None else linspace(args.y)
     dir_file, surf_file, explicit_dir = grid_files(args, ndim)
+    if ctx.rank == 0:
+        read_runs(surf_file, replace_bad=args.overwrite)  # refuse a broken record up front
 
     device = run_device(args, ctx)
     model = build_model(args, device, ctx.names)
@@ -171,6 +164,12 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
                 sample_indices=evaluator.sample_indices,
             )
             already = int(writer.done.sum())
+            if writer.stamped:
+                ctx.log(
+                    f"note: {surf_file} was written before data digests were recorded: "
+                    f"stamped with this run's ({', '.join(writer.stamped)}); a later resume "
+                    "must evaluate the same data"
+                )
             ctx.log(
                 f"surface: {surf_file} ({'x'.join(str(n) for n in reversed(writer.shape))} "
                 f"points, {already} already done, {writer.size - already} to compute on "
@@ -227,7 +226,7 @@ def cmd_surface(args: argparse.Namespace, ctx: Context) -> None:
         "ranks": rank_stats,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    sidecar = write_sidecar(surf_file, config, run)
+    sidecar = write_sidecar(surf_file, config, run, replace_bad=args.overwrite)
     ctx.log(f"wrote {surf_file} (and {sidecar.name})")
     if args.plot or args.show:
         trajectory = read_projection(args.proj_file) if args.proj_file else None

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from landscape.evaluate.data import as_tensors
-from landscape.evaluate.provenance import describe_subset, hash_indices, hash_tensors
+from landscape.evaluate.provenance import data_sha256, describe_subset, hash_indices
 
 #: ``reducer(flat) -> flat``: the elementwise sum of ``flat`` over all processes
 Reducer = Callable[[Tensor], Tensor]
@@ -204,13 +204,11 @@ class OperatorBatches:
 
     @property
     def sha256(self) -> str:
-        """sha256 over the inputs' and targets' dtypes, shapes and bytes of this process's
-        batches (computed once)."""
+        """:func:`landscape.evaluate.data_sha256` of this process's batches (the values as
+        differentiated, in batch order; computed once): the digest a surface file records for
+        the same samples in the same dtype."""
         if self._sha256 is None:
-            items = []
-            for position, (inputs, targets) in zip(self.batch_indices, self.batches):
-                items += [(f"inputs.{position}", inputs), (f"targets.{position}", targets)]
-            self._sha256 = hash_tensors(items)
+            self._sha256 = data_sha256(self.batches)
         return self._sha256
 
     def describe(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ Example::
 from __future__ import annotations
 
 import csv
+import io
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -159,13 +160,15 @@ class TopEigenvalueTracker:
 
     # ------------------------------------------------------------------ output
     def save_csv(self, path: str | Path) -> Path:
-        """Write the records as CSV (columns :data:`FIELDS`)."""
-        path = Path(path)
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(self.records)
-        return path
+        """Write the records as CSV (columns :data:`FIELDS`), atomically
+        (:func:`landscape.io.atomic_write`)."""
+        from landscape.io.atomic import atomic_write
+
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(self.records)
+        return atomic_write(path, text.getvalue())
 
     def plot(self, ax=None, *, label: str | None = None):
         """λ_max against the step, with the ``2 / lr`` edge-of-stability line; returns the axes."""

@@ -66,13 +66,15 @@ def save_directions(path: str | os.PathLike, directions: Directions) -> Path:
        loss-landscape stores datasets ``"0"``, ``"1"``, ... by position, so a file written for
        one architecture is silently applied to another; samlab stores names and checks them.
     """
+    # landscape.io imports landscape.evaluate, which imports this package: import it here.
+    from landscape.io.atomic import atomic_path
+
     h5py = import_optional("h5py", _NEEDS_H5PY)
     path = Path(path)
     for name in directions.names():
         if "/" in name:
             raise ValueError(f"tensor name {name!r} contains '/', which HDF5 cannot store")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(path, make_parents=False) as tmp:
         with h5py.File(tmp, "w") as f:
             groups = [("xdirection", directions.x)]
             if directions.y is not None:
@@ -95,10 +97,6 @@ def save_directions(path: str | os.PathLike, directions: Directions) -> Path:
             for key in ("explained_variance_ratio", "explained_variance", "singular_values"):
                 if key in directions.meta:
                     f.create_dataset(key + "_", data=np.asarray(directions.meta[key], np.float64))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -200,10 +198,23 @@ def load_directions(
         raise ValueError(f"direction file {path} does not exist")
     try:
         handle = h5py.File(path, "r")
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - h5py raises OSError, RuntimeError, ...
         raise ValueError(
             f"{path} is not a readable HDF5 file (corrupt or foreign?): {err}"
         ) from err
+    try:
+        return _load_open(path, handle, model, dir_type)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes h5py raise
+        detail = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"{path} is a damaged direction file: {detail}") from err
+
+
+def _load_open(
+    path: Path, handle: Any, model: nn.Module | None, dir_type: str | None
+) -> Directions:
+    h5py = import_optional("h5py", _NEEDS_H5PY)
     with handle as f:
         if "xdirection" not in f or not isinstance(f["xdirection"], h5py.Group):
             raise ValueError(f"{path} is not a direction file (no 'xdirection' group)")

@@ -9,18 +9,26 @@ chosen at construction (the ``paths`` subpackage).
 from landscape.evaluate.center import CENTER_TOLERANCE
 from landscape.evaluate.data import as_tensors
 from landscape.evaluate.evaluator import SurfaceEvaluator
-from landscape.evaluate.provenance import hash_indices
+from landscape.evaluate.provenance import (
+    DATA_DIGEST_SCHEME,
+    data_sha256,
+    hash_indices,
+    hash_tensors,
+)
 from landscape.evaluate.spec import BN_MODES, LOSSES, MODES, ProbeSettings
 from landscape.evaluate.stats import standard_error
 
 __all__ = [
     "BN_MODES",
+    "DATA_DIGEST_SCHEME",
     "CENTER_TOLERANCE",
     "LOSSES",
     "MODES",
     "ProbeSettings",
     "SurfaceEvaluator",
     "as_tensors",
+    "data_sha256",
     "hash_indices",
+    "hash_tensors",
     "standard_error",
 ]

@@ -2,8 +2,9 @@
 
 :class:`Provenance` is fixed at construction from the frozen :class:`EvaluationSpec`, the model
 and directions (identified by sha256 hashes of their tensors) and the evaluation sets (sizes,
-sha256 of the sample indices); :meth:`Provenance.describe` adds how the points are evaluated
-(mode, K, the probes' notes) as a JSON-able dict.
+sha256 of the sample indices and of the samples' values, :func:`data_sha256`);
+:meth:`Provenance.describe` adds how the points are evaluated (mode, K, the probes' notes) as a
+JSON-able dict.
 """
 
 from __future__ import annotations
@@ -32,6 +33,39 @@ def hash_tensors(items: Sequence[tuple[str, Tensor]]) -> str:
     for name, tensor in items:
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor_bytes(tensor))
+    return digest.hexdigest()
+
+
+DATA_DIGEST_SCHEME = "sha256 of inputs then targets, concatenated over batches (v1)"
+"""The definition of :func:`data_sha256`, recorded next to the digests (``data_digest``)."""
+
+
+def data_sha256(batches: Sequence[tuple[Tensor, Tensor]]) -> str:
+    """sha256 of evaluation data's values: the ``(inputs, targets)`` batches, in order.
+
+    Canonical: the digest is that of the inputs concatenated over the batches, then the
+    targets (each with its dtype and the concatenated shape), so it does not depend on how the
+    samples are split into batches; it does depend on their order, dtypes and every byte.
+    Surface files (``data_sha256`` / ``test_data_sha256``), eigenvalue maps and the Hessian and
+    sharpness outputs record it; a resumed surface must match it.
+    """
+    batches = list(batches)
+    digest = hashlib.sha256()
+    if not batches:  # e.g. an MPI shard holding no batch
+        return digest.hexdigest()
+    for part, name in ((0, "inputs"), (1, "targets")):
+        tensors = [batch[part] for batch in batches]
+        first = tensors[0]
+        for tensor in tensors[1:]:
+            if tensor.dtype != first.dtype or tensor.shape[1:] != first.shape[1:]:
+                raise ValueError(
+                    f"data_sha256: the batches' {name} differ in dtype or trailing shape "
+                    f"({first.dtype} {tuple(first.shape)} and {tensor.dtype} {tuple(tensor.shape)})"
+                )
+        rows = sum(len(tensor) for tensor in tensors)
+        digest.update(f"{name}|{first.dtype}|{(rows, *first.shape[1:])}|".encode())
+        for tensor in tensors:
+            digest.update(tensor_bytes(tensor))
     return digest.hexdigest()
 
 
@@ -99,6 +133,14 @@ class Provenance:
         if directions.y is not None:
             items += [(f"y.{k}", v) for k, v in directions.y.items()]
         self.directions_sha256 = hash_tensors(items)
+        self._data_sha256: list[str] | None = None
+
+    @property
+    def data_sha256(self) -> list[str]:
+        """:func:`data_sha256` of each evaluation set (training, then test), computed once."""
+        if self._data_sha256 is None:
+            self._data_sha256 = [data_sha256([(s.inputs, s.targets)]) for s in self.sets]
+        return self._data_sha256
 
     def describe(self, mode: str, points_per_call: int, notes: Mapping[str, Any]) -> dict[str, Any]:
         """JSON-able description of what the evaluator computes: the spec, identities and
@@ -122,6 +164,8 @@ class Provenance:
             "subset_seed": spec.subset_seed,
             "train_size": int(sets[0].indices.size),
             "train_indices_sha256": hash_indices(sets[0].indices),
+            "data_sha256": self.data_sha256[0],
+            "data_digest": DATA_DIGEST_SCHEME,
             "model_sha256": self.model_sha256,
             "model_class": self.model_class,
             "dtype": str(self.dtype).replace("torch.", ""),
@@ -137,4 +181,5 @@ class Provenance:
             result["test_subset"] = describe_subset(spec.test_subset)
             result["test_size"] = int(sets[1].indices.size)
             result["test_indices_sha256"] = hash_indices(sets[1].indices)
+            result["test_data_sha256"] = self.data_sha256[1]
         return result

@@ -16,7 +16,10 @@ Layout of a surface file written here (``schema_version`` 1):
   JSON, the JSON-encoded names listed in ``provenance_json_keys``), ``schema_version`` and
   ``acc_units = "fraction"``.
 
-Datasets are chunked; :class:`SurfaceWriter` flushes after every :meth:`~SurfaceWriter.write`,
+Datasets are chunked, with HDF5's ``fletcher32`` checksum: a flipped byte on disk fails the
+read with a ``ValueError`` naming the file (files written before the checksums read as
+before). A resumed file must have been computed on the same data values (``data_sha256``).
+:class:`SurfaceWriter` flushes after every :meth:`~SurfaceWriter.write`,
 so a killed run loses at most the chunk of points in flight and resumes with the points not
 ``done``.
 
@@ -26,9 +29,12 @@ so a killed run loses at most the chunk of points in flight and resumes with the
 The code: :mod:`~landscape.io.layout` (the constants, provenance attributes, sample indices, the
 creation of a file and the checks on opening one), :mod:`~landscape.io.surfaces`
 (:func:`save_surface`, :func:`load_surface`), :mod:`~landscape.io.writer`
-(:class:`SurfaceWriter`) and :mod:`~landscape.io.vtk` (:func:`export_vtp`).
+(:class:`SurfaceWriter`), :mod:`~landscape.io.vtk` (:func:`export_vtp`) and
+:mod:`~landscape.io.atomic` (:func:`atomic_write`, :func:`atomic_path`: every result file of
+landscape, and of samlab, is written to a uniquely named temporary file, fsync'd and renamed).
 """
 
+from landscape.io.atomic import AtomicWriteError, atomic_path, atomic_write
 from landscape.io.layout import NON_IDENTITY_PROVENANCE_KEYS, SCHEMA_VERSION
 from landscape.io.surfaces import load_surface, save_surface
 from landscape.io.vtk import export_vtp
@@ -41,4 +47,7 @@ __all__ = [
     "export_vtp",
     "load_surface",
     "save_surface",
+    "AtomicWriteError",
+    "atomic_path",
+    "atomic_write",
 ]

@@ -10,16 +10,17 @@ landscape (:func:`check_landscape_file`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from landscape.grid import grid_shape
+from landscape.io.atomic import atomic_path
 from landscape.optional import import_optional
 
 SCHEMA_VERSION = 1
@@ -52,6 +53,16 @@ device, paths, versions), not which surface. Every other entry (direction meta a
 is identity: a resumed file must match it exactly.
 """
 
+DATA_DIGEST_KEYS = ("data_sha256", "test_data_sha256")
+"""Provenance entries holding the sha256 of the evaluated data's values
+(:func:`landscape.evaluate.data_sha256`): identity, with a message of their own when they
+differ, and stamped into a file written before they existed (:class:`SurfaceWriter`)."""
+DATA_DIGEST_SCHEME_KEY = "data_digest"
+"""Provenance entry naming the definition of the data digests
+(:data:`landscape.evaluate.DATA_DIGEST_SCHEME`). A file without it was written before: its
+digests (none, or an eigenvalue map's older batch-wise one) are not compared but replaced by
+this run's, once."""
+
 INDEX_SETS = ("train", "test")  # Surface.sample_indices keys -> "<name>_indices" datasets
 RESERVED_DATASETS = frozenset(
     {"xcoordinates", "ycoordinates", "done", "dir_file"} | {f"{n}_indices" for n in INDEX_SETS}
@@ -60,6 +71,11 @@ RESERVED_ATTRS = frozenset({"schema_version", "acc_units", "provenance_json_keys
 _INT64 = np.iinfo(np.int64)
 _NUMPY_SCALARS = ((np.bool_, bool), (np.integer, int), (np.floating, float))
 _NEEDS_H5PY = "landscape.io needs h5py to read and write surface files: pip install h5py"
+#: dataset options of a new file: chunked with HDF5's ``fletcher32`` checksum filter (it needs
+#: chunks), so a flipped byte in the coordinates, a metric, ``done`` or the indices fails the
+#: read (an ``OSError`` that :func:`reading` reports naming the file) instead of giving a wrong
+#: value. Files written without it read as before.
+CHECKSUMMED: dict[str, Any] = {"chunks": True, "fletcher32": True}
 #: how coordinates that cannot be stored are reported (see :func:`landscape.grid.grid_axis`)
 STORED_AXIS_ERRORS = (
     "{name} must be a non-empty 1D array, got shape {shape}",
@@ -177,7 +193,7 @@ def index_arrays(sample_indices: Mapping[str, Any] | None) -> dict[str, np.ndarr
 
 def _write_indices(h5file: Any, sample_indices: Mapping[str, np.ndarray]) -> None:
     for name, array in sample_indices.items():
-        h5file.create_dataset(f"{name}_indices", data=array, dtype=np.int64)
+        h5file.create_dataset(f"{name}_indices", data=array, dtype=np.int64, **CHECKSUMMED)
 
 
 def read_indices(h5file: Any) -> dict[str, np.ndarray]:
@@ -207,9 +223,9 @@ def write_layout(
     """Coordinates, metric datasets (NaN-filled where ``None``), ``done``, the evaluated
     samples' indices and attributes."""
     shape = grid_shape(x, y)
-    h5file.create_dataset("xcoordinates", data=x)
+    h5file.create_dataset("xcoordinates", data=x, **CHECKSUMMED)
     if y is not None:
-        h5file.create_dataset("ycoordinates", data=y)
+        h5file.create_dataset("ycoordinates", data=y, **CHECKSUMMED)
     for name, values in metrics.items():
         if name in RESERVED_DATASETS:
             raise ValueError(f"metric name {name!r} is reserved by the surface file format")
@@ -218,16 +234,16 @@ def write_layout(
             shape=shape,
             dtype=np.float64,
             data=values,
-            chunks=True,
             fillvalue=np.nan,
+            **CHECKSUMMED,
         )
     h5file.create_dataset(
         "done",
         shape=shape,
         dtype=np.uint8,
         data=None if done is None else done.astype(np.uint8),
-        chunks=True,
         fillvalue=0,
+        **CHECKSUMMED,
     )
     dir_file = plain(provenance.get("dir_file", ""))
     h5file.create_dataset("dir_file", data=str(dir_file))
@@ -238,21 +254,25 @@ def write_layout(
 
 
 def create_atomically(path: Path, overwrite: bool, fill: Any) -> None:
-    """Write a new file next to ``path`` with ``fill(h5file)``, then rename it onto ``path``."""
+    """Write a new file next to ``path`` with ``fill(h5file)``, then rename it onto ``path``
+    (:func:`landscape.io.atomic.atomic_path`: fsync'd, unique temporary name)."""
     h5py = import_optional("h5py", _NEEDS_H5PY)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        with h5py.File(tmp_name, "w") as h5file:
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as h5file:
             fill(h5file)
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+
+
+#: the text of HDF5's error when another process holds the file's lock (``H5Fopen``:
+#: "unable to lock file, errno = 11, ..."); matched exactly, since HDF5's other messages
+#: contain "lock" too (a truncated file: "truncated file: eof = ..., sblock->base_addr = ...")
+HDF5_LOCK_MESSAGE = "unable to lock file"
+
+
+def is_lock_error(err: BaseException) -> bool:
+    """Whether ``err`` is HDF5's "another process holds this file's lock" error."""
+    return HDF5_LOCK_MESSAGE in str(err).lower()
 
 
 def open_existing(path: Path, mode: str) -> Any:
@@ -262,15 +282,49 @@ def open_existing(path: Path, mode: str) -> Any:
         raise FileNotFoundError(f"surface file {path} does not exist")
     try:
         return h5py.File(path, mode)
-    except OSError as err:
-        if "lock" in str(err).lower():
+    except Exception as err:  # noqa: BLE001 - h5py raises OSError, RuntimeError, ...
+        detail = " ".join(str(err).split()) or type(err).__name__
+        if is_lock_error(err):
             raise ValueError(
                 f"{path} is open in another process (HDF5 file lock): wait for that run to "
-                f"finish, or stop it, then retry ({err})"
+                f"finish, or stop it, then retry ({detail})"
+            ) from err
+        if "truncated file" in detail:
+            raise ValueError(
+                f"{path} is truncated (an interrupted copy or a full disk?); HDF5: {detail}"
             ) from err
         raise ValueError(
-            f"{path} is not a readable HDF5 file (corrupt or truncated?): {err}"
+            f"{path} is not a readable HDF5 file (corrupt or truncated?): {detail}"
         ) from err
+
+
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[None]:
+    r"""Report any failure while reading the surface file ``path`` as one ``ValueError`` naming
+    it: h5py raises ``OSError`` (a failed ``fletcher32`` checksum), ``RuntimeError``,
+    ``KeyError``, ... on a damaged file, and decoded values can fail the grid's checks.
+    ``ValueError``\ s that already name ``path`` pass unchanged."""
+    try:
+        yield
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise _damaged(path, err) from err
+    except (FileNotFoundError, KeyboardInterrupt):
+        raise
+    except Exception as err:  # noqa: BLE001 - whatever a damaged file makes h5py raise
+        raise _damaged(path, err) from err
+
+
+def _damaged(path: Path, err: BaseException) -> ValueError:
+    detail = " ".join(str(err).split()) or type(err).__name__
+    # A failed fletcher32 check reads "filter returned failure during read" (HDF5 1.14).
+    if "checksum" in detail.lower() or "filter returned failure" in detail.lower():
+        return ValueError(
+            f"{path} is damaged: a dataset's data fail their checksum (a flipped byte on "
+            f"disk or in a copy); HDF5: {detail}"
+        )
+    return ValueError(f"{path} is damaged or not a landscape surface file: {detail}")
 
 
 def check_landscape_file(h5file: Any, path: Path) -> None:

@@ -59,10 +59,11 @@ def load_surface(path: str | os.PathLike) -> Surface:
     ``source_format = "loss-landscape"``.
 
     Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file for a
-    corrupt one or an HDF5 file that is not a loss surface.
+    corrupt one (a failed ``fletcher32`` checksum, a truncated file, any error h5py raises on
+    a damaged one) or an HDF5 file that is not a loss surface.
     """
     path = Path(path)
-    with layout.open_existing(path, "r") as h5file:
+    with layout.open_existing(path, "r") as h5file, layout.reading(path):
         if "xcoordinates" not in h5file:
             raise ValueError(f"{path} is not a loss-surface file (no 'xcoordinates' dataset)")
         if "schema_version" in h5file.attrs:

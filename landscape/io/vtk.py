@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from landscape.io.atomic import atomic_write
+
 if TYPE_CHECKING:  # pragma: no cover
     from landscape.grid import Surface
 
@@ -90,7 +92,7 @@ def export_vtp(
         "  </PolyData>\n",
         "</VTKFile>\n",
     ]
-    path.write_text("".join(parts))
+    atomic_write(path, "".join(parts))
     return path
 
 

@@ -46,6 +46,8 @@ class SurfaceWriter:
         self._metrics = {name: h5file[name][()] for name in self.metric_names}
         self._done = h5file["done"][()].astype(bool)
         self.sample_indices = layout.read_indices(h5file)
+        #: data digests recorded now in a file written before they were stored (see ``open``)
+        self.stamped: list[str] = []
 
     # -- opening ----------------------------------------------------------------------------
 
@@ -75,6 +77,10 @@ class SurfaceWriter:
           re-opened, its ``done`` points kept;
         - any difference raises ``ValueError`` naming the differing key and suggesting
           ``--overwrite``; a corrupt or foreign HDF5 file raises ``ValueError`` naming it.
+        - the data digests (:data:`~landscape.io.layout.DATA_DIGEST_KEYS`, a sha256 of the
+          evaluated samples' values) must match too: resuming on other data is refused with
+          a message saying so. A file written before the digests were stored is accepted once
+          and stamped with this run's digests (listed in :attr:`stamped`).
 
         An existing file is never replaced without ``overwrite=True``.
         """
@@ -103,14 +109,28 @@ class SurfaceWriter:
                 )
 
             layout.create_atomically(path, overwrite=True, fill=fill)
-            return cls(layout.open_existing(path, "r+"), path)
+            return cls._opened(layout.open_existing(path, "r+"), path)
 
         h5file = layout.open_existing(path, "r+")
         try:
-            layout.check_landscape_file(h5file, path)
-            cls._check_resumable(h5file, path, x=x, y=y, names=names, provenance=provenance)
-            cls._check_indices(h5file, path, indices)
-            return cls(h5file, path)
+            with layout.reading(path):
+                layout.check_landscape_file(h5file, path)
+                cls._check_resumable(h5file, path, x=x, y=y, names=names, provenance=provenance)
+                cls._check_indices(h5file, path, indices)
+                stamped = cls._stamp_digests(h5file, provenance)
+            writer = cls._opened(h5file, path)
+            writer.stamped = stamped
+            return writer
+        except BaseException:
+            h5file.close()
+            raise
+
+    @classmethod
+    def _opened(cls, h5file: Any, path: Path) -> SurfaceWriter:
+        """The writer of the open ``h5file`` (closed again when reading it fails)."""
+        try:
+            with layout.reading(path):
+                return cls(h5file, path)
         except BaseException:
             h5file.close()
             raise
@@ -147,7 +167,24 @@ class SurfaceWriter:
             raise mismatch("metric_names", stored_names, sorted(names))
 
         stored = layout.read_provenance(h5file)
+        scheme = layout.DATA_DIGEST_SCHEME_KEY
+        # Digests comparable with this run's: same definition (a file without the scheme was
+        # written before the digests of values existed: any digest it holds is of another kind).
+        comparable = scheme in stored and stored[scheme] == provenance.get(scheme)
         for key in sorted(layout.identity_keys(stored) | layout.identity_keys(provenance)):
+            if key == scheme and key in provenance and key not in stored:
+                continue  # stamped after the checks
+            if key in layout.DATA_DIGEST_KEYS and key in provenance:
+                if comparable and key in stored and stored[key] != provenance[key]:
+                    raise ValueError(
+                        f"cannot resume {path}: it was computed on other data values "
+                        f"({key} of the file {str(stored[key])[:12]}..., of this run "
+                        f"{str(provenance[key])[:12]}...): the data changed since (a data "
+                        "factory or file returning other samples); pass --overwrite "
+                        "(overwrite=True) to recompute the surface on this data, or write a "
+                        "new file (another --surf_file)"
+                    )
+                continue  # a file written before data digests: stamped after the checks
             if key not in stored:
                 raise mismatch(key, "<missing>", provenance[key])
             if key not in provenance:
@@ -156,6 +193,22 @@ class SurfaceWriter:
                 raise mismatch(
                     key, layout.canonical(stored[key]), layout.canonical(provenance[key])
                 )
+
+    @staticmethod
+    def _stamp_digests(h5file: Any, provenance: Mapping[str, Any]) -> list[str]:
+        """Record this run's data digests in a file written before they were stored (accepted
+        once: from then on a resume must match them); returns the keys stamped."""
+        stamped = []
+        scheme = layout.DATA_DIGEST_SCHEME_KEY
+        if scheme not in provenance or scheme in h5file.attrs:
+            return stamped
+        for key in (*layout.DATA_DIGEST_KEYS, scheme):
+            if key in provenance:
+                h5file.attrs[key] = str(provenance[key])
+                stamped.append(key)
+        if stamped:
+            h5file.flush()
+        return stamped
 
     @staticmethod
     def _check_indices(h5file: Any, path: Path, indices: dict[str, np.ndarray]) -> None:
@@ -185,7 +238,7 @@ class SurfaceWriter:
                     f"cannot resume {path}: it does not record {key!r} and its recorded "
                     f"sha256 is not that of this run's {name} samples; {hint}"
                 )
-            h5file.create_dataset(key, data=indices[name], dtype=np.int64)
+            h5file.create_dataset(key, data=indices[name], dtype=np.int64, **layout.CHECKSUMMED)
 
     # -- state ------------------------------------------------------------------------------
 

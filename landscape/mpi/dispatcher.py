@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from landscape.job import SurfaceJob
+from landscape.mpi.failure import TAG_FAILURE, receive_failure
 
 TAG_RESULT = 71  # worker -> rank 0: None (hello) or (indices, metrics)
 TAG_TASK = 72  # rank 0 -> worker: (indices, coords) or None (stop)
@@ -75,15 +76,20 @@ class Dispatcher:
         self.sends = []
 
     def serve(self, job: SurfaceJob, counts: dict, bar: Any, block: bool) -> None:
-        """Answer every waiting worker message (waiting for one first when ``block``)."""
+        """Answer every waiting worker message (waiting for one first when ``block``); a
+        worker's failure report is printed and raises :class:`~landscape.mpi.failure.RankFailed`
+        (:func:`~landscape.mpi.failure.receive_failure`)."""
         comm, status = self.comm, self.status
+        any_source, any_tag = self.MPI.ANY_SOURCE, self.MPI.ANY_TAG
         while self.active:
             if block:
-                comm.Probe(source=self.MPI.ANY_SOURCE, tag=TAG_RESULT, status=status)
+                comm.Probe(source=any_source, tag=any_tag, status=status)
                 block = False
-            elif not comm.Iprobe(source=self.MPI.ANY_SOURCE, tag=TAG_RESULT, status=status):
+            elif not comm.Iprobe(source=any_source, tag=any_tag, status=status):
                 return
             worker = status.Get_source()
+            if status.Get_tag() == TAG_FAILURE:
+                receive_failure(comm, worker)
             message = comm.recv(source=worker, tag=TAG_RESULT)
             if message is None:  # hello: fill the worker's reserve
                 for _ in range(PREFETCH):

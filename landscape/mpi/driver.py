@@ -10,9 +10,10 @@ Per-point values depend only on the point's coordinates (``SurfaceEvaluator.eval
 is deterministic per point), so with one thread per rank the surface is identical, bit for
 bit, on 1, 2 or 3 ranks and whichever rank computed a point.
 
-An exception on any rank prints its traceback (prefixed with the rank) and calls
-``comm.Abort(1)`` after :data:`ABORT_GRACE_S` (so the process manager forwards the traceback),
-which ends every rank of the job instead of leaving the others waiting.
+An exception on any rank ends every rank of the job instead of leaving the others waiting
+(:func:`abort`): its message (one ``error:`` line naming the rank) is sent to rank 0, which
+prints it (or the rank prints it itself when rank 0 does not listen), then ``comm.Abort(1)``
+follows after :data:`~landscape.mpi.failure.ABORT_GRACE_S` (:mod:`landscape.mpi.failure`).
 
 Load balance: the returned surface's ``provenance`` gains ``nproc`` and ``ranks``, a list with
 one entry per rank: ``points``, ``chunks``, ``busy_s`` (seconds spent evaluating) and ``wall_s``.
@@ -26,22 +27,21 @@ one entry per rank: ``points``, ``chunks``, ``busy_s`` (seconds spent evaluating
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from landscape.grid import Surface
 from landscape.job import SurfaceJob, chunk_limit, points_per_call
 from landscape.mpi.dispatcher import run_rank0
+from landscape.mpi.failure import (
+    RankFailed,
+    abort_quietly,
+    barrier,
+    describe_current,
+    end_job,
+)
 from landscape.mpi.worker import run_worker
-
-#: Seconds a failing rank waits between writing its traceback and ``MPI_Abort``. The rank's
-#: stderr reaches the terminal through the process manager (Hydra's proxy, then ``mpiexec``),
-#: which stops forwarding as soon as it handles the abort: without the pause a loaded machine
-#: loses the traceback and the job ends with no message at all.
-ABORT_GRACE_S = 1.0
 
 
 def compute_distributed(
@@ -59,8 +59,9 @@ def compute_distributed(
         rank = comm.Get_rank()
         if rank != 0 and writer is not None:
             raise ValueError(f"only rank 0 may hold the surface writer (rank {rank} has one)")
-        # Every rank has built its evaluator: start together, so the first chunks spread evenly.
-        comm.Barrier()
+        # Every rank has built its evaluator: start together, so the first chunks spread evenly
+        # (rank 0 hears of a rank that failed to build one and will never arrive).
+        barrier(comm)
         start_time = time.perf_counter()
         if rank == 0:
             job = SurfaceJob(evaluator, writer, x, y)
@@ -84,23 +85,19 @@ def compute_distributed(
         raise  # pragma: no cover - Abort does not return
 
 
-def abort(comm: Any, code: int = 1) -> None:
-    """Print the current exception with the rank, then end the whole job (never returns)."""
+def abort(comm: Any, code: int = 1) -> NoReturn:
+    """End the whole job after the current exception (never returns).
+
+    One ``error:`` line naming the rank (the traceback too with ``SAMLAB_DEBUG=1``) reaches
+    stderr through :func:`landscape.mpi.failure.end_job`: sent to rank 0 when it listens, else
+    printed here, then a grace period before ``MPI_Abort``. On rank 0 after
+    :class:`~landscape.mpi.failure.RankFailed` the failing rank's message is already printed:
+    the job just ends."""
+    error = sys.exc_info()[1]
+    if isinstance(error, RankFailed):
+        abort_quietly(comm, code)
     try:
         rank = comm.Get_rank()
     except Exception:  # noqa: BLE001
         rank = "?"
-    try:
-        sys.stdout.flush()
-        text = traceback.format_exc()
-        sys.stderr.write(f"[landscape rank {rank}] failed; aborting the MPI job\n{text}")
-        sys.stderr.flush()
-        time.sleep(ABORT_GRACE_S)
-    finally:
-        try:
-            comm.Abort(code)
-        finally:
-            # MPI_Abort may return after notifying the process manager (seen with MPICH 5):
-            # make sure this rank is gone too, without running atexit handlers that would
-            # finalize MPI and wait for the others.
-            os._exit(code)
+    end_job(comm, describe_current(rank), code)

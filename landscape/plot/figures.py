@@ -39,9 +39,16 @@ def plot_all(
     1D: ``<out_prefix>_1d_loss_acc[_log].<fmt>``. 2D: ``<out_prefix>_<metric>_2dcontour``,
     ``_2dcontourf``, ``_2dheat`` and ``_3dsurface`` (and ``_2dcontour_proj`` when a projected
     ``trajectory`` ``(T, 2)`` is given), one file per format in ``formats``. ``xmin``/``xmax``
-    go to the 1D plot, ``zlim`` to the 3D one.
+    go to the 1D plot, ``zlim`` to the 3D one. A 2D surface needs at least 2 points along
+    each axis (contours and 3D surfaces need cells): ``ValueError`` otherwise.
     """
     from matplotlib.figure import Figure
+
+    if surface.y is not None and min(len(surface.x), len(surface.y)) < 2:
+        raise ValueError(
+            f"the figures of a 2D surface need at least 2 points along x and along y; this one "
+            f"is {len(surface.x)} x {len(surface.y)} (its values are in the file)"
+        )
 
     prefix = os.fspath(out_prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)

@@ -94,6 +94,23 @@ def data() -> tuple[torch.Tensor, torch.Tensor]:
     return _synthetic(0, NUM_SAMPLES)
 
 
+def saved_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """``(inputs, targets)`` read from ``data.pt`` in the current directory: a data file that
+    can change between a run and its resume (same factory, sizes and indices)."""
+    inputs, targets = torch.load("data.pt", weights_only=True)
+    return inputs, targets
+
+
+def interrupting_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ctrl-C while the data are built."""
+    raise KeyboardInterrupt
+
+
+def broken_data() -> tuple[torch.Tensor, torch.Tensor]:
+    """An unexpected failure inside a factory (not a user mistake landscape can name)."""
+    raise RuntimeError("the data server went away")
+
+
 def test_data() -> tuple[torch.Tensor, torch.Tensor]:
     """128 test samples, seed 1."""
     return _synthetic(1, NUM_SAMPLES // 2)
@@ -135,6 +152,12 @@ def mlp() -> nn.Module:
 def unseeded_cnn() -> nn.Module:
     """The small CNN with torch's per-process random initialisation (differs across ranks)."""
     return SmallCNN().eval()
+
+
+def rank1_not_a_model() -> nn.Module | str:
+    """The small CNN, except on MPI rank 1 (``PMI_RANK``): not an nn.Module (a user mistake
+    on one rank only)."""
+    return "not a model" if os.environ.get("PMI_RANK") == "1" else cnn()
 
 
 def not_a_model() -> str:

@@ -634,6 +634,7 @@ def test_public_names_of_landscape_io() -> None:
     ``landscape``)."""
     import landscape
     import landscape.io as io
+    import landscape.io.atomic as atomic
     import landscape.io.layout as layout
     import landscape.io.surfaces as surfaces
     import landscape.io.vtk as vtk
@@ -644,10 +645,18 @@ def test_public_names_of_landscape_io() -> None:
         (surfaces, ("load_surface", "save_surface")),
         (writer, ("SurfaceWriter",)),
         (vtk, ("export_vtp",)),
+        (atomic, ("AtomicWriteError", "atomic_path", "atomic_write")),
     ):
         for name in names:
             assert getattr(io, name) is getattr(module, name), name
     also_in_landscape = ("SurfaceWriter", "export_vtp", "load_surface", "save_surface")
-    assert io.__all__ == ["SCHEMA_VERSION", "NON_IDENTITY_PROVENANCE_KEYS", *also_in_landscape]
+    assert io.__all__ == [
+        "SCHEMA_VERSION",
+        "NON_IDENTITY_PROVENANCE_KEYS",
+        *also_in_landscape,
+        "AtomicWriteError",
+        "atomic_path",
+        "atomic_write",
+    ]
     for name in also_in_landscape:
         assert getattr(landscape, name) is getattr(io, name), name

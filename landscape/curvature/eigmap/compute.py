@@ -256,6 +256,8 @@ def _eigenvalue_map(
     try:
         if writer is not None:
             estimate.todo = len(writer.todo())
+            if writer.stamped and log is not None:
+                log(f"note: {out} predates data digests; recorded this run's {writer.stamped}")
         if rank == 0 and log is not None:
             log(
                 f"eigenvalue map: {estimate.todo} of {x.size * (1 if y is None else y.size)} "

@@ -36,7 +36,12 @@ from torch import nn
 from landscape.curvature.analysis import hessian_operator
 from landscape.curvature.eigen import LANCZOS_MAX_ITER, Lanczos
 from landscape.curvature.operator import HessianOperator
-from landscape.evaluate.provenance import hash_tensors, jsonable, package_version
+from landscape.evaluate.provenance import (
+    DATA_DIGEST_SCHEME,
+    hash_tensors,
+    jsonable,
+    package_version,
+)
 from landscape.evaluate.spec import check_coords
 from landscape.evaluate.weights import MovedWeights
 
@@ -195,6 +200,7 @@ class EigenvalueEvaluator:
             "size": facts["size"],
             "param_names_sha256": hashlib.sha256("\n".join(self.names).encode()).hexdigest(),
             "data_sha256": facts["data_sha256"],
+            "data_digest": DATA_DIGEST_SCHEME,
             "samples": facts["samples"],
             "batches": facts["batches"],
             "subset": facts["subset"],

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from landscape.curvature.sharpness.results import SharpnessResult, summarise
 from landscape.evaluate.data import EvalSet
 from landscape.evaluate.provenance import (
+    data_sha256,
     describe_subset,
     hash_indices,
     hash_tensors,
@@ -314,7 +315,7 @@ def prepare(
     provenance = {
         "model_class": type(model).__qualname__,
         "model_sha256": hash_tensors(list(model.state_dict().items())),
-        "data_sha256": hash_tensors([("inputs", evalset.inputs), ("targets", evalset.targets)]),
+        "data_sha256": data_sha256([(evalset.inputs, evalset.targets)]),
         "indices_sha256": hash_indices(evalset.indices),
         "size": rows,
         "subset": describe_subset(subset),
