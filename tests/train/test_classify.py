@@ -7,6 +7,7 @@ import csv
 import inspect
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -44,7 +45,11 @@ def test_config_validates_and_normalises() -> None:
     json.dumps(config.to_dict())
     for bad in (
         dict(optimizer="nope"),
-        dict(lr_schedule="linear"),
+        dict(lr_schedule="exponential"),
+        dict(lr_schedule="multistep"),
+        dict(amp="fp8"),
+        dict(weight_sparsity=1.0),
+        dict(rho_min=0.1),
         dict(bn_policy="sometimes"),
         dict(epochs=0),
         dict(optimizer_kwargs={"lr": 0.1}),
@@ -89,7 +94,7 @@ def test_masks_are_refreshed_on_their_cadence(tmp_path, digits, optimizer: str) 
         optimizer=optimizer, epochs=5, steps_per_epoch=2, optimizer_kwargs=options
     )
     result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
     assert saved["samlab"]["refreshes"] == 3
     # each refresh timed on its epoch (outside the steps' seconds), 0 on the other epochs
     timed = result.column("refresh_seconds")
@@ -146,7 +151,7 @@ def test_output_files(tmp_path, digits) -> None:
     assert [int(r["passes"]) for r in rows] == [6, 6, 6]  # LookSAM k=5: 2 passes every 5th step
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"] == config.to_dict() and saved["resolved"]["device"] == "cpu"
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 3 and set(checkpoint) >= {
         "model",
         "optimizer",
@@ -171,7 +176,7 @@ def test_interrupted_run_resumes_bitwise(tmp_path, digits, optimizer: str) -> No
         train_classifier(
             config, *digits, progress=False, output_dir=run, callback=kill_after_first_epoch
         )
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
     resumed = train_classifier(config, *digits, progress=False, output_dir=run)
     assert resumed.resumed_from_epoch == 1
     assert _states_equal(straight.model_state, resumed.model_state)
@@ -214,17 +219,21 @@ def test_other_config_in_output_dir_is_refused(tmp_path, digits) -> None:
     )
 
 
-def test_command_line_trains_the_digits_and_skips_a_finished_run(tmp_path, capsys) -> None:
-    from samlab.train.classify.__main__ import main
+def test_command_line_trains_the_digits_and_resumes_only_when_asked(tmp_path, capsys) -> None:
+    from samlab.train.classify.cli import main
 
     argv = ["--smoke", "--quiet", "--optimizer", "sam", "--model", "digits_mlp"]
     argv += ["--output", str(tmp_path)]
     assert main(argv) == 0
     shown = capsys.readouterr().out
-    assert "digits_mlp with sam, 2 epochs" in shown and "2.00 passes per step" in shown
+    assert "digits_mlp on digits with sam, seeds [0]" in shown
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     assert saved == ClassifyConfig.smoke(optimizer="sam", model="digits_mlp").to_dict()
-    assert main(argv) == 0 and capsys.readouterr().out == shown  # loaded, not trained again
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_acc"] <= 1 and metrics["test_loss"] > 0
+    assert main(argv) == 2  # a run is there: only --resume continues it
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0 and capsys.readouterr().out == shown  # loaded
     assert main([*argv, "--lr", "-1"]) == 2
     assert "lr must be positive" in capsys.readouterr().err
 
@@ -249,8 +258,8 @@ def test_divergence_raises_floating_point_error(digits) -> None:
 # --------------------------------------------------------------------------- boundaries
 def test_trainer_never_asks_which_optimizer_it_holds() -> None:
     # the trainer's code: the modules of the samlab.train.classify package
-    modules = (classify, classify_config, classify_loop, classify_run)
-    sources = [inspect.getsource(m) for m in modules]
+    folder = Path(classify.__file__).parent
+    sources = [path.read_text() for path in sorted(folder.rglob("*.py"))]
     tree = ast.Module(body=[n for s in sources for n in ast.parse(s).body], type_ignores=[])
     names = {"SAM", "ASAM", "GSAM", "LookSAM", "OneStepSAM", "SAMBase", "SGD", "Adam", "AdamW"}
     for node in ast.walk(tree):
@@ -272,35 +281,38 @@ def test_trainer_never_asks_which_optimizer_it_holds() -> None:
                 "create_optimizer",
                 "get_optimizer_info",
                 "current_pass",
+                "ProportionalRho",
+                "list_optimizers",
             }
         if isinstance(node, ast.Attribute):
             assert node.attr not in ("__class__", "method"), ast.unparse(node)
         if isinstance(node, ast.Name):
             assert node.id not in names, node.id
-    assert "optimizer.step(closure)" in inspect.getsource(classify_loop.train_epoch)
+    assert "optimizer.step(closure)" in inspect.getsource(classify_loop.Stepper.__call__)
 
 
 def test_the_package_exports_its_modules_public_names() -> None:
-    """``samlab.train.classify`` is a package (``config``, ``loop``, ``run`` and the command line
-    in ``__main__``); its public names are the objects defined there, and ``samlab.train``
-    exports the same objects."""
+    """``samlab.train.classify`` is a package; its public names are the objects defined in its
+    modules, and ``samlab.train`` exports the same objects."""
     import samlab.train
+    import samlab.train.classify.checkpointing as checkpointing
+    import samlab.train.classify.schedules as schedules
 
     for module, names in (
         (classify_config, ("LR_SCHEDULES", "ClassifyConfig", "EpochMetrics", "TrainResult")),
-        (classify_run, ("train_classifier", "CHECKPOINT_NAME", "METRICS_NAME", "CONFIG_NAME")),
+        (classify_run, ("train_classifier",)),
+        (schedules, ("lr_factor", "lr_at")),
+        (checkpointing, ("CHECKPOINT_NAME", "BEST_NAME", "METRICS_NAME", "CONFIG_NAME")),
     ):
         for name in names:
             assert getattr(classify, name) is getattr(module, name), name
     for name in ("ClassifyConfig", "EpochMetrics", "TrainResult", "train_classifier"):
         assert getattr(samlab.train, name) is getattr(classify, name), name
-    assert (classify.CHECKPOINT_NAME, classify.METRICS_NAME, classify.CONFIG_NAME) == (
-        "checkpoint.pt",
+    names = (classify.CHECKPOINT_NAME, classify.BEST_NAME, classify.LEGACY_CHECKPOINT_NAME)
+    assert names == ("last.pt", "best.pt", "checkpoint.pt")
+    assert (classify.METRICS_NAME, classify.METRICS_JSON_NAME, classify.CONFIG_NAME) == (
         "metrics.csv",
+        "metrics.json",
         "config.json",
     )
-    assert classify.__all__ == [
-        "CHECKPOINT_NAME", "CONFIG_NAME", "LR_SCHEDULES", "METRICS_NAME", "ClassifyConfig",
-        "EpochMetrics", "TrainResult", "train_classifier",
-    ]  # fmt: skip
-    assert classify_config.LR_SCHEDULES == ("cosine", "step", "constant")
+    assert classify_config.LR_SCHEDULES == ("cosine", "step", "multistep", "linear", "constant")
