@@ -63,8 +63,8 @@ def ranks(tmp_path_factory, ddp_runner):
     port = str(free_port())
     envs = []
     for rank in range(WORLD):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank),
-               "WORLD_SIZE": str(WORLD), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env.update(WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
         if Path("/sys/class/net/lo").exists():
             env.setdefault("GLOO_SOCKET_IFNAME", "lo")
         envs.append(env)
