@@ -1,7 +1,17 @@
-"""Dataset readers for samlab experiments: the 8x8 digits (:mod:`samlab.datasets.digits`) and
-the long-horizon forecasting benchmarks (:mod:`samlab.datasets.timeseries`)."""
+"""Dataset readers for samlab experiments: the 8x8 digits (:mod:`samlab.datasets.digits`),
+image classification data -- CIFAR-10/100, ImageNet folders, the digits, fake data
+(:mod:`samlab.datasets.images`) -- and the long-horizon forecasting benchmarks
+(:mod:`samlab.datasets.timeseries`)."""
 
 from .digits import DigitsData, digits_eval_data, digits_loaders, load_digits
+from .images import (
+    Cutout,
+    ImageDatasetSpec,
+    data_root,
+    get_image_dataset_spec,
+    load_image_dataset,
+    resolve_image_dataset,
+)
 from .timeseries import (
     FORECAST_DATASETS,
     DatasetSpec,
@@ -20,6 +30,12 @@ __all__ = [
     "digits_eval_data",
     "digits_loaders",
     "load_digits",
+    "Cutout",
+    "ImageDatasetSpec",
+    "data_root",
+    "get_image_dataset_spec",
+    "load_image_dataset",
+    "resolve_image_dataset",
     "FORECAST_DATASETS",
     "DatasetSpec",
     "ForecastData",

@@ -130,10 +130,12 @@ def vit_small(
     depth: int = 6,
     heads: int = 3,
     mlp_dim: int = 768,
+    *,
+    in_channels: int = 3,
 ) -> ViT:
     """Small ViT for 32x32 images; about 2.69M parameters with the defaults.
 
-    (N, 3, image_size, image_size) -> (N, num_classes).
+    (N, in_channels, image_size, image_size) -> (N, num_classes).
     """
     return ViT(
         num_classes=num_classes,
@@ -143,4 +145,5 @@ def vit_small(
         depth=depth,
         heads=heads,
         mlp_dim=mlp_dim,
+        channels=in_channels,
     )

@@ -16,6 +16,7 @@ from samlab.models import (
     resnet20_cifar,
 )
 
+# The original five; the seeds' CIFAR networks are tested in test_image_models.py.
 EXPECTED_NAMES = ["digits_cnn", "digits_mlp", "resnet18_cifar", "resnet20_cifar", "vit_small"]
 
 # Inclusive parameter-count ranges for num_classes=10.
@@ -26,6 +27,18 @@ PARAMETER_RANGES = {
     "resnet20_cifar": (260_000, 280_000),
     "vit_small": (2_600_000, 2_800_000),
 }
+SEED_NETWORKS = [
+    "resnet32_cifar",
+    "resnet34_cifar",
+    "resnet50_cifar",
+    "resnet56_cifar",
+    "resnext29_32x4d",
+    "vgg16_bn_cifar",
+    "vgg9",
+    "wrn16_8",
+    "wrn28_10",
+    "wrn28_2",
+]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -33,8 +46,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def test_registry_lists_every_model() -> None:
-    assert list_models() == EXPECTED_NAMES
-    assert set(MODELS) == set(EXPECTED_NAMES)
+    assert list_models() == sorted(EXPECTED_NAMES + SEED_NETWORKS)
+    assert set(MODELS) == set(EXPECTED_NAMES + SEED_NETWORKS)
 
 
 @pytest.mark.parametrize("name", EXPECTED_NAMES)
