@@ -124,10 +124,8 @@ class ClassifyConfig:
             raise ValueError("lr_schedule='multistep' needs lr_milestone_epochs, e.g. (60, 120)")
         if not 0.0 <= self.lr_min <= self.lr:
             raise ValueError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"warmup_epochs must be in [0, epochs={self.epochs}], got {self.warmup_epochs!r}"
-            )
+        if not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
         if not 0.0 <= self.warmup_start <= 1.0:
             raise ValueError(f"warmup_start must be in [0, 1], got {self.warmup_start!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:

@@ -263,8 +263,7 @@ def train_classifier(
                 )  # fmt: skip
                 metrics = dataclasses.replace(metrics, refresh_seconds=refresh_seconds)
                 history.append(metrics)
-                if writes:
-                    append_metrics(out / METRICS_NAME, metrics)
+                if writes:  # the checkpoint first: a row in metrics.csv implies its last.pt
                     state = dict(
                         model=net, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
                         config=config,
@@ -278,6 +277,7 @@ def train_classifier(
                     save_checkpoint(out / CHECKPOINT_NAME, **state)
                     if metrics.test_acc > best:
                         save_checkpoint(out / BEST_NAME, **state)
+                    append_metrics(out / METRICS_NAME, metrics)
                     partial = TrainResult(config, tuple(history), {}, out, start)
                     write_json(out / METRICS_JSON_NAME, summary(partial))
                 best = max(best, metrics.test_acc)
