@@ -18,7 +18,15 @@ import samlab.train.classify.config as classify_config
 import samlab.train.classify.loop as classify_loop
 import samlab.train.classify.run as classify_run
 from samlab.datasets import load_digits
-from samlab.train.classify import ClassifyConfig, TrainResult, train_classifier
+from samlab.models import create_model
+from samlab.optim import get_optimizer_info, list_optimizers
+from samlab.train.classify import (
+    ClassifyConfig,
+    TrainResult,
+    lr_at,
+    lr_factor,
+    train_classifier,
+)
 
 
 @pytest.fixture(scope="module")
@@ -316,3 +324,130 @@ def test_the_package_exports_its_modules_public_names() -> None:
         "config.json",
     )
     assert classify_config.LR_SCHEDULES == ("cosine", "step", "multistep", "linear", "constant")
+
+
+# --------------------------------------------------------------------------- 0.3: the loop
+@pytest.mark.parametrize("optimizer", list_optimizers())
+def test_every_optimizer_takes_two_steps_on_digits_cnn(digits, optimizer: str) -> None:
+    extra = {"num_samples": 8} if get_optimizer_info(optimizer).refreshes_masks else {}
+    config = ClassifyConfig.smoke(
+        optimizer=optimizer, epochs=1, steps_per_epoch=2, batch_size=16, optimizer_kwargs=extra
+    )
+    start = ClassifyConfig.smoke()  # the same seed: the same initial weights
+    torch.manual_seed(start.seed)
+    initial = create_model("digits_cnn").state_dict()
+    result = train_classifier(config, *digits, progress=False)
+    assert result.history[0].steps == 2 and math.isfinite(result.final_train_loss)
+    passes = get_optimizer_info(optimizer).passes
+    assert result.history[0].passes == {1: 2, 2: 4, "1-2": 3}[passes]  # LookSAM: 2, then 1
+    assert not _states_equal(initial, result.model_state)
+
+
+def test_schedules_warmup_and_per_epoch_steps() -> None:
+    steps = 4
+    warm = ClassifyConfig(epochs=4, warmup_epochs=1, warmup_start=0.1, lr_min=0.005)
+    factor = lr_factor(warm, steps)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.1, 0.325, 0.55, 0.775])
+    assert factor(4) == 1.0 and factor(16) == pytest.approx(0.1)  # cosine to lr_min / lr
+    multi = ClassifyConfig(epochs=4, lr_schedule="multistep", lr_milestone_epochs=(1, 3))
+    assert [lr_at(multi, steps, s) for s in (3, 4, 11, 12)] == pytest.approx(
+        [0.05, 0.005, 0.005, 0.0005]
+    )
+    per_epoch = ClassifyConfig(epochs=4, lr_step="epoch")
+    values = [lr_factor(per_epoch, steps)(s) for s in range(16)]
+    assert values[:4] == [1.0] * 4 and values[4:8] == [values[4]] * 4 and values[4] < 1
+    linear = ClassifyConfig(epochs=2, lr_schedule="linear")
+    assert lr_factor(linear, 2)(2) == pytest.approx(0.5)
+
+
+def test_resume_is_bitwise_with_masks_amp_warmup_and_clipping(tmp_path, digits) -> None:
+    """Every piece of state a 0.3 run adds (weight masks, per-epoch multistep with warm-up,
+    bf16 autocast, the trainer's clipping of a one-pass optimizer, GSAM's rho schedule)
+    survives an interruption bit for bit."""
+    for name, options in (
+        ("sgd", dict(weight_sparsity=0.5, weight_mask="erk", amp="bf16", max_grad_norm=0.5,
+                     label_smoothing=0.1)),
+        ("gsam", dict(rho=0.1, rho_min=0.02, lr_schedule="multistep", lr_milestone_epochs=(2,),
+                      lr_step="epoch", warmup_epochs=1, weight_sparsity=0.3,
+                      max_grad_norm=1.0)),
+    ):  # fmt: skip
+        config = ClassifyConfig.smoke(optimizer=name, epochs=3, steps_per_epoch=3, **options)
+        straight = train_classifier(config, *digits, progress=False)
+
+        def stop(metrics) -> None:
+            if metrics.epoch == 1:
+                raise _Interrupted
+
+        run = tmp_path / name
+        with pytest.raises(_Interrupted):
+            train_classifier(config, *digits, progress=False, output_dir=run, callback=stop)
+        resumed = train_classifier(config, *digits, progress=False, output_dir=run)
+        assert resumed.resumed_from_epoch == 1
+        assert _states_equal(straight.model_state, resumed.model_state), name
+        assert straight.column("train_loss") == resumed.column("train_loss")
+        saved = torch.load(run / "last.pt", weights_only=True)
+        masks = saved["extra"]["weight_masks"]
+        assert masks  # the weight masks travel with the checkpoint ...
+        weights = resumed.model_state
+        zeros = sum(int((weights[k] == 0).sum()) for k in masks["masks"])
+        kept = sum(int(m.sum()) for m in masks["masks"].values())
+        total = sum(m.numel() for m in masks["masks"].values())
+        assert zeros >= total - kept > 0  # ... and the masked weights stay at zero
+
+
+def test_best_and_last_checkpoints(tmp_path, digits) -> None:
+    config = ClassifyConfig.smoke(optimizer="sam", epochs=3, steps_per_epoch=4, lr=0.2)
+    result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    best_epoch = max(range(3), key=lambda i: result.history[i].test_acc) + 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best_epoch
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_epoch"] == best_epoch and metrics["test_acc"] == result.final_test_acc
+    assert metrics["passes_per_step"] == 2.0 and len(metrics["history"]) == 3
+
+
+def test_fp16_needs_cuda(digits) -> None:
+    if torch.cuda.is_available():
+        result = train_classifier(
+            ClassifyConfig.smoke(optimizer="sam", amp="fp16", device="cuda"), *digits,
+            progress=False,
+        )  # fmt: skip
+        assert math.isfinite(result.final_train_loss)
+        return
+    with pytest.raises(ValueError, match="fp16.*needs a CUDA device.*bf16"):
+        train_classifier(ClassifyConfig.smoke(amp="fp16"), *digits, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
+def test_fp16_resume_is_bitwise_on_cuda(tmp_path, digits) -> None:
+    config = ClassifyConfig.smoke(
+        optimizer="sam", amp="fp16", device="cuda", epochs=2, deterministic=True
+    )
+    straight = train_classifier(config, *digits, progress=False)
+
+    def stop(metrics) -> None:
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_classifier(config, *digits, progress=False, output_dir=tmp_path, callback=stop)
+    resumed = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    assert _states_equal(straight.model_state, resumed.model_state)
+
+
+def test_sam_is_not_worse_than_sgd_on_digits_over_three_seeds() -> None:
+    """Mean test accuracy of 3 seeds: SAM >= SGD - 1 point (3 epochs of the digits)."""
+    means = {}
+    for optimizer in ("sgd", "sam"):
+        accs = []
+        for seed in range(3):
+            data = load_digits(seed=seed)
+            config = ClassifyConfig(
+                optimizer=optimizer, epochs=3, seed=seed, device="cpu", threads=1, lr=0.1
+            )
+            train = (data.x_train, data.y_train)
+            accs.append(
+                train_classifier(config, train, (data.x_test, data.y_test), progress=False)
+                .final_test_acc
+            )  # fmt: skip
+        means[optimizer] = sum(accs) / 3
+    assert means["sam"] >= means["sgd"] - 0.01, means
