@@ -280,3 +280,12 @@ def test_eval_only_and_sharpness(tmp_path, capsys) -> None:
     shown = json.loads(capsys.readouterr().out)
     assert shown["test_acc"] == pytest.approx(metrics["test_acc"])
     assert shown["test_loss"] == pytest.approx(metrics["test_loss"])
+
+
+def test_seed_dialects_write_somewhere_and_map_their_own_meanings() -> None:
+    run = build_run(parse(SEED_COMMANDS["sampytorch"][0].split()))
+    assert run.output == "runs/sampytorch-resnet20_cifar-cifar10-sam-s1"
+    assert any("no --output given" in note for note in run.notes)
+    gsam = build_run(parse(["--rho_max", "0.1", "--rho_min", "0.1", "--threads", "2"]))
+    assert gsam.config.num_workers == 2 and gsam.config.threads is None  # loader workers
+    assert build_run(parse(["--smoke"])).output is None  # samlab's own: files only if asked

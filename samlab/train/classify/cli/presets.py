@@ -33,7 +33,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gsam": dict(
         dataset="CIFAR10_cutout", depth=16, width=8, optimizer="gsam", adaptive=True, lr=0.1,
         momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, rho=2.0, rho_min=2.0, alpha=0.4,
-        epochs=200, batch_size=128, lr_schedule="cosine", threads=8, seed=0,
+        epochs=200, batch_size=128, lr_schedule="cosine", num_workers=8, seed=0,
     ),
     # main_prune_train.py of SAM.v2
     "samv2": dict(
@@ -64,6 +64,7 @@ NOTES: dict[str, tuple[str, ...]] = {
     ),
     "gsam": (
         "GSAM declares --rho_max/--rho_min/--alpha as int: samlab reads floats",
+        "GSAM's --threads is the number of data-loading workers (samlab's --num-workers)",
         "rho follows the learning rate from --rho_max to --rho_min (GSAM's proportional "
         "schedule), the lr steps per iteration as in GSAM's example",
     ),

@@ -178,6 +178,8 @@ def build_run(given: Given) -> Run:
         raise UsageError("--extend continues a run: use it together with --resume")
     if values.get("seeds") is not None and values["seeds"] < 1:
         raise UsageError(f"--seeds must be >= 1, got {values['seeds']}")
+    if dialect == "gsam" and "threads" in given.values:  # davda54's example: loader workers
+        values["num_workers"] = values.pop("threads")
     dataset, augment, model_kwargs = _dataset(str(values["dataset"]), values.get("augment"))
     optimizer, extra = _optimizer(values, dialect, notes)
     options: dict[str, Any] = dict(
@@ -216,10 +218,14 @@ def build_run(given: Given) -> Run:
         config = ClassifyConfig.smoke(**kept)
     else:
         config = ClassifyConfig(**options)
+    output = values.get("output")
+    if output is None and dialect != "samlab":  # the seeds always write their logs
+        output = f"runs/{dialect}-{config.model}-{config.dataset}-{config.optimizer}-s{config.seed}"
+        notes.append(f"no --output given: writing to {output}")
     n = values.get("seeds")
     seeds = tuple(range(config.seed, config.seed + n)) if n else (config.seed,)
     return Run(
-        config, dialect, output=values.get("output"), data_dir=values.get("data_dir"),
+        config, dialect, output=output, data_dir=values.get("data_dir"),
         download=bool(values.get("download")), seeds=seeds, resume=bool(values.get("resume")),
         extend=bool(values.get("extend")), sharpness=bool(values.get("sharpness")),
         sharpness_samples=int(values.get("sharpness_samples") or 512),
