@@ -37,10 +37,11 @@ from samlab.train.classify.loop import Stepper, train_epoch
 from samlab.train.classify.schedules import lr_factor
 from samlab.train.classify.sparse import weight_masks_for
 
-__all__ = ["train_classifier"]
+__all__ = ["resolve_device", "train_classifier"]
 
 
-def _resolve_device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """The device of a config's ``device`` ("auto": CUDA when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
@@ -150,7 +151,7 @@ def train_classifier(
 
     from samlab.models import create_model
 
-    device = _resolve_device(config.device)
+    device = resolve_device(config.device)
     world = distributed.world_from_env()
     if world.distributed:
         device = distributed.init(world, device)

@@ -25,6 +25,7 @@ from samlab.train.classify.cli.flags import Given, UsageError, parse
 from samlab.train.classify.cli.presets import preset_table
 from samlab.train.classify.cli.translate import Run, build_run
 from samlab.train.classify.config import ClassifyConfig, TrainResult
+from samlab.train.classify.distributed import world_from_env
 
 __all__ = ["aggregate", "load_data", "main"]
 
@@ -83,7 +84,7 @@ def _train_one(run: Run, seed: int, out: Path | None) -> dict[str, Any]:
         config, train, test, progress=not run.quiet, output_dir=out, extend=run.extend
     )
     metrics = _metrics(result, seed)
-    if run.sharpness:
+    if run.sharpness and world_from_env().main:  # rank 0 alone under torchrun
         metrics.update(_sharpness(result, train, run))
         if out is not None:
             write_json(out / METRICS_JSON_NAME, metrics)
@@ -120,12 +121,11 @@ def _summary(metrics: dict[str, Any], config: ClassifyConfig) -> str:
 
 
 def _eval_only(given: Given) -> int:
-    import torch
-
     from samlab.models import create_model
     from samlab.train.checkpoint import load_checkpoint
     from samlab.train.classify.batches import Batches
     from samlab.train.classify.loop import evaluate
+    from samlab.train.classify.run import resolve_device
 
     path = given.values.get("checkpoint")
     if not path:
@@ -140,8 +140,7 @@ def _eval_only(given: Given) -> int:
 
         config = dataclasses.replace(config, device=given.values["device"])
     _, test = load_data(config, given.values.get("data_dir"), bool(given.values.get("download")))
-    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if config.device == "auto" else config.device)  # fmt: skip
+    device = resolve_device(config.device)
     model = create_model(config.model, **dict(config.model_kwargs))
     model.load_state_dict(checkpoint["model"])
     model.to(device)
@@ -181,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in run.seeds
             ]
             metrics = aggregate(per_seed)
-            if out is not None:
+            if out is not None and world_from_env().main:
                 write_json(out / METRICS_JSON_NAME, metrics)
     except (ValueError, RuntimeError, FloatingPointError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(_summary(metrics, run.config))
+    if world_from_env().main:
+        print(_summary(metrics, run.config))
     return 0
