@@ -1,5 +1,5 @@
-"""Argument checks shared by the forecasters (:mod:`~samlab.models.samformer`, RevIN and
-:mod:`~samlab.models.tsmixer`)."""
+"""Argument checks shared by the models (the forecasters :mod:`~samlab.models.samformer`, RevIN
+and :mod:`~samlab.models.tsmixer`, and the image classifiers)."""
 
 from __future__ import annotations
 

@@ -4,27 +4,23 @@ The same spelling can mean two networks: SSAM's ``--model resnet18`` is the CIFA
 on CIFAR and torchvision's ResNet-18 on ImageNet. :func:`resolve_model_name` takes the dataset
 into account and returns a registry name (registry names themselves pass through unchanged).
 
-=====================================  ======================  ===========================
-spelling (projects)                    CIFAR, digits, fake     ImageNet
-=====================================  ======================  ===========================
-``resnet18``, ``resnet34``,            ``resnet{18,34,50}``    ``torchvision:resnet{..}``
-``resnet50`` (SSAM; SAM.v2's           ``_cifar``
-``--arch resnet --depth 18/50``)
-``resnet101``, ``resnet152`` (SSAM)    (none: ValueError)      ``torchvision:resnet{..}``
-``resnet20``, ``resnet32``,            ``resnet{20,32,56}``    same (CIFAR-only networks)
-``resnet56`` (sam.pytorch, SAM.v2,     ``_cifar``
-loss-landscape)
-``wideresnet28x10`` (SSAM),            ``wrn28_10``,           same
-``wideresnet16x8``, ``wideresnet28x2``  ``wrn16_8``, ``wrn28_2``
-``wrn28_10``, ``wrn16_8``, ``wrn28_2``  registry names          same
-(sam.pytorch / homura)
-``vgg16_bn`` (SSAM), ``vgg16``         ``vgg16_bn_cifar``      ``torchvision:vgg16_bn``
-(SAM.v2's ``--arch vgg --depth 16``)
-``vgg9`` (loss-landscape, seed 003)    ``vgg9``                same
-``resnext29_32x4d`` (sam.pytorch)      ``resnext29_32x4d``     same
-``vit`` (SSAM's toy ViT)               ``vit_small``           same
-any other torchvision classifier       (none: ValueError)      ``torchvision:<name>``
-=====================================  ======================  ===========================
+Spelling (projects) -> on CIFAR, the digits and fake data / on ImageNet:
+
+* ``resnet18``, ``resnet34``, ``resnet50`` (SSAM; SAM.v2's ``--arch resnet --depth 18/50``) ->
+  ``resnet{18,34,50}_cifar`` / ``torchvision:resnet{18,34,50}``;
+* ``resnet101``, ``resnet152`` (SSAM) -> ValueError / ``torchvision:resnet{101,152}``;
+* ``resnet20``, ``resnet32``, ``resnet56`` (sam.pytorch, SAM.v2, loss-landscape) ->
+  ``resnet{20,32,56}_cifar`` on both (CIFAR-only networks);
+* ``wideresnet28x10`` (SSAM), ``wideresnet16x8``, ``wideresnet28x2`` -> ``wrn28_10``,
+  ``wrn16_8``, ``wrn28_2`` on both; sam.pytorch's ``wrn28_2`` etc. are registry names;
+* ``vgg16_bn`` (SSAM), ``vgg16`` (SAM.v2's ``--arch vgg --depth 16``) -> ``vgg16_bn_cifar`` /
+  ``torchvision:vgg16_bn``;
+* ``vgg9`` (loss-landscape, seed 003) and ``resnext29_32x4d`` (sam.pytorch): registry names;
+* ``vit_tiny`` (SSAM's ViT command) -> ``vit_small`` on both (*);
+* any other torchvision classifier name -> ValueError / ``torchvision:<name>``.
+
+(*) SSAM's run script names a ``vit_tiny`` that its code does not define; samlab's small ViT
+stands in for it, at its own size.
 
 SAM.v2 names its network by ``--arch`` and ``--depth``: pass ``depth`` with the family name
 (``resolve_model_name("resnet", "cifar10", depth=20)`` -> ``resnet20_cifar``).
@@ -61,7 +57,7 @@ MODEL_ALIASES: Mapping[str, tuple[str | None, str | None]] = MappingProxyType(
         "wideresnet28x2": ("wrn28_2", None),
         "vgg16_bn": ("vgg16_bn_cifar", "torchvision:vgg16_bn"),
         "vgg16": ("vgg16_bn_cifar", "torchvision:vgg16_bn"),
-        "vit": ("vit_small", None),
+        "vit_tiny": ("vit_small", None),
     }
 )
 

@@ -42,6 +42,7 @@ __all__ = [
     "BasicBlock",
     "Bottleneck",
     "CifarResNet",
+    "kaiming_init_",
     "resnet18_cifar",
     "resnet20_cifar",
     "resnet32_cifar",
@@ -51,6 +52,19 @@ __all__ = [
 ]
 
 ShortcutKind = Literal["A", "B"]
+
+
+def kaiming_init_(model: nn.Module, *, zero_linear_bias: bool = False) -> None:
+    """Conv weights Kaiming-normal (fan_out, ReLU), BatchNorm2d at identity (weight 1, bias 0)
+    and, with ``zero_linear_bias``, linear biases 0; other tensors keep PyTorch's defaults."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif zero_linear_bias and isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
 
 
 class _ZeroPadShortcut(nn.Module):
@@ -187,15 +201,7 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.fc = nn.Linear(channels, num_classes)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        kaiming_init_(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images (N, in_channels, H, W) to logits (N, num_classes)."""

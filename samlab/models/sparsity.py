@@ -146,6 +146,8 @@ class WeightMasks:
 
     Build with :meth:`magnitude` or :meth:`erk`, or pass ``masks`` (name -> bool tensor shaped
     like the weight). ``method`` and ``sparsity`` are recorded for checkpoints and reports.
+    Names are those of ``model.named_parameters()``: build and apply the masks on the same
+    module (the one inside a DDP wrapper, whose names gain a ``module.`` prefix).
     """
 
     def __init__(

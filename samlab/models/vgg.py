@@ -14,9 +14,10 @@ seed projects build them for CIFAR:
   ReLU, then the classifier; 2,789,706 parameters for 10 classes at 32x32.
 
 Max-pools use ``ceil_mode=True`` (as loss-landscape's VGG does), which changes nothing on 32x32
-inputs and lets small images such as the 8x8 digits pass all five pools of VGG-16;
-:func:`vgg16_bn_cifar` averages the last feature map to 1x1 before its classifier (a no-op at
-32x32). Weights keep PyTorch's default initialisation, as in both seeds.
+inputs and lets small images such as the 8x8 digits pass all five pools of VGG-16. Before the
+linear layers the last feature map is average-pooled to the size the linear layers were built
+for (1x1 for VGG-16, 4x4 for VGG-9 at ``image_size=32``): a no-op on the native size that lets
+other sizes through. Weights keep PyTorch's default initialisation, as in both seeds.
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ def vgg_features(config: Sequence[int | str], in_channels: int = 3) -> nn.Sequen
 
 
 class VGG(nn.Module):
-    """``features`` (conv stack), optional average ``pool`` to 1x1, flatten, ``fc`` (hidden
-    layers, or the identity), ``classifier``: (N, in_channels, H, W) -> (N, num_classes).
+    """``features`` (conv stack), adaptive average pool to ``pool_size`` x ``pool_size``,
+    flatten, ``fc`` (hidden layers, or the identity), ``classifier``:
+    (N, in_channels, H, W) -> (N, num_classes).
 
     The parameter names match the seeds' models (``features.*`` and ``classifier.{0,3,6}`` for
     SSAM's VGG-16; ``features.*``, ``fc.{0,1}`` and ``classifier`` for loss-landscape's VGG-9),
@@ -70,11 +72,11 @@ class VGG(nn.Module):
         classifier: nn.Module,
         *,
         fc: nn.Module | None = None,
-        pool: bool = False,
+        pool_size: int = 1,
     ) -> None:
         super().__init__()
         self.features = features
-        self.pool: nn.Module = nn.AdaptiveAvgPool2d(1) if pool else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
         self.fc: nn.Module = nn.Identity() if fc is None else fc
         self.classifier = classifier
 
@@ -100,17 +102,18 @@ def vgg16_bn_cifar(num_classes: int = 10, *, in_channels: int = 3, dropout: floa
         nn.Dropout(dropout),
         nn.Linear(4096, num_classes),
     )
-    return VGG(vgg_features(VGG16_CONFIG, in_channels), classifier, pool=True)
+    return VGG(vgg_features(VGG16_CONFIG, in_channels), classifier, pool_size=1)
 
 
 def vgg9(num_classes: int = 10, *, in_channels: int = 3, image_size: int = 32) -> VGG:
     """Li et al.'s VGG-9 for ``image_size`` x ``image_size`` inputs (loss-landscape's ``vgg9``).
 
-    The hidden linear layer reads the flattened 256 x s x s map, s = ceil(image_size / 8).
-    (N, in_channels, image_size, image_size) -> (N, num_classes); 2,789,706 parameters for 10
-    classes at 32x32.
+    The hidden linear layer reads the flattened 256 x s x s map, s = ceil(image_size / 8);
+    other input sizes are average-pooled to s x s. (N, in_channels, image_size, image_size) ->
+    (N, num_classes); 2,789,706 parameters for 10 classes at 32x32.
     """
     check_positive(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
     side = math.ceil(image_size / 8)
     fc = nn.Sequential(nn.Linear(256 * side * side, 256), nn.BatchNorm1d(256), nn.ReLU())
-    return VGG(vgg_features(VGG9_CONFIG, in_channels), nn.Linear(256, num_classes), fc=fc)
+    classifier = nn.Linear(256, num_classes)
+    return VGG(vgg_features(VGG9_CONFIG, in_channels), classifier, fc=fc, pool_size=side)

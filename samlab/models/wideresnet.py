@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._checks import check_positive
+from .resnet import kaiming_init_
 
 __all__ = ["WideBlock", "WideResNet", "wide_resnet", "wrn16_8", "wrn28_2", "wrn28_10"]
 
@@ -82,14 +83,7 @@ class WideResNet(nn.Module):
         self.groups = nn.Sequential(*groups)
         self.bn = nn.BatchNorm2d(channels)
         self.fc = nn.Linear(channels, num_classes)
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        kaiming_init_(self, zero_linear_bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map images (N, in_channels, H, W) to logits (N, num_classes)."""

@@ -8,10 +8,12 @@ spellings, with the seeds' augmentations (crop + flip, Cutout).
   ``Dataset`` per split, and where the files are looked for (``root`` > ``$SAMLAB_DATA`` >
   ``./data``);
 * :class:`Cutout` and the pipelines (:mod:`~samlab.datasets.images.transforms`);
+* :class:`FakeImages`, generated data (:mod:`~samlab.datasets.images.fake`);
 * the CIFAR reader (:mod:`~samlab.datasets.images.cifar`).
 """
 
 from .cifar import CIFAR_LAYOUTS, CifarDataset, missing_cifar_files, read_cifar
+from .fake import FakeImages
 from .loading import DEFAULT_FAKE_SIZES, data_root, load_image_dataset
 from .specs import (
     AUGMENTATIONS,
@@ -21,7 +23,7 @@ from .specs import (
     get_image_dataset_spec,
     resolve_image_dataset,
 )
-from .transforms import Cutout, imagenet_transform, tensor_transform
+from .transforms import Cutout, TensorAugment, imagenet_transform, tensor_transform
 
 __all__ = [
     "AUGMENTATIONS",
@@ -31,7 +33,9 @@ __all__ = [
     "IMAGE_DATASET_NAMES",
     "CifarDataset",
     "Cutout",
+    "FakeImages",
     "ImageDatasetSpec",
+    "TensorAugment",
     "data_root",
     "get_image_dataset_spec",
     "imagenet_transform",

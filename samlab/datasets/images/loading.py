@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from ..digits import load_digits
 from .cifar import CIFAR_LAYOUTS, CifarDataset, download_cifar, missing_cifar_files, read_cifar
+from .fake import FakeImages
 from .specs import AUGMENTATIONS, ImageDatasetSpec, get_image_dataset_spec, resolve_image_dataset
 from .transforms import imagenet_transform, tensor_transform
 
@@ -70,7 +71,7 @@ def _load_cifar(
             f"holds {layout.folder}/"
         )
     images, targets, classes = read_cifar(name, split, root)
-    transform = tensor_transform(augment, spec.mean, spec.std, image_size=32)
+    transform = tensor_transform(augment, spec.mean, spec.std)
     return CifarDataset(images, targets, classes, transform)
 
 
@@ -121,29 +122,22 @@ def _load_digits(split: str, augment: str, image_size: int | None) -> TensorData
 def _fake(
     spec: ImageDatasetSpec, split: str, augment: str, image_size: int | None, size: int
 ) -> Dataset:
-    from torchvision import transforms as T
-    from torchvision.datasets import FakeData
-
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"fake_size must be a positive integer, got {size!r}")
     channels, height, _ = spec.input_shape
     side = image_size or height
-    if spec.name == "imagenet":
-        transform = imagenet_transform(augment, spec.mean, spec.std, image_size=side)
-    else:
-        if spec.name == "digits" and augment != "none":
-            raise ValueError(f"the 8x8 digits take no augmentation, got augment={augment!r}")
-        pipeline = tensor_transform(augment, spec.mean, spec.std, image_size=side)
-        transform = T.Compose([T.PILToTensor(), pipeline])
-    # Test images are drawn from other seeds than the training images (random_offset).
+    # Test images are drawn from other seeds than the training images.
     offset = 0 if split == "train" else 10_000_000
-    return FakeData(
-        size=size,
-        image_size=(channels, side, side),
-        num_classes=spec.num_classes,
-        transform=transform,
-        random_offset=offset,
-    )
+    if spec.name == "imagenet":
+        from torchvision.datasets import FakeData
+
+        transform = imagenet_transform(augment, spec.mean, spec.std, image_size=side)
+        shape = (channels, side, side)
+        return FakeData(size, shape, spec.num_classes, transform, random_offset=offset)
+    if spec.name == "digits" and augment != "none":
+        raise ValueError(f"the 8x8 digits take no augmentation, got augment={augment!r}")
+    transform = tensor_transform(augment, spec.mean, spec.std)
+    return FakeImages(size, (channels, side, side), spec.num_classes, transform, offset=offset)
 
 
 def load_image_dataset(
@@ -165,9 +159,10 @@ def load_image_dataset(
     ``"train"`` and to ``"none"`` for ``"test"``. ``root``: see :func:`data_root`.
     ``download=True`` lets torchvision fetch CIFAR (never used by the tests; ImageNet cannot be
     downloaded). ``image_size`` sets ImageNet's crop (default 224) and fake images' side.
-    ``fake_size=N`` returns N generated images (torchvision ``FakeData``) shaped and normalised
-    like ``name``'s data, for smoke runs and benchmarks without files; ``fakedata`` itself is
-    CIFAR-10 sized with ``DEFAULT_FAKE_SIZES`` samples unless ``fake_size`` says otherwise.
+    ``fake_size=N`` returns N generated images shaped and normalised like ``name``'s data
+    (:class:`~samlab.datasets.images.fake.FakeImages`; torchvision's ``FakeData`` for ImageNet),
+    for smoke runs and benchmarks without files; ``fakedata`` itself is CIFAR-10 sized with
+    ``DEFAULT_FAKE_SIZES`` samples unless ``fake_size`` says otherwise.
 
     Missing files raise ``FileNotFoundError`` with one line naming them and the fix
     (``--download`` or ``--data-dir``).
