@@ -20,10 +20,10 @@ A. Loop overhead. ResNet-20 (``resnet20_cifar``), batch 128, one thread, ``--ste
    optimizer (target <= 1.03). Clock: process CPU time (one thread; steadier than wall time on
    a shared machine), wall time recorded too.
 B. Data loader throughput: CIFAR-shaped training data with crop+flip+Cutout
-   (``load_image_dataset("cifar10", "train", augment="cutout", fake_size=N)``: torchvision
-   FakeData images through samlab's CIFAR transforms; generating a random PIL image costs more
-   than unpickling CIFAR's arrays, so this understates a real loader), batch 128, for
-   ``num_workers`` 0, 1 and 2, in images per second (wall), against the training throughput of
+   (``load_image_dataset("cifar10", "train", augment="cutout", fake_size=N)``: seeded uint8
+   noise images through samlab's CIFAR training transform, as a CIFAR file would give them),
+   batch 128, for ``num_workers`` 0, 1 and 2, in images per second (wall), against the
+   training throughput of
    arm A (images per second of samlab SGD and SAM). Target: loader >= 5x training.
 """
 

@@ -87,6 +87,12 @@ OPTIONS: tuple[Option, ...] = (
         "an optimizer of samlab.optim's registry or a seed spelling (sam-sgd, ssamf-sgd, "
         "sgd-sam, ...)",
     ),  # fmt: skip
+    _o(
+        "optimizer_impl",
+        [("--optimizer-impl", L)],
+        "SAM family: auto (compiles the ascent on CPU from 2M parameters), loop, foreach, compiled",
+        choices=("auto", "loop", "foreach", "compiled"),
+    ),  # fmt: skip
     _o("sam_v2", [("--sam-v2", V)], "SAM.v2: one-step SAM", kind="flag"),
     _o("no_sam", [("--no_sam", N), ("--no-sam", N)], "the base optimizer alone", kind="flag"),
     _o(

@@ -96,6 +96,10 @@ def _optimizer(values: dict[str, Any], dialect: str, notes: list[str]) -> tuple[
         extra["adaptive"] = True
     if values.get("nesterov"):
         extra["nesterov"] = True
+    if values.get("optimizer_impl"):
+        if not info.sam_family:
+            raise UsageError(f"--optimizer-impl applies to the SAM family, not {name!r}")
+        extra["impl"] = values["optimizer_impl"]
     if info.name == "gsam":
         if "alpha" in values:
             extra["alpha"] = float(values["alpha"])
