@@ -144,13 +144,13 @@ def loader_throughput(batch: int, workers: int, batches: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="20 steps, 3 rounds, fewer batches")
+    p.add_argument("--quick", action="store_true", help="10 steps, 3 rounds, fewer batches")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--out", default="results/benchmarks/train_epoch.md")
     args = p.parse_args(argv)
-    steps, repeats = (20, 3) if args.quick else (args.steps, args.repeats)
+    steps, repeats = (10, 3) if args.quick else (args.steps, args.repeats)
     loader_batches = 8 if args.quick else 30
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     report = Report(lines, started)
+    rates = [loader_throughput(args.batch, w, loader_batches) for w in (0, 1, 2)]
+    report.log("loader: " + ", ".join(f"{r:.0f} images/s" for r in rates))
     train = fake_cifar(steps * args.batch, 0)
     test = fake_cifar(256, 1)
     arms = []
@@ -197,10 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     report.emit("")
     report.emit(f"## B. Data loader (crop+flip+Cutout, batch {args.batch}) vs training")
     report.emit("")
-    loader_rows, rates = [], []
-    for workers in (0, 1, 2):
-        rate = loader_throughput(args.batch, workers, loader_batches)
-        rates.append(rate)
+    loader_rows = []
+    for workers, rate in zip((0, 1, 2), rates):
         loader_rows.append([workers, f"{rate:.0f}", f"{rate / train_rate['SGD']:.1f}",
                             f"{rate / train_rate['SAM']:.1f}"])  # fmt: skip
     best = max(rates) / train_rate["SGD"]

@@ -435,19 +435,21 @@ def test_fp16_resume_is_bitwise_on_cuda(tmp_path, digits) -> None:
 
 
 def test_sam_is_not_worse_than_sgd_on_digits_over_three_seeds() -> None:
-    """Mean test accuracy of 3 seeds: SAM >= SGD - 1 point (3 epochs of the digits)."""
+    """Mean test accuracy of 3 seeds: SAM >= SGD - 1 point (5 epochs of the digits MLP)."""
     means = {}
     for optimizer in ("sgd", "sam"):
         accs = []
         for seed in range(3):
             data = load_digits(seed=seed)
             config = ClassifyConfig(
-                optimizer=optimizer, epochs=3, seed=seed, device="cpu", threads=1, lr=0.1
-            )
+                model="digits_mlp", optimizer=optimizer, epochs=5, seed=seed, device="cpu",
+                threads=1, lr=0.1,
+            )  # fmt: skip
             train = (data.x_train, data.y_train)
             accs.append(
                 train_classifier(config, train, (data.x_test, data.y_test), progress=False)
                 .final_test_acc
             )  # fmt: skip
         means[optimizer] = sum(accs) / 3
+    assert means["sgd"] > 0.9, means  # both trained
     assert means["sam"] >= means["sgd"] - 0.01, means
