@@ -406,7 +406,7 @@ def test_best_and_last_checkpoints(tmp_path, digits) -> None:
     assert metrics["passes_per_step"] == 2.0 and len(metrics["history"]) == 3
 
 
-def test_fp16_needs_cuda(digits) -> None:
+def test_fp16_and_sync_bn_need_cuda(digits) -> None:
     if torch.cuda.is_available():
         result = train_classifier(
             ClassifyConfig.smoke(optimizer="sam", amp="fp16", device="cuda"), *digits,
@@ -416,6 +416,8 @@ def test_fp16_needs_cuda(digits) -> None:
         return
     with pytest.raises(ValueError, match="fp16.*needs a CUDA device.*bf16"):
         train_classifier(ClassifyConfig.smoke(amp="fp16"), *digits, progress=False)
+    with pytest.raises(ValueError, match="sync_bn needs CUDA"):
+        train_classifier(ClassifyConfig.smoke(sync_bn=True), *digits, progress=False)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")

@@ -156,6 +156,11 @@ def train_classifier(
     if world.distributed:
         device = distributed.init(world, device)
     autocast_dtype, scaler = _amp(config, device)
+    if config.sync_bn and device.type != "cuda":
+        raise ValueError(
+            "sync_bn needs CUDA: torch's SyncBatchNorm works with GPU modules only (on CPU "
+            "each DDP rank normalises over its part of the batch)"
+        )
     progress = progress and world.main
     out = Path(output_dir) if output_dir is not None else None
     checkpoint, extended_from = None, None
