@@ -275,14 +275,19 @@ def build_parser() -> argparse.ArgumentParser:
         for i, (flag, dialect) in enumerate(opt.spellings):
             where = f" [{DIALECTS[dialect]}]" if dialect and dialect != "samlab" else ""
             kw: dict[str, Any] = {"dest": f"{opt.dest}@{i}", "help": opt.help + where}
+            others = [f for f, _ in opt.spellings[1:]]
+            if i == 0 and others:  # the other spellings are listed here, not repeated
+                kw["help"] += f" (also {', '.join(others)})"
             if i:
-                kw["help"] = argparse.SUPPRESS if dialect != "samlab" else kw["help"]
+                kw["help"] = argparse.SUPPRESS
             if opt.kind == "flag":
                 kw.update(action="store_const", const=True)
             elif opt.kind == "optional_bool":
                 kw.update(nargs="?", const=True, type=_bool, metavar="BOOL")
             else:
                 kw.update(type=opt.type, nargs=opt.nargs, choices=opt.choices)
+                if opt.choices is None:
+                    kw["metavar"] = opt.dest.upper()
             p.add_argument(flag, **kw)
     return p
 
