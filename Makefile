@@ -47,6 +47,7 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/forecast_epoch.py
 	OMP_NUM_THREADS=1 $(PY) benchmarks/hessian.py --quick
 	OMP_NUM_THREADS=1 $(PY) benchmarks/sparse_sam.py --quick
+	OMP_NUM_THREADS=1 $(PY) benchmarks/train_epoch.py --quick
 
 clean:
 	rm -rf results .pytest_cache .ruff_cache

@@ -322,9 +322,9 @@ def run(out: Path, quick: bool) -> None:
         demo = tmp_path / "demo"
         flags = ["--smoke"] if quick else []
         _run([py, "-m", "samlab.demo", "--output", str(demo), *flags], ROOT)
-        checkpoints = sorted(demo.rglob("sam/checkpoint.pt"))
+        checkpoints = sorted(demo.rglob("sam/last.pt"))
         if not checkpoints:
-            raise SystemExit("the demo wrote no sam/checkpoint.pt")
+            raise SystemExit("the demo wrote no sam/last.pt")
         cli = tmp_path / "cli"
         cli.mkdir()
         _landscape(cli, checkpoints[0])

@@ -97,7 +97,7 @@ def test_demo_config_and_runs(smoke_run) -> None:
         assert len({json.dumps(c[key]) for c in settings["configs"].values()}) == 1, key
     for name in OPTIMIZERS:
         run = output / settings["runs"] / name
-        assert (run / "checkpoint.pt").is_file() and (run / "metrics.csv").is_file()
+        assert (run / "last.pt").is_file() and (run / "metrics.csv").is_file()
 
 
 def test_landscape_surfaces_are_complete(smoke_run) -> None:

@@ -19,7 +19,7 @@ writes, under ``--output``:
 * ``learning_curves.png``: train loss and test accuracy per epoch, all eight optimizers;
 * ``demo_config.json``: the shared settings and each optimizer's config;
 * ``runs/<profile>/<optimizer>/``: each run's ``metrics.csv``, ``config.json`` and
-  ``checkpoint.pt``. Running the demo again with the same settings loads the finished runs
+  ``last.pt`` / ``best.pt``. Running the demo again with the same settings loads the finished runs
   instead of retraining them (``--fresh`` retrains).
 
 Then the loss landscapes (:mod:`samlab.demo.landscape_section`; ``--no-landscape`` skips them):

@@ -99,7 +99,7 @@ def run_landscape_section(
     Args:
         output: the demo's output folder (files go to ``output/landscape/``, the figure and
             ``sharpness.csv`` to ``output``).
-        checkpoints: e.g. ``{"sgd": .../checkpoint.pt, "sam": ...}``.
+        checkpoints: e.g. ``{"sgd": .../last.pt, "sam": ...}``.
         settings: grids, samples and ranks (:data:`FULL_SETTINGS`, :data:`SMOKE_SETTINGS`).
         data_kwargs: keyword arguments of :func:`digits_eval_data` (``seed``, ``limit``).
         train_samples: how many digits the data factory returns (the subset is capped to it).

@@ -7,6 +7,7 @@ import csv
 import inspect
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +18,15 @@ import samlab.train.classify.config as classify_config
 import samlab.train.classify.loop as classify_loop
 import samlab.train.classify.run as classify_run
 from samlab.datasets import load_digits
-from samlab.train.classify import ClassifyConfig, TrainResult, train_classifier
+from samlab.models import create_model
+from samlab.optim import get_optimizer_info, list_optimizers
+from samlab.train.classify import (
+    ClassifyConfig,
+    TrainResult,
+    lr_at,
+    lr_factor,
+    train_classifier,
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,11 @@ def test_config_validates_and_normalises() -> None:
     json.dumps(config.to_dict())
     for bad in (
         dict(optimizer="nope"),
-        dict(lr_schedule="linear"),
+        dict(lr_schedule="exponential"),
+        dict(lr_schedule="multistep"),
+        dict(amp="fp8"),
+        dict(weight_sparsity=1.0),
+        dict(rho_min=0.1),
         dict(bn_policy="sometimes"),
         dict(epochs=0),
         dict(optimizer_kwargs={"lr": 0.1}),
@@ -89,7 +102,7 @@ def test_masks_are_refreshed_on_their_cadence(tmp_path, digits, optimizer: str) 
         optimizer=optimizer, epochs=5, steps_per_epoch=2, optimizer_kwargs=options
     )
     result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["optimizer"]
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["optimizer"]
     assert saved["samlab"]["refreshes"] == 3
     # each refresh timed on its epoch (outside the steps' seconds), 0 on the other epochs
     timed = result.column("refresh_seconds")
@@ -146,7 +159,7 @@ def test_output_files(tmp_path, digits) -> None:
     assert [int(r["passes"]) for r in rows] == [6, 6, 6]  # LookSAM k=5: 2 passes every 5th step
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["config"] == config.to_dict() and saved["resolved"]["device"] == "cpu"
-    checkpoint = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 3 and set(checkpoint) >= {
         "model",
         "optimizer",
@@ -171,7 +184,7 @@ def test_interrupted_run_resumes_bitwise(tmp_path, digits, optimizer: str) -> No
         train_classifier(
             config, *digits, progress=False, output_dir=run, callback=kill_after_first_epoch
         )
-    assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
     resumed = train_classifier(config, *digits, progress=False, output_dir=run)
     assert resumed.resumed_from_epoch == 1
     assert _states_equal(straight.model_state, resumed.model_state)
@@ -214,17 +227,21 @@ def test_other_config_in_output_dir_is_refused(tmp_path, digits) -> None:
     )
 
 
-def test_command_line_trains_the_digits_and_skips_a_finished_run(tmp_path, capsys) -> None:
-    from samlab.train.classify.__main__ import main
+def test_command_line_trains_the_digits_and_resumes_only_when_asked(tmp_path, capsys) -> None:
+    from samlab.train.classify.cli import main
 
     argv = ["--smoke", "--quiet", "--optimizer", "sam", "--model", "digits_mlp"]
     argv += ["--output", str(tmp_path)]
     assert main(argv) == 0
     shown = capsys.readouterr().out
-    assert "digits_mlp with sam, 2 epochs" in shown and "2.00 passes per step" in shown
+    assert "digits_mlp on digits with sam, seeds [0]" in shown
     saved = json.loads((tmp_path / "config.json").read_text())["config"]
     assert saved == ClassifyConfig.smoke(optimizer="sam", model="digits_mlp").to_dict()
-    assert main(argv) == 0 and capsys.readouterr().out == shown  # loaded, not trained again
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and 0 <= metrics["test_acc"] <= 1 and metrics["test_loss"] > 0
+    assert main(argv) == 2  # a run is there: only --resume continues it
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0 and capsys.readouterr().out == shown  # loaded
     assert main([*argv, "--lr", "-1"]) == 2
     assert "lr must be positive" in capsys.readouterr().err
 
@@ -249,8 +266,8 @@ def test_divergence_raises_floating_point_error(digits) -> None:
 # --------------------------------------------------------------------------- boundaries
 def test_trainer_never_asks_which_optimizer_it_holds() -> None:
     # the trainer's code: the modules of the samlab.train.classify package
-    modules = (classify, classify_config, classify_loop, classify_run)
-    sources = [inspect.getsource(m) for m in modules]
+    folder = Path(classify.__file__).parent
+    sources = [path.read_text() for path in sorted(folder.rglob("*.py"))]
     tree = ast.Module(body=[n for s in sources for n in ast.parse(s).body], type_ignores=[])
     names = {"SAM", "ASAM", "GSAM", "LookSAM", "OneStepSAM", "SAMBase", "SGD", "Adam", "AdamW"}
     for node in ast.walk(tree):
@@ -272,35 +289,169 @@ def test_trainer_never_asks_which_optimizer_it_holds() -> None:
                 "create_optimizer",
                 "get_optimizer_info",
                 "current_pass",
+                "ProportionalRho",
+                "list_optimizers",
             }
         if isinstance(node, ast.Attribute):
             assert node.attr not in ("__class__", "method"), ast.unparse(node)
         if isinstance(node, ast.Name):
             assert node.id not in names, node.id
-    assert "optimizer.step(closure)" in inspect.getsource(classify_loop.train_epoch)
+    assert "optimizer.step(closure)" in inspect.getsource(classify_loop.Stepper.__call__)
 
 
 def test_the_package_exports_its_modules_public_names() -> None:
-    """``samlab.train.classify`` is a package (``config``, ``loop``, ``run`` and the command line
-    in ``__main__``); its public names are the objects defined there, and ``samlab.train``
-    exports the same objects."""
+    """``samlab.train.classify`` is a package; its public names are the objects defined in its
+    modules, and ``samlab.train`` exports the same objects."""
     import samlab.train
+    import samlab.train.classify.checkpointing as checkpointing
+    import samlab.train.classify.schedules as schedules
 
     for module, names in (
         (classify_config, ("LR_SCHEDULES", "ClassifyConfig", "EpochMetrics", "TrainResult")),
-        (classify_run, ("train_classifier", "CHECKPOINT_NAME", "METRICS_NAME", "CONFIG_NAME")),
+        (classify_run, ("train_classifier",)),
+        (schedules, ("lr_factor", "lr_at")),
+        (checkpointing, ("CHECKPOINT_NAME", "BEST_NAME", "METRICS_NAME", "CONFIG_NAME")),
     ):
         for name in names:
             assert getattr(classify, name) is getattr(module, name), name
     for name in ("ClassifyConfig", "EpochMetrics", "TrainResult", "train_classifier"):
         assert getattr(samlab.train, name) is getattr(classify, name), name
-    assert (classify.CHECKPOINT_NAME, classify.METRICS_NAME, classify.CONFIG_NAME) == (
-        "checkpoint.pt",
+    names = (classify.CHECKPOINT_NAME, classify.BEST_NAME, classify.LEGACY_CHECKPOINT_NAME)
+    assert names == ("last.pt", "best.pt", "checkpoint.pt")
+    assert (classify.METRICS_NAME, classify.METRICS_JSON_NAME, classify.CONFIG_NAME) == (
         "metrics.csv",
+        "metrics.json",
         "config.json",
     )
-    assert classify.__all__ == [
-        "CHECKPOINT_NAME", "CONFIG_NAME", "LR_SCHEDULES", "METRICS_NAME", "ClassifyConfig",
-        "EpochMetrics", "TrainResult", "train_classifier",
-    ]  # fmt: skip
-    assert classify_config.LR_SCHEDULES == ("cosine", "step", "constant")
+    assert classify_config.LR_SCHEDULES == ("cosine", "step", "multistep", "linear", "constant")
+
+
+# --------------------------------------------------------------------------- 0.3: the loop
+@pytest.mark.parametrize("optimizer", list_optimizers())
+def test_every_optimizer_takes_two_steps_on_digits_cnn(digits, optimizer: str) -> None:
+    extra = {"num_samples": 8} if get_optimizer_info(optimizer).refreshes_masks else {}
+    config = ClassifyConfig.smoke(
+        optimizer=optimizer, epochs=1, steps_per_epoch=2, batch_size=16, optimizer_kwargs=extra
+    )
+    start = ClassifyConfig.smoke()  # the same seed: the same initial weights
+    torch.manual_seed(start.seed)
+    initial = create_model("digits_cnn").state_dict()
+    result = train_classifier(config, *digits, progress=False)
+    assert result.history[0].steps == 2 and math.isfinite(result.final_train_loss)
+    passes = get_optimizer_info(optimizer).passes
+    assert result.history[0].passes == {1: 2, 2: 4, "1-2": 3}[passes]  # LookSAM: 2, then 1
+    assert not _states_equal(initial, result.model_state)
+
+
+def test_schedules_warmup_and_per_epoch_steps() -> None:
+    steps = 4
+    warm = ClassifyConfig(epochs=4, warmup_epochs=1, warmup_start=0.1, lr_min=0.005)
+    factor = lr_factor(warm, steps)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.1, 0.325, 0.55, 0.775])
+    assert factor(4) == 1.0 and factor(16) == pytest.approx(0.1)  # cosine to lr_min / lr
+    multi = ClassifyConfig(epochs=4, lr_schedule="multistep", lr_milestone_epochs=(1, 3))
+    assert [lr_at(multi, steps, s) for s in (3, 4, 11, 12)] == pytest.approx(
+        [0.05, 0.005, 0.005, 0.0005]
+    )
+    per_epoch = ClassifyConfig(epochs=4, lr_step="epoch")
+    values = [lr_factor(per_epoch, steps)(s) for s in range(16)]
+    assert values[:4] == [1.0] * 4 and values[4:8] == [values[4]] * 4 and values[4] < 1
+    linear = ClassifyConfig(epochs=2, lr_schedule="linear")
+    assert lr_factor(linear, 2)(2) == pytest.approx(0.5)
+
+
+def test_resume_is_bitwise_with_masks_amp_warmup_and_clipping(tmp_path, digits) -> None:
+    """Every piece of state a 0.3 run adds (weight masks, per-epoch multistep with warm-up,
+    bf16 autocast, the trainer's clipping of a one-pass optimizer, GSAM's rho schedule)
+    survives an interruption bit for bit."""
+    for name, options in (
+        ("sgd", dict(weight_sparsity=0.5, weight_mask="erk", amp="bf16", max_grad_norm=0.5,
+                     label_smoothing=0.1)),
+        ("gsam", dict(rho=0.1, rho_min=0.02, lr_schedule="multistep", lr_milestone_epochs=(2,),
+                      lr_step="epoch", warmup_epochs=1, weight_sparsity=0.3,
+                      max_grad_norm=1.0)),
+    ):  # fmt: skip
+        config = ClassifyConfig.smoke(optimizer=name, epochs=3, steps_per_epoch=3, **options)
+        straight = train_classifier(config, *digits, progress=False)
+
+        def stop(metrics) -> None:
+            if metrics.epoch == 1:
+                raise _Interrupted
+
+        run = tmp_path / name
+        with pytest.raises(_Interrupted):
+            train_classifier(config, *digits, progress=False, output_dir=run, callback=stop)
+        resumed = train_classifier(config, *digits, progress=False, output_dir=run)
+        assert resumed.resumed_from_epoch == 1
+        assert _states_equal(straight.model_state, resumed.model_state), name
+        assert straight.column("train_loss") == resumed.column("train_loss")
+        saved = torch.load(run / "last.pt", weights_only=True)
+        masks = saved["extra"]["weight_masks"]
+        assert masks  # the weight masks travel with the checkpoint ...
+        weights = resumed.model_state
+        zeros = sum(int((weights[k] == 0).sum()) for k in masks["masks"])
+        kept = sum(int(m.sum()) for m in masks["masks"].values())
+        total = sum(m.numel() for m in masks["masks"].values())
+        assert zeros >= total - kept > 0  # ... and the masked weights stay at zero
+
+
+def test_best_and_last_checkpoints(tmp_path, digits) -> None:
+    config = ClassifyConfig.smoke(optimizer="sam", epochs=3, steps_per_epoch=4, lr=0.2)
+    result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    best_epoch = max(range(3), key=lambda i: result.history[i].test_acc) + 1
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == best_epoch
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_epoch"] == best_epoch and metrics["test_acc"] == result.final_test_acc
+    assert metrics["passes_per_step"] == 2.0 and len(metrics["history"]) == 3
+
+
+def test_fp16_and_sync_bn_need_cuda(digits) -> None:
+    if torch.cuda.is_available():
+        result = train_classifier(
+            ClassifyConfig.smoke(optimizer="sam", amp="fp16", device="cuda"), *digits,
+            progress=False,
+        )  # fmt: skip
+        assert math.isfinite(result.final_train_loss)
+        return
+    with pytest.raises(ValueError, match="fp16.*needs a CUDA device.*bf16"):
+        train_classifier(ClassifyConfig.smoke(amp="fp16"), *digits, progress=False)
+    with pytest.raises(ValueError, match="sync_bn needs CUDA"):
+        train_classifier(ClassifyConfig.smoke(sync_bn=True), *digits, progress=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
+def test_fp16_resume_is_bitwise_on_cuda(tmp_path, digits) -> None:
+    config = ClassifyConfig.smoke(
+        optimizer="sam", amp="fp16", device="cuda", epochs=2, deterministic=True
+    )
+    straight = train_classifier(config, *digits, progress=False)
+
+    def stop(metrics) -> None:
+        raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        train_classifier(config, *digits, progress=False, output_dir=tmp_path, callback=stop)
+    resumed = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    assert _states_equal(straight.model_state, resumed.model_state)
+
+
+def test_sam_is_not_worse_than_sgd_on_digits_over_three_seeds() -> None:
+    """Mean test accuracy of 3 seeds: SAM >= SGD - 1 point (5 epochs of the digits MLP)."""
+    means = {}
+    for optimizer in ("sgd", "sam"):
+        accs = []
+        for seed in range(3):
+            data = load_digits(seed=seed)
+            config = ClassifyConfig(
+                model="digits_mlp", optimizer=optimizer, epochs=5, seed=seed, device="cpu",
+                threads=1, lr=0.1,
+            )  # fmt: skip
+            train = (data.x_train, data.y_train)
+            accs.append(
+                train_classifier(config, train, (data.x_test, data.y_test), progress=False)
+                .final_test_acc
+            )  # fmt: skip
+        means[optimizer] = sum(accs) / 3
+    assert means["sgd"] > 0.9, means  # both trained
+    assert means["sam"] >= means["sgd"] - 0.01, means

@@ -17,8 +17,6 @@ A rank that fails makes the launch fail at once with that rank's traceback (no h
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 import time
@@ -124,15 +122,9 @@ WORKER = textwrap.dedent(
 
 
 # --------------------------------------------------------------------------- launcher
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(tmp: Path, scenario: str, timeout: float = TIMEOUT_S) -> list[dict]:
-    """Run WORLD ranks of WORKER; the first rank that fails (or the timeout) kills the others
-    and raises AssertionError with the failing rank's output."""
+def launch(tmp: Path, scenario: str, runner, timeout: float = TIMEOUT_S) -> list[dict]:
+    """Run WORLD ranks of WORKER (the shared ``ddp_runner`` of tests/train/conftest.py)."""
+    free_port, run_ranks = runner
     script = tmp / "ddp_worker.py"
     constants = (
         f"BATCH, D_IN, HIDDEN, D_OUT = {BATCH}, {D_IN}, {HIDDEN}, {D_OUT}\n"
@@ -143,50 +135,18 @@ def launch(tmp: Path, scenario: str, timeout: float = TIMEOUT_S) -> list[dict]:
     if Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     port = free_port()
-    procs, logs = [], []
-    for rank in range(WORLD):
-        log = open(tmp / f"rank{rank}.log", "w+b")
-        logs.append(log)
-        cmd = [sys.executable, str(script), str(rank), str(WORLD), str(port), str(tmp), scenario]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
-
-    def output(rank):
-        logs[rank].flush()
-        logs[rank].seek(0)
-        return logs[rank].read().decode(errors="replace")
-
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            codes = [p.poll() for p in procs]
-            failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
-            if failed:
-                rank = failed[0]
-                raise AssertionError(
-                    f"DDP rank {rank} exited with code {codes[rank]}:\n{output(rank)}"
-                )
-            if all(c == 0 for c in codes):
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"DDP ranks timed out after {timeout:.0f} s:\n"
-                    + "\n".join(f"--- rank {r}:\n{output(r)}" for r in range(WORLD))
-                )
-            time.sleep(0.05)
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-        for log in logs:
-            log.close()
+    commands = [
+        [sys.executable, str(script), str(rank), str(WORLD), str(port), str(tmp), scenario]
+        for rank in range(WORLD)
+    ]
+    run_ranks(commands, cwd=REPO, envs=[env] * WORLD, log_dir=tmp, timeout=timeout)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 @pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
+def ddp_results(tmp_path_factory, ddp_runner):
     tmp = tmp_path_factory.mktemp("ddp")
-    results = launch(tmp, "run")
+    results = launch(tmp, "run", ddp_runner)
     for key in results[0]:  # DDP keeps the replicas identical
         for a, b in zip(results[0][key], results[1][key]):
             assert torch.equal(a, b), f"ranks disagree on {key}"
@@ -302,10 +262,10 @@ def test_per_worker_differs_from_global(ddp_results):
     assert diff > 1e-6
 
 
-def test_a_failing_rank_fails_with_its_traceback(tmp_path):
+def test_a_failing_rank_fails_with_its_traceback(tmp_path, ddp_runner):
     started = time.monotonic()
     with pytest.raises(AssertionError) as err:
-        launch(tmp_path, "fail", timeout=90)
+        launch(tmp_path, "fail", ddp_runner, timeout=90)
     message = str(err.value)
     assert "rank 1" in message
     assert "Traceback" in message and "deliberate failure in rank 1" in message

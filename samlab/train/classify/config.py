@@ -18,9 +18,12 @@ from typing import Any
 from torch import Tensor
 
 from samlab.optim import get_optimizer_info
-from samlab.train.closures import BN_POLICIES
+from samlab.train.closures import BN_POLICIES, PERTURBATION_MODES
 
-LR_SCHEDULES = ("cosine", "step", "constant")
+LR_SCHEDULES = ("cosine", "step", "multistep", "linear", "constant")
+LR_STEPS = ("iteration", "epoch")  # how often the learning rate changes
+AMP_MODES = ("none", "bf16", "fp16")
+WEIGHT_MASKS = ("magnitude", "erk")
 
 Pairs = tuple[tuple[str, Any], ...]
 
@@ -60,12 +63,31 @@ class ClassifyConfig:
     device: str = "auto"  # cpu | cuda | cuda:N | auto (cuda when available)
     threads: int | None = None  # torch.set_num_threads during the run; None: leave as is
     num_workers: int = 0  # DataLoader workers for Dataset inputs
+    # ---- fields added in 0.3 (a checkpoint without them was written with these defaults)
+    dataset: str = "digits"  # label of the data the caller passes (recorded, not loaded here)
+    augment: str | None = None  # the data's training augmentation label (recorded)
+    lr_min: float = 0.0  # the learning rate that "cosine" and "linear" decay to
+    lr_milestone_epochs: tuple[int, ...] = ()  # "multistep": epochs at which lr *= lr_gamma
+    lr_step: str = "iteration"  # iteration | epoch: the schedule's value changes per ...
+    warmup_epochs: float = 0.0  # linear warm-up over this many epochs (fractions allowed) ...
+    warmup_start: float = 0.0  # ... from lr * warmup_start to lr
+    rho_min: float | None = None  # GSAM: rho goes from rho (at peak lr) to rho_min with the lr
+    max_grad_norm: float | None = None  # clip the final gradient to this 2-norm
+    amp: str = "none"  # none | bf16 (CPU and GPU) | fp16 (GPU, with a GradScaler)
+    weight_sparsity: float = 0.0  # static sparse training: fraction of weights held at 0 ...
+    weight_mask: str = "magnitude"  # ... chosen by global magnitude or ERK random masks
+    perturbation: str = "global"  # DDP: global (all-reduced) or per_worker perturbation
+    sync_bn: bool = False  # DDP: SyncBatchNorm
+    compile: bool = False  # torch.compile the model (runtime: same results up to rounding)
+    deterministic: bool = False  # deterministic kernels (exact GPU resumes; runtime field)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_kwargs", _as_pairs("model_kwargs", self.model_kwargs))
         extra = _as_pairs("optimizer_kwargs", self.optimizer_kwargs)
         object.__setattr__(self, "optimizer_kwargs", extra)
         object.__setattr__(self, "lr_milestones", tuple(float(m) for m in self.lr_milestones))
+        epochs_at = tuple(int(m) for m in self.lr_milestone_epochs)
+        object.__setattr__(self, "lr_milestone_epochs", epochs_at)
         get_optimizer_info(self.optimizer)  # ValueError naming the known optimizers
         clash = {k for k, _ in extra} & {"lr", "momentum", "weight_decay", "rho"}
         if clash:
@@ -88,6 +110,33 @@ class ClassifyConfig:
             raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or None, got {self.threads!r}")
+        self._check_added_fields()
+
+    def _check_added_fields(self) -> None:
+        choices = (
+            ("lr_step", LR_STEPS), ("amp", AMP_MODES), ("weight_mask", WEIGHT_MASKS),
+            ("perturbation", PERTURBATION_MODES),
+        )  # fmt: skip
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.lr_schedule == "multistep" and not self.lr_milestone_epochs:
+            raise ValueError("lr_schedule='multistep' needs lr_milestone_epochs, e.g. (60, 120)")
+        if not 0.0 <= self.lr_min <= self.lr:
+            raise ValueError(f"lr_min must be in [0, lr={self.lr}], got {self.lr_min!r}")
+        if not self.warmup_epochs >= 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs!r}")
+        if not 0.0 <= self.warmup_start <= 1.0:
+            raise ValueError(f"warmup_start must be in [0, 1], got {self.warmup_start!r}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive or None, got {self.max_grad_norm!r}")
+        if not 0.0 <= self.weight_sparsity < 1.0:
+            raise ValueError(f"weight_sparsity must be in [0, 1), got {self.weight_sparsity!r}")
+        if self.rho_min is not None and (self.rho is None or not 0 <= self.rho_min <= self.rho):
+            raise ValueError(
+                f"rho_min (GSAM's rho at the lowest lr) needs rho (at the peak lr) and must be "
+                f"in [0, rho], got rho={self.rho!r}, rho_min={self.rho_min!r}"
+            )
 
     @classmethod
     def smoke(cls, **overrides: Any) -> ClassifyConfig:
@@ -96,6 +145,16 @@ class ClassifyConfig:
         settings = dict(epochs=2, steps_per_epoch=8, device="cpu", threads=1)
         return cls(**{**settings, **overrides})
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> ClassifyConfig:
+        """The config of a ``to_dict()`` (e.g. a checkpoint's); fields it lacks (written by an
+        older samlab) take their defaults, and unknown keys raise ValueError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(saved) - names
+        if unknown:
+            raise ValueError(f"not ClassifyConfig fields: {sorted(unknown)}")
+        return cls(**saved)
+
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON types (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
@@ -103,6 +162,8 @@ class ClassifyConfig:
     def optimizer_options(self) -> dict[str, Any]:
         """The keywords handed to :func:`samlab.optim.create_optimizer`."""
         options: dict[str, Any] = {"lr": self.lr, "weight_decay": self.weight_decay}
+        if self.max_grad_norm is not None and get_optimizer_info(self.optimizer).sam_family:
+            options["max_grad_norm"] = self.max_grad_norm  # one-pass optimizers: the trainer
         if self.momentum is not None:
             options["momentum"] = self.momentum
         if self.rho is not None:

@@ -1,124 +1,97 @@
-"""The epochs of :func:`~samlab.train.classify.train_classifier`: batches, steps, evaluation.
+"""The epochs of :func:`~samlab.train.classify.train_classifier`: one step, one epoch, evaluation.
 
-:class:`Batches` serves ``(inputs, targets)`` on the device from tensors, a ``Dataset`` or a
-``DataLoader``, in the order drawn from a generator seeded by ``(seed, epoch)``
-(:func:`~samlab.utils.epoch_generator`); :func:`lr_factor` is the per-iteration learning-rate
-schedule; :func:`train_epoch` calls ``optimizer.step(closure)`` on every batch, reads the passes
-and the sharpness gap from ``optimizer.last_step`` where the optimizer keeps one, stops on a
-non-finite loss, and ends with :func:`evaluate` (plain cross-entropy and accuracy in eval mode).
+:class:`Stepper` runs one training step for any optimizer of the registry: it builds a closure
+with :func:`samlab.train.make_closure` (BatchNorm policy, DDP perturbation mode, AMP autocast
+and GradScaler) and calls ``optimizer.step(closure)``; it never asks which optimizer it holds.
+A one-pass optimizer under fp16 or gradient clipping runs the closure once and steps through
+the scaler itself (``GradScaler.step`` takes no closure), a SAM-family optimizer gets the scaler
+and clips inside its step (registry flag ``sam_family``). After every step it runs the
+``after_step`` hooks (static sparse training re-applies its weight masks there).
+
+:func:`train_epoch` steps through one epoch, reads the passes and the sharpness gap from
+``optimizer.last_step`` where the optimizer keeps one, stops on a non-finite loss, and ends with
+:func:`evaluate` (plain cross-entropy and accuracy in eval mode).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from samlab.train.classify.batches import Batches
 from samlab.train.classify.config import ClassifyConfig, EpochMetrics
 from samlab.train.closures import make_closure
 from samlab.utils import epoch_generator
 
+__all__ = ["Stepper", "evaluate", "train_epoch"]
 
-# --------------------------------------------------------------------------- data
-class Batches:
-    """Batches of (inputs, targets) on ``device`` from tensors, a Dataset or a DataLoader."""
+
+class Stepper:
+    """One training step: ``stepper(x, y) -> (loss, outputs at w, optimizer.last_step)``."""
 
     def __init__(
         self,
-        data: Any,
-        batch_size: int,
-        *,
-        train: bool,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        loss_fn: nn.Module,
         config: ClassifyConfig,
-        device: torch.device,
+        *,
+        sam_family: bool,
+        scaler: torch.amp.GradScaler | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        perturbation: str = "global",
+        after_step: Sequence[Callable[[], None]] = (),
     ) -> None:
-        self.device, self.batch_size, self.train = device, batch_size, train
-        self.drop_last = train and config.drop_last
-        self.num_workers = config.num_workers
-        self.tensors: tuple[Tensor, Tensor] | None = None
-        self.loader: DataLoader | None = None
-        self.dataset: Dataset | None = None
-        if isinstance(data, TensorDataset) and len(data.tensors) == 2:
-            data = data.tensors
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            inputs, targets = data
-            if len(inputs) != len(targets):
-                raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets")
-            self.tensors = (torch.as_tensor(inputs).to(device), torch.as_tensor(targets).to(device))
-            self.size = len(inputs)
-        elif isinstance(data, DataLoader):
-            self.loader = data
-            self.size = len(data.dataset)
-        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
-            self.dataset = data
-            self.size = len(data)
-        else:
-            raise TypeError(
-                "data must be an (inputs, targets) pair of tensors, a Dataset or a DataLoader, "
-                f"got {type(data).__name__}"
-            )
-        if self.size == 0:
-            raise ValueError("the data set is empty")
+        self.model, self.optimizer, self.scheduler, self.loss_fn = (
+            model,
+            optimizer,
+            scheduler,
+            loss_fn,
+        )
+        self.sam_family, self.scaler, self.after_step = sam_family, scaler, tuple(after_step)
+        self.options: dict[str, Any] = {"bn_policy": config.bn_policy}
+        if perturbation != "global":
+            self.options["perturbation"] = perturbation
+        if scaler is not None:
+            self.options["scaler"] = scaler
+        if autocast_dtype is not None:
+            self.options["autocast_dtype"] = autocast_dtype
+        # one-pass optimizers: the trainer clips (the SAM family clips inside its step)
+        self.clip = None if sam_family else config.max_grad_norm
 
-    def __len__(self) -> int:
-        if self.loader is not None:
-            return len(self.loader)
-        full, rest = divmod(self.size, self.batch_size)
-        return full + (rest > 0 and not self.drop_last)
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        return self.epoch(None)
-
-    def epoch(self, generator: torch.Generator | None) -> Iterator[tuple[Tensor, Tensor]]:
-        """One pass; training data in the order ``randperm(n, generator)`` for every input
-        form but a DataLoader (tensors and Datasets give the same batches)."""
-        if self.loader is not None:
-            batches = iter(self.loader)
-        else:
-            shuffle = self.train and generator is not None
-            order = torch.randperm(self.size, generator=generator) if shuffle else None
-            if self.tensors is not None:
-                batches = self._tensor_batches(order)
+    def __call__(self, x: Tensor, y: Tensor) -> tuple[Any, Tensor, dict[str, Any]]:
+        optimizer, scaler = self.optimizer, self.scaler
+        closure = make_closure(self.model, self.loss_fn, x, y, optimizer, **self.options)
+        if self.sam_family and scaler is not None:
+            loss = optimizer.step(closure, scaler=scaler)
+        elif self.clip is None and scaler is None:
+            loss = optimizer.step(closure)
+        else:  # one pass, then unscale / clip / step by hand
+            loss = closure()
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if self.clip is not None:
+                params = [p for g in optimizer.param_groups for p in g["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.clip)
+            if scaler is not None:
+                scaler.step(optimizer)
             else:
-                batches = iter(
-                    DataLoader(
-                        self.dataset,
-                        batch_size=self.batch_size,
-                        sampler=None if order is None else order.tolist(),
-                        generator=generator,  # seeds the workers
-                        drop_last=self.drop_last,
-                        num_workers=self.num_workers,
-                        pin_memory=self.device.type == "cuda",
-                    )
-                )
-        for inputs, targets in batches:
-            yield inputs.to(self.device, non_blocking=True), targets.to(self.device)
-
-    def _tensor_batches(self, order: Tensor | None) -> Iterator[tuple[Tensor, Tensor]]:
-        x, y = self.tensors
-        for i in range(len(self)):
-            rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is not None:
-                rows = order[rows].to(self.device)
-            yield x[rows], y[rows]
-
-
-# --------------------------------------------------------------------------- helpers
-def lr_factor(config: ClassifyConfig, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        progress = min(step / total_steps, 1.0)
-        if config.lr_schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if config.lr_schedule == "step":
-            return config.lr_gamma ** sum(progress >= m for m in config.lr_milestones)
-        return 1.0
-
-    return factor
+                optimizer.step()
+        if scaler is not None:
+            scaler.update()
+        self.scheduler.step()
+        for hook in self.after_step:
+            hook()
+        last = getattr(optimizer, "last_step", None) or {}
+        if loss is None:  # the protocol allows it when gradients came from the caller
+            loss = last.get("clean_loss", last.get("perturbed_loss"))
+        return loss, closure.last_outputs, last
 
 
 @torch.no_grad()
@@ -131,7 +104,7 @@ def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     count = 0
     try:
         for x, y in batches:
-            out = model(x)
+            out = model(x).float()
             total_loss += nn.functional.cross_entropy(out, y, reduction="sum").double()
             correct += (out.argmax(dim=1) == y).sum()
             count += len(y)
@@ -140,23 +113,23 @@ def evaluate(model: nn.Module, batches: Batches) -> tuple[float, float]:
     return total_loss.item() / count, correct.item() / count
 
 
-# --------------------------------------------------------------------------- epoch
 def train_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module,
+    stepper: Stepper,
     train_batches: Batches,
     test_batches: Batches,
     config: ClassifyConfig,
     epoch: int,
     steps: int,
     progress: bool,
+    *,
+    eval_model: nn.Module | None = None,
+    reduce: Callable[[list[float]], list[float]] | None = None,
 ) -> EpochMetrics:
-    """One epoch of ``optimizer.step(closure)`` on every batch, then the evaluation."""
+    """One epoch of ``stepper`` on every batch, then the evaluation of ``eval_model`` (default:
+    the stepper's model). ``reduce`` sums the epoch's counters over DDP ranks."""
     from tqdm.auto import tqdm
 
-    group = optimizer.param_groups[0]
+    group = stepper.optimizer.param_groups[0]
     lr = group["lr"]
     loss_sum, correct, seen, passes = 0.0, 0, 0, 0
     gap_sum, gap_count = 0.0, 0
@@ -166,11 +139,7 @@ def train_epoch(
     with bar:
         batches = train_batches.epoch(epoch_generator(config.seed, epoch))
         for step, (x, y) in zip(range(steps), batches):
-            closure = make_closure(model, loss_fn, x, y, optimizer, bn_policy=config.bn_policy)
-            loss = optimizer.step(closure)
-            last = getattr(optimizer, "last_step", None) or {}
-            if loss is None:  # the protocol allows it when gradients came from the caller
-                loss = last.get("clean_loss", last.get("perturbed_loss"))
+            loss, outputs, last = stepper(x, y)
             checked = [loss, last.get("perturbed_loss")]
             values = torch.stack(
                 [torch.as_tensor(v).detach().float().cpu() for v in checked if v is not None]
@@ -181,10 +150,9 @@ def train_epoch(
                     f"{step + 1} with optimizer {config.optimizer!r} (lr={group['lr']:.4g}, "
                     f"rho={group.get('rho', 'n/a')}); the run diverged: try a lower lr or rho"
                 )
-            scheduler.step()
             n = len(y)
             loss_sum += float(values[0]) * n
-            correct += int((closure.last_outputs.argmax(dim=1) == y).sum())
+            correct += int((outputs.argmax(dim=1) == y).sum())
             seen += n
             passes += int(last.get("passes", 1))
             if last.get("sharpness_gap") is not None:
@@ -196,7 +164,14 @@ def train_epoch(
             bar.update(1)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    test_loss, test_acc = evaluate(model, test_batches)
+    if reduce is not None:
+        world = reduce([1.0])[0]
+        loss_sum, correct, seen, passes, gap_sum, gap_count = reduce(
+            [loss_sum, correct, seen, passes, gap_sum, gap_count]
+        )
+        passes = round(passes / world)  # per step, as one process counts them
+        correct, seen = round(correct), round(seen)
+    test_loss, test_acc = evaluate(eval_model or stepper.model, test_batches)
     return EpochMetrics(
         epoch=epoch + 1,
         lr=float(lr),
