@@ -194,16 +194,7 @@ class HessianOperator:
         if self.data.reducer is not None or not self.data.batches:
             return ModeChoice("reverse", "one of several processes (a reducer): no probe")
         batches = self.data.batches
-        key = probe_key(
-            self.model,
-            self.shapes,
-            batches[0][0],
-            self.dtype,
-            self.device,
-            self.loss_spec,
-            self.ggn,
-            self.graph_kept,
-        )
+        key = probe_key(self._setting, self.graph_kept)
         cached = cached_choice(key)
         if cached is not None:
             return cached
@@ -212,9 +203,7 @@ class HessianOperator:
             return self._engine.pending()
         setting = self._make_setting(batches[:1], self.data.weights()[:1])
         with self._running():
-            choice = choose_mode(key, setting, self.graph_kept, self._probe_vector(), self.device)
-        choice.engines = {}
-        return choice
+            return choose_mode(key, setting, self.graph_kept, self._probe_vector(), self.device)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from landscape.curvature.products import (
     PRODUCT_MODES,
@@ -137,8 +137,7 @@ class ModeChoice:
     """A product mode and why: ``reason``, the probe's ``seconds`` per product of each mode,
     where the choice came from when cached (``"process"`` or the cache file's path), how many
     products the probe timed and how many of those were made for it alone (``extra``: not
-    counted in the operator's ``hvp_count``), and its engines (reusable when the probe ran on
-    all the operator's batches)."""
+    counted in the operator's ``hvp_count``)."""
 
     mode: str
     reason: str
@@ -146,7 +145,6 @@ class ModeChoice:
     cache: str | None = None
     products: int = 0
     extra: int = 0
-    engines: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def describe(self) -> dict[str, Any]:
         """The choice as provenance entries."""
@@ -160,20 +158,13 @@ class ModeChoice:
         }
 
 
-def probe_key(
-    model: nn.Module,
-    shapes: Sequence[torch.Size],
-    inputs: Tensor,
-    dtype: torch.dtype,
-    device: torch.device,
-    loss: Any,
-    ggn: bool,
-    keep_graph: bool,
-) -> tuple:
+def probe_key(setting: ProductSetting, keep_graph: bool) -> tuple:
     """What the choice depends on: the device type and name (the CPU's or the GPU's), the
-    torch version, the intra-op thread count, the model class, the parameter shapes, the first
-    batch's input shape, the parameters' dtype, the loss (a name, or a callable's qualified
-    name), GGN or Hessian, and whether graphs are kept."""
+    torch version, the intra-op thread count, the model class, the selected parameters' shapes,
+    the first batch's input shape, the parameters' dtype, the loss (a name, or a callable's
+    qualified name), GGN or Hessian, and whether graphs are kept."""
+    reference, model, loss = setting.primals[0], setting.model, setting.loss
+    device = reference.device
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
     else:
@@ -184,11 +175,11 @@ def probe_key(
         str(torch.__version__),
         torch.get_num_threads(),
         f"{type(model).__module__}.{type(model).__qualname__}",
-        tuple(tuple(shape) for shape in shapes),
-        tuple(inputs.shape),
-        str(dtype),
+        tuple(tuple(p.shape) for p in setting.primals),
+        tuple(setting.batches[0][0].shape),
+        str(reference.dtype),
         loss if isinstance(loss, str) else getattr(loss, "__qualname__", repr(loss)),
-        ggn,
+        setting.ggn,
         keep_graph,
     )
 
@@ -264,9 +255,7 @@ def choose_mode(
             failures.append(_failure(mode, error))
             del engines[mode]
             seconds.pop(mode, None)
-    choice = _decided(key, seconds, failures, products, products)
-    choice.engines = engines
-    return choice
+    return _decided(key, seconds, failures, products, products)
 
 
 class ProbingProducts:
