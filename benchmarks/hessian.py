@@ -173,10 +173,10 @@ def lambda_section(model, data, ref, repeats, emit, log) -> tuple[list[str], dic
         note = ""
         if name.startswith("samlab"):
             facts = extra[name][0]
-            seconds = {m: round(t, 2) for m, t in facts["probe"]["probe_seconds"].items()}
+            timed = {m: round(t, 2) for m, t in facts["probe"]["probe_seconds"].items()}
             note = (
                 f"mode {facts['mode']}; the probe timed {facts['probe_products']} of these "
-                f"products ({seconds} s each), made {facts['probe_extra']} of its own"
+                f"products ({timed} s each), made {facts['probe_extra']} of its own"
                 if facts["probe_products"]
                 else f"mode {facts['mode']} from the cache file (a later process: no probe)"
             )
