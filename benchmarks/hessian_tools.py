@@ -4,8 +4,10 @@
 Every driver wraps the tool's own product function (PyHessian's module-level
 ``hessian_vector_product``, hessian-eigenthings' ``HessianOperator.matvec``, the SciPy operator
 that curvlinops exports, samlab's ``HessianOperator.matvec``) in a :class:`Trace`, which counts
-products, stamps each with the wall time since the run started (construction included; the
-trace's own bookkeeping is subtracted) and computes the estimate the tool holds after it:
+products, stamps each with the wall time and the process CPU time since the run started
+(construction included; the trace's own bookkeeping is subtracted; CPU time, one thread: what
+the tool's work costs, little disturbed by other jobs holding the cores of a loaded machine)
+and computes the estimate the tool holds after it:
 
 - ``"rayleigh"`` (power iteration): ``v^T H v / v^T v`` of the latest input;
 - ``"ritz"`` (Lanczos, ARPACK): the top Ritz values of the space spanned by every input so far
@@ -19,6 +21,7 @@ within ``tol`` (relative) of the reference, ending the tool's run there.
 from __future__ import annotations
 
 import copy
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,18 +64,25 @@ class Trace:
     estimator: str = "ritz"
     stop: bool = True
     t0: float = field(default_factory=time.perf_counter)
+    c0: float = field(default_factory=time.process_time)
     overhead: float = 0.0
+    cpu_overhead: float = 0.0
     products: int = 0
-    records: list[tuple[int, float, tuple[float, ...]]] = field(default_factory=list)
-    reached: tuple[int, float, tuple[float, ...]] | None = None
+    # (products, wall seconds, estimate, CPU seconds) after each product
+    records: list[tuple[int, float, tuple[float, ...], float]] = field(default_factory=list)
+    reached: tuple[int, float, tuple[float, ...], float] | None = None
     _q: list[np.ndarray] = field(default_factory=list)
     _hq: list[np.ndarray] = field(default_factory=list)
 
     def restart(self) -> None:
         self.t0, self.overhead = time.perf_counter(), 0.0
+        self.c0, self.cpu_overhead = time.process_time(), 0.0
 
     def now(self) -> float:
         return time.perf_counter() - self.t0 - self.overhead
+
+    def cpu_now(self) -> float:
+        return time.process_time() - self.c0 - self.cpu_overhead
 
     def _estimate(self, v: np.ndarray, hv: np.ndarray) -> tuple[float, ...]:
         k = len(self.reference)
@@ -91,14 +101,15 @@ class Trace:
 
     def record(self, v: Any, hv: Any, columns: int = 1) -> None:
         """After a product of ``v`` (flat tensor / array / list of tensors) giving ``hv``."""
-        stamp = self.now()
-        tic = time.perf_counter()
+        stamp, cpu = self.now(), self.cpu_now()
+        tic, ctic = time.perf_counter(), time.process_time()
         self.products += columns
         v64, hv64 = _flat64(v), _flat64(hv)
         estimate = self._estimate(v64, hv64)
-        self.records.append((self.products, stamp, estimate))
+        self.records.append((self.products, stamp, estimate, cpu))
         within = len(estimate) == len(self.reference) and self.within(estimate)
         self.overhead += time.perf_counter() - tic
+        self.cpu_overhead += time.process_time() - ctic
         if within and self.reached is None:
             self.reached = self.records[-1]
             if self.stop:
@@ -129,29 +140,42 @@ def _flat64(x: Any) -> np.ndarray:
 
 
 def samlab_lambda(model, data, trace: Trace, *, k=1, tol=1e-3, cold=True, seed=0, max_iter=60):
-    """samlab: ``HessianOperator(mode="auto")`` (cold: its process cache cleared, so it
-    probes) and ``top_eigenvalues(method="lanczos")``; returns facts about the run."""
+    """samlab: ``HessianOperator(mode="auto")`` and ``top_eigenvalues(method="lanczos")``;
+    returns facts about the run. ``cold``: no remembered mode (the process cache cleared, the
+    cache file off), so the operator's first products time the modes; else the process cache
+    is cleared and the mode comes from the cache file, as in a later process on this machine
+    (the caller points ``LANDSCAPE_PROBE_CACHE`` at a file that holds it)."""
     from landscape.curvature import HessianOperator, top_eigenvalues
     from landscape.curvature.operator import clear_mode_cache
 
+    saved = os.environ.get("LANDSCAPE_PROBE_CACHE")
     if cold:
-        clear_mode_cache()
-    trace.restart()
-    op = HessianOperator(model, data, mode="auto")
-    built = trace.now()
-    op.matvec = trace.wrap(op.matvec)
-    result = None
+        os.environ["LANDSCAPE_PROBE_CACHE"] = "off"
+    clear_mode_cache()
     try:
-        result = top_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed)
-    except Reached:
-        pass
+        trace.restart()
+        op = HessianOperator(model, data, mode="auto")
+        built = trace.now()
+        op.matvec = trace.wrap(op.matvec)
+        result = None
+        try:
+            result = top_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed)
+        except Reached:
+            pass
+        end = trace.now()
+    finally:
+        if saved is None:
+            os.environ.pop("LANDSCAPE_PROBE_CACHE", None)
+        else:
+            os.environ["LANDSCAPE_PROBE_CACHE"] = saved
     return {
         "construct": built,
         "probe_products": op.choice.products,
+        "probe_extra": op.choice.extra,
         "probe": op.choice.describe(),
         "mode": op.mode,
         "result": result,
-        "end": trace.now(),
+        "end": end,
     }
 
 
@@ -276,4 +300,9 @@ def curvlinops_eigsh(model, data, trace: Trace, *, tol=1e-3, seed=0):
     v0 = np.random.default_rng(seed).standard_normal(op.shape[0])
     k = len(trace.reference)
     values = eigsh(wrapped, k=k, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
-    return {"construct": built, "values": sorted(values.tolist(), reverse=True), "end": trace.now()}
+    return {
+        "construct": built,
+        "values": sorted(values.tolist(), reverse=True),
+        "end": trace.now(),
+        "end_cpu": trace.cpu_now(),
+    }

@@ -11,9 +11,12 @@ H_b J_b`` (``J_b`` the Jacobian of the outputs, ``H_b`` the loss's Hessian in th
 instead. It never forms the matrix: :meth:`HessianOperator.matvec` is one Hessian-vector
 product, by double backward (``mode="reverse"``; on one batch the first-order graph is kept, so
 a product costs one backward pass and no forward) or forward-over-reverse (``"forward"``), see
-:mod:`landscape.curvature.products`. ``"auto"`` times one warm product of each on the first
-batch and takes the faster; the choice is remembered for the process per device type, model
-class, parameter shapes, input shape, dtype, loss, GGN flag and whether graphs are kept.
+:mod:`landscape.curvature.products`. ``"auto"`` times both and takes the faster, see
+:mod:`landscape.curvature.probe`: on one batch by answering the operator's first products in
+each mode in turn (no product is made for the probe alone), on several by timing them on the
+first batch; the choice is remembered per device, torch version, thread count, model class,
+parameter shapes, input shape, dtype, loss, GGN flag and whether graphs are kept, in the
+process and in a cache file (``LANDSCAPE_PROBE_CACHE=off`` turns the file off).
 
 Products run with the model in eval mode: dropout is off and BatchNorm normalises with its
 running statistics, a fixed function of the weights, so ``H`` is the symmetric Hessian of a
@@ -33,7 +36,14 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from landscape.curvature.batches import OperatorBatches, Reducer
-from landscape.curvature.probe import ModeChoice, choose_mode, clear_mode_cache, probe_key
+from landscape.curvature.probe import (
+    ModeChoice,
+    ProbingProducts,
+    cached_choice,
+    choose_mode,
+    clear_mode_cache,
+    probe_key,
+)
 from landscape.curvature.products import (
     PRODUCT_MODES,
     ForwardProducts,
@@ -138,10 +148,39 @@ class HessianOperator:
         self.mode_requested = mode
         self.model_sha256 = hash_tensors(list(model.state_dict().items()))
         self._setting = self._make_setting(self.data.batches, self.data.weights())
-        self._engine: ReverseProducts | ForwardProducts | None = None
+        self._engine: ReverseProducts | ForwardProducts | ProbingProducts | None = None
         self._first_order: tuple[float, Tensor] | None = None
-        self.choice = self._choose_mode(mode)
-        self.mode = self.choice.mode
+        self._choice = self._choose_mode(mode)
+
+    @property
+    def choice(self) -> ModeChoice:
+        """The product mode and why (mode ``"auto"`` while the first products are timed)."""
+        if isinstance(self._engine, ProbingProducts):
+            if self._engine.choice is None:
+                return self._engine.pending()
+            self._choice, self._engine = self._engine.choice, self._engine.chosen
+        return self._choice
+
+    @property
+    def mode(self) -> str:
+        """``"reverse"`` or ``"forward"``; ``"auto"`` while the probe times the first
+        products (see :mod:`landscape.curvature.probe`)."""
+        return self.choice.mode
+
+    def resolve_mode(self) -> str:
+        """The product mode, choosing it now if the probe is still timing the first products:
+        by products on a seeded random vector, made for the probe alone (not counted in
+        :attr:`hvp_count`; ``probe_extra_products`` in the provenance). For callers that
+        pass the mode on, e.g. to one operator per point of a map."""
+        if isinstance(self._engine, ProbingProducts) and self._engine.choice is None:
+            with self._running():
+                self._engine.finish(self._probe_vector())
+        return self.mode
+
+    def _probe_vector(self) -> list[Tensor]:
+        generator = torch.Generator().manual_seed(0)
+        vector = torch.randn(self.size, generator=generator, dtype=torch.float64)
+        return self._views(vector.to(device=self.device, dtype=self.dtype))
 
     # --- mode --------------------------------------------------------------------------------
 
@@ -155,28 +194,16 @@ class HessianOperator:
         if self.data.reducer is not None or not self.data.batches:
             return ModeChoice("reverse", "one of several processes (a reducer): no probe")
         batches = self.data.batches
-        setting = self._setting
-        if len(batches) > 1:
-            setting = self._make_setting(batches[:1], self.data.weights()[:1])
-        generator = torch.Generator().manual_seed(0)
-        vector = torch.randn(self.size, generator=generator, dtype=torch.float64)
-        vector = self._views(vector.to(device=self.device, dtype=self.dtype))
-        key = probe_key(
-            self.model,
-            self.shapes,
-            batches[0][0],
-            self.dtype,
-            self.device,
-            self.loss_spec,
-            self.ggn,
-            self.graph_kept,
-        )
+        key = probe_key(self._setting, self.graph_kept)
+        cached = cached_choice(key)
+        if cached is not None:
+            return cached
+        if len(batches) == 1:  # the first products are the probe
+            self._engine = ProbingProducts(key, self._setting, self.graph_kept, self.device)
+            return self._engine.pending()
+        setting = self._make_setting(batches[:1], self.data.weights()[:1])
         with self._running():
-            choice = choose_mode(key, setting, self.graph_kept, vector, self.device)
-        if len(batches) == 1 and choice.engines:
-            self._engine = choice.engines[choice.mode]  # with the graph the probe built
-        choice.engines = {}
-        return choice
+            return choose_mode(key, setting, self.graph_kept, self._probe_vector(), self.device)
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
@@ -184,7 +211,7 @@ class HessianOperator:
         with Prepared(self.model), sdpa_kernel(SDPBackend.MATH):
             yield
 
-    def _products(self) -> ReverseProducts | ForwardProducts:
+    def _products(self) -> ReverseProducts | ForwardProducts | ProbingProducts:
         if self._engine is None:
             self._engine = make_products(self.mode, self._setting, self.graph_kept)
         return self._engine

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch.func import functional_call
@@ -36,3 +38,17 @@ def dense_hessian():
     """``dense_hessian(model, inputs, targets, loss_fn=F.cross_entropy, names=None)``: the
     reference Hessian the curvature tests compare against."""
     return _dense_hessian
+
+
+@pytest.fixture(scope="session", autouse=True)
+def probe_cache_file(tmp_path_factory):
+    """``HessianOperator(mode="auto")`` remembers its product mode in a file: the tests (and
+    the processes they start) use a file of their own, not the user's cache."""
+    saved = os.environ.get("LANDSCAPE_PROBE_CACHE")
+    path = tmp_path_factory.mktemp("probe-cache") / "hessian-product-modes.json"
+    os.environ["LANDSCAPE_PROBE_CACHE"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("LANDSCAPE_PROBE_CACHE", None)
+    else:
+        os.environ["LANDSCAPE_PROBE_CACHE"] = saved

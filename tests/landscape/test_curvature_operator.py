@@ -123,12 +123,16 @@ def test_auto_leaves_out_a_mode_that_fails(dense_hessian):
         return Square.apply(outputs - targets).mean()
 
     op = HessianOperator(model, (x, y), squared_error)
+    assert op.mode == "auto"  # the first products are the probe
+    hessian = dense_hessian(model, x, y, F.mse_loss)
+    V = random(op.size, 3)
+    # column 0 timed in reverse, column 1 tried in forward (fails: made in reverse), column 2
+    # in the chosen mode
+    torch.testing.assert_close(op.matmat(V), hessian @ V, rtol=1e-10, atol=1e-12)
     facts = op.provenance()
     assert op.mode == "reverse" and "forward failed (NotImplementedError" in facts["mode_reason"]
-    assert facts["probe_products"] == 2 and list(facts["probe_seconds"]) == ["reverse"]
-    v = random(op.size)
-    hessian = dense_hessian(model, x, y, F.mse_loss)
-    torch.testing.assert_close(op.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
+    assert facts["probe_products"] == 1 and list(facts["probe_seconds"]) == ["reverse"]
+    assert facts["hvp_count"] == 3 and facts["probe_extra_products"] == 0
 
 
 def count_forwards(model: nn.Module) -> list[int]:
@@ -254,21 +258,38 @@ def test_as_scipy_eigsh_finds_the_top_eigenvalues(dense_hessian):
     assert op.hvp_count > 0
 
 
-def test_hvp_count_provenance_and_the_probe_cache():
+def test_hvp_count_provenance_and_the_probe_cache(tmp_path, monkeypatch, dense_hessian):
+    cache = tmp_path / "modes.json"
+    monkeypatch.setenv("LANDSCAPE_PROBE_CACHE", str(cache))
     clear_mode_cache()
     model, data = mlp(), samples(12)
+    hessian = dense_hessian(model, *data, F.cross_entropy)
     op = HessianOperator(model, data)
+    assert op.mode == "auto" and op.provenance()["probe_products"] == 0 and not cache.exists()
+    # the probe times the operator's own products: reverse first (graph built untimed), then
+    # forward (again when close): nothing is made for the probe alone
+    for seed in range(3):
+        v = random(op.size, seed=seed)
+        torch.testing.assert_close(op.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
+    V = random(op.size, 3)
+    torch.testing.assert_close(op.matmat(V), hessian @ V, rtol=1e-10, atol=1e-12)
     facts = op.provenance()
-    # graph built untimed, one timed reverse product, forward cold (and warm when close)
-    assert op.hvp_count == 0 and facts["probe_products"] in (2, 3)
+    assert op.hvp_count == 6 and facts["hvp_count"] == 6 and op.mode in ("reverse", "forward")
+    assert facts["probe_products"] in (2, 3) and facts["probe_extra_products"] == 0
     assert set(facts["probe_seconds"]) == {"reverse", "forward"}
     assert facts["probe_cache_hit"] is False and facts["mode"] in facts["mode_reason"]
-    op.matvec(random(op.size))
-    op.matmat(random(op.size, 3))
-    assert op.hvp_count == 4 and op.provenance()["hvp_count"] == 4
-    again = HessianOperator(mlp(), samples(12)).provenance()
-    assert again["probe_cache_hit"] is True and again["probe_products"] == 0
-    assert again["mode"] == facts["mode"] and again["probe_seconds"] == facts["probe_seconds"]
+    again = HessianOperator(mlp(), samples(12)).provenance()  # this process remembers
+    assert again["probe_cache_hit"] is True and again["probe_cache"] == "process"
+    assert again["probe_products"] == 0 and again["mode"] == facts["mode"]
+    assert again["probe_seconds"] == facts["probe_seconds"]
+    clear_mode_cache()  # a new process: the cache file remembers
+    stored = json.loads(cache.read_text())
+    assert [entry["mode"] for entry in stored.values()] == [facts["mode"]]
+    fresh = HessianOperator(mlp(), samples(12))
+    assert fresh.provenance()["probe_cache"] == str(cache) and fresh.mode == facts["mode"]
+    torch.testing.assert_close(fresh.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
+    other_shape = HessianOperator(mlp(), samples(11)).provenance()  # another input shape
+    assert other_shape["probe_cache_hit"] is False and other_shape["mode"] == "auto"
     json.dumps(facts)
     for key in ("mode", "data_sha256", "model_sha256", "samples", "bn_mode", "param_count",
                 "dtype", "device", "ggn", "probe_products", "mode_reason"):  # fmt: skip
@@ -279,6 +300,60 @@ def test_hvp_count_provenance_and_the_probe_cache():
     assert again["model_sha256"] == facts["model_sha256"]
     other = HessianOperator(mlp(), samples(11), mode="reverse").provenance()
     assert other["data_sha256"] != facts["data_sha256"]
+
+
+def test_the_cache_file_can_be_off_broken_or_cleared(tmp_path, monkeypatch):
+    cache = tmp_path / "sub" / "modes.json"
+    model, data = mlp(), samples(12)
+    monkeypatch.setenv("LANDSCAPE_PROBE_CACHE", "off")
+    clear_mode_cache()
+    op = HessianOperator(model, data)
+    op.matmat(random(op.size, 3))
+    assert op.mode in ("reverse", "forward") and not cache.parent.exists()
+    monkeypatch.setenv("LANDSCAPE_PROBE_CACHE", str(cache))
+    clear_mode_cache()
+    cache.parent.mkdir()
+    cache.write_text("{not json")  # unreadable: counts as empty, then rewritten
+    op = HessianOperator(model, data)
+    op.matmat(random(op.size, 3))
+    assert op.provenance()["probe_cache_hit"] is False and len(json.loads(cache.read_text())) == 1
+    clear_mode_cache(file=True)
+    assert not cache.exists()
+    monkeypatch.delenv("LANDSCAPE_PROBE_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    op = HessianOperator(model, data)
+    op.matmat(random(op.size, 3))
+    assert (tmp_path / "xdg" / "samlab" / "hessian-product-modes.json").exists()
+    clear_mode_cache(file=True)
+
+
+def test_resolve_mode_finishes_the_probe_with_products_of_its_own(monkeypatch, dense_hessian):
+    monkeypatch.setenv("LANDSCAPE_PROBE_CACHE", "off")
+    clear_mode_cache()
+    model, data = mlp(), samples(12)
+    op = HessianOperator(model, data)
+    v = random(op.size)
+    first = op.matvec(v)  # timed in reverse; forward is still to be timed
+    assert op.mode == "auto" and op.provenance()["probe_products"] == 1
+    mode = op.resolve_mode()
+    facts = op.provenance()
+    assert mode == op.mode in ("reverse", "forward") and op.hvp_count == 1
+    assert facts["probe_products"] in (2, 3) and facts["probe_extra_products"] in (1, 2)
+    hessian = dense_hessian(model, *data, F.cross_entropy)
+    torch.testing.assert_close(first, hessian @ v, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.matvec(v), hessian @ v, rtol=1e-10, atol=1e-12)
+    assert op.resolve_mode() == mode and op.provenance()["probe_extra_products"] in (1, 2)
+
+
+def test_several_batches_probe_the_first_batch_up_front(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANDSCAPE_PROBE_CACHE", "off")
+    clear_mode_cache()
+    model, (x, y) = mlp(), samples(12)
+    data = [(x[:6], y[:6]), (x[6:], y[6:])]
+    op = HessianOperator(model, data)
+    facts = op.provenance()
+    assert op.mode in ("reverse", "forward") and op.hvp_count == 0
+    assert facts["probe_products"] in (2, 3, 4) and facts["probe_extra_products"] > 0
 
 
 def bn_model() -> nn.Module:

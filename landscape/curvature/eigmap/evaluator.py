@@ -156,7 +156,7 @@ class EigenvalueEvaluator:
         self.bn_mode = bn_mode
         self.on_point = on_point
         center = hessian_operator(model, data, **operator)
-        self.names, self.mode, self.data = list(center.names), center.mode, center.data
+        self.names, self.mode, self.data = list(center.names), center.resolve_mode(), center.data
         self.size = center.size
         self.loss, self.ggn = center.loss_spec, center.ggn
         self.model_sha256 = center.model_sha256
