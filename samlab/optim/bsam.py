@@ -162,7 +162,7 @@ class BSAM(SAMBase):
         self,
         params,
         *,
-        num_data: float,
+        num_data: float | None = None,
         lr: float = 0.5,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 1e-4,
