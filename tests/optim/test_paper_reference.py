@@ -240,8 +240,14 @@ def flat_params(model):
 
 
 def samlab_trajectory(cfg, base, api, w0, x, y, steps=STEPS):
+    return trajectory(lambda params: build(cfg, params, base), api, w0, x, y, steps)[:2]
+
+
+def trajectory(make, api, w0, x, y, steps=STEPS):
+    """(weights after each step, the loss each step returned, the optimizer): ``make(params)``
+    driven through ``step(closure)`` or the manual two-call API."""
     model = model_from(w0)
-    opt = build(cfg, model.parameters(), base)
+    opt = make(model.parameters())
 
     def loss_fn():
         return ((model(x) - y) ** 2).mean()
@@ -266,7 +272,7 @@ def samlab_trajectory(cfg, base, api, w0, x, y, steps=STEPS):
             opt.second_step(zero_grad=True)
             losses.append(loss.detach())
         traj.append(flat_params(model))
-    return traj, losses
+    return traj, losses, opt
 
 
 @pytest.fixture(scope="module")
@@ -334,36 +340,6 @@ def bsam_reference(w0, x, y, *, num_data, lr, betas, weight_decay, rho, damping,
     return traj, losses, s
 
 
-def bsam_trajectory(api, w0, x, y, impl="loop", steps=STEPS, **kw):
-    model = model_from(w0)
-    opt = BSAM(model.parameters(), impl=impl, **{**BSAM_KW, **kw})
-
-    def loss_fn():
-        return ((model(x) - y) ** 2).mean()
-
-    traj, losses = [], []
-    for _ in range(steps):
-        if api == "closure":
-
-            def closure():
-                opt.zero_grad()
-                loss = loss_fn()
-                loss.backward()
-                return loss
-
-            losses.append(opt.step(closure))
-        else:
-            opt.begin_step()
-            loss = loss_fn()
-            loss.backward()
-            assert opt.first_step(zero_grad=True)
-            loss_fn().backward()
-            opt.second_step(zero_grad=True)
-            losses.append(loss.detach())
-        traj.append(flat_params(model))
-    return traj, losses, opt
-
-
 @pytest.mark.parametrize("api", ["closure", "manual"])
 @pytest.mark.parametrize("rho", [0.05, 0.0])
 def test_bsam_matches_paper_reference(api, rho, data):
@@ -373,7 +349,7 @@ def test_bsam_matches_paper_reference(api, rho, data):
     w0, x, y = data
     kw = {**BSAM_KW, "rho": rho}
     ref, ref_losses, ref_s = bsam_reference(w0, x, y, **kw)
-    got, losses, opt = bsam_trajectory(api, w0, x, y, rho=rho)
+    got, losses, opt = trajectory(lambda ps: BSAM(ps, impl="loop", **kw), api, w0, x, y)
     assert (ref[-1] - w0).abs().max() > 1e-3
     for t, (a, b) in enumerate(zip(got, ref)):
         diff = (a - b).abs().max().item()
