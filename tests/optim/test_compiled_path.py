@@ -59,7 +59,11 @@ def mlp(dtype=DT, seed=0):
 
 
 def groups(model, name):
-    """Two groups: weights with their own lr and rho, biases without weight decay."""
+    """Two groups: weights with their own lr and rho, biases without weight decay (bSAM: one
+    group; its per-group kernels would compile each graph twice, and the loop path covers
+    groups in the battery)."""
+    if name == "bsam":
+        return list(model.parameters())
     weights = [p for n, p in model.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in model.named_parameters() if n.endswith("bias")]
     extra = {"rho": 0.08} if name != "onestep-sam" else {}
