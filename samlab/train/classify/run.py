@@ -139,9 +139,10 @@ def train_classifier(
                 test_data, config.eval_batch_size, train=False, config=config, device=device
             )
             steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
-            optimizer = create_optimizer(
-                config.optimizer, model.parameters(), **config.optimizer_options()
-            )
+            options = config.optimizer_options()
+            if get_optimizer_info(config.optimizer).samples_weights:  # bSAM's N
+                options.setdefault("num_data", train_batches.size)
+            optimizer = create_optimizer(config.optimizer, model.parameters(), **options)
             scheduler = torch.optim.lr_scheduler.LambdaLR(
                 optimizer, lr_factor(config, steps * config.epochs)
             )
@@ -164,7 +165,7 @@ def train_classifier(
                     "resolved": {
                         "device": str(device),
                         "optimizer": get_optimizer_info(config.optimizer).name,
-                        "optimizer_options": config.optimizer_options(),
+                        "optimizer_options": options,
                         "model_class": type(model).__name__,
                         "parameters": sum(p.numel() for p in model.parameters()),
                         "train_samples": train_batches.size,
