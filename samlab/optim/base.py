@@ -286,8 +286,8 @@ class SAMBase(torch.optim.Optimizer):
             self.begin_step()
             token = set_current_pass(self.current_pass, self.single_pass)
             loss = None
-            fresh = not self.perturbs_before_first_pass and self.current_pass != "perturbed"
-            if not (fresh and self._grads_are_fresh()):
+            may_reuse = not self.perturbs_before_first_pass and self.current_pass != "perturbed"
+            if not (may_reuse and self._grads_are_fresh()):
                 with torch.enable_grad():
                     loss = closure()
                 self._record_loss(loss)
