@@ -11,10 +11,12 @@ A. Full step / SGD step (forward + backward + update) on a CIFAR-shaped syntheti
    each batch size: plain SGD, two bare forward+backward passes (the floor of any two-pass
    method), samlab SAM / GSAM / LookSAM (k=5) / one-step SAM through ``step(closure)``, and
    pytorch-optimizer's SAM, GSAM and LookSAM (documented usage; LookSAM also with the caller
-   skipping the second pass between refreshes). LookSAM arms time one whole cycle of k steps
-   per call and report seconds per step.
+   skipping the second pass between refreshes); WSAM, FriendlySAM and bSAM, samlab's and
+   pytorch-optimizer's, also as ratios to samlab SAM's full step (target: within 3%).
+   LookSAM arms time one whole cycle of k steps per call and report seconds per step.
 B. Optimizer-only work on cached gradients / default ``torch.optim.SGD.step``: ``.grad`` is set
-   once from one real backward; no forward or backward is timed.
+   once from one real backward; no forward or backward is timed (WSAM, FriendlySAM, bSAM: a
+   fresh copy of the gradient is put back untimed before every call; their target is 2x).
 C. (``--measures C``, not run by default) ``impl="foreach"`` / ``impl="loop"`` on CPU: the
    optimizer-only work of SAM, GSAM and one-step SAM on models of 2k to 2M parameters (the
    choice ``impl="auto"`` makes below 2M parameters), paired per round per method.
@@ -59,6 +61,11 @@ ASAM_RHO = 0.5
 GSAM_ALPHA = 0.4
 LOOKSAM_K = 5
 LOOKSAM_ALPHA = 0.7
+WSAM_GAMMA = 0.9  # the paper's range 0.8-0.95; decoupled update
+FSAM_SIGMA, FSAM_LMBDA = 1.0, 0.9
+BSAM_NUM_DATA = 50_000  # CIFAR-10's training set
+#: the variants of issue 18 and pytorch-optimizer's classes of the same name
+VARIANTS = ("WSAM", "FriendlySAM", "bSAM")
 MODEL_NAMES = {"resnet18": "resnet18_cifar", "vit": "vit_small"}
 SGD_KW = dict(lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
 
@@ -68,11 +75,18 @@ FULL_TARGETS: dict[str, dict[int | None, float]] = {
     "samlab one-step SAM": {None: 1.10},
     f"samlab LookSAM k={LOOKSAM_K}": {None: 1.25},
 }
+#: measure A, the variants against samlab SAM's full step (median of per-round ratios)
+VS_SAM_TARGET = 1.03
 #: arms run at batch sizes >= LARGE_BATCH unless --all-arms
-CORE_ARMS = ("SGD", "two bare passes", "samlab SAM")
+CORE_ARMS = ("SGD", "two bare passes", "samlab SAM", *(f"samlab {v}" for v in VARIANTS))
 LARGE_BATCH = 64
 #: measure B targets (default impl only)
-OPTIM_TARGETS: dict[str, float] = {"samlab SAM [auto]": 1.5, "samlab GSAM [auto]": 2.5}
+OPTIM_TARGETS: dict[str, float] = {
+    "samlab SAM [auto]": 1.5,
+    "samlab GSAM [auto]": 2.5,
+    "samlab WSAM [auto]": 2.0,
+    "samlab FriendlySAM [auto]": 2.0,
+}
 
 
 class Batch:
@@ -167,6 +181,9 @@ def full_step_arms(base_model: nn.Module, batch: Batch) -> list[Arm]:
         alpha=LOOKSAM_ALPHA,
     )
     samlab_arm("samlab one-step SAM", "onestep-sam", rho=RHO)
+    samlab_arm("samlab WSAM", "wsam", rho=RHO, gamma=WSAM_GAMMA)
+    samlab_arm("samlab FriendlySAM", "friendlysam", rho=RHO, sigma=FSAM_SIGMA, lmbda=FSAM_LMBDA)
+    samlab_arm("samlab bSAM", "bsam", rho=RHO, num_data=BSAM_NUM_DATA)
 
     # pytorch-optimizer SAM, documented usage: closure(); step(closure)
     m_po = fresh()
@@ -232,6 +249,44 @@ def full_step_arms(base_model: nn.Module, batch: Batch) -> list[Arm]:
         True,
         "second pass only when get_step() % k == 0",
     )
+    arms += po_variant_full_arms(fresh, batch, crit)
+    return arms
+
+
+def po_variants(model: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    """pytorch-optimizer's WSAM, FriendlySAM and BSAM on ``model``, with samlab's settings."""
+    import pytorch_optimizer as po
+
+    ps = list(model.parameters())
+    return {
+        "WSAM": po.WSAM(model, ps, torch.optim.SGD, rho=RHO, gamma=WSAM_GAMMA, **SGD_KW),
+        "FriendlySAM": po.FriendlySAM(
+            ps, torch.optim.SGD, rho=RHO, sigma=FSAM_SIGMA, lmbda=FSAM_LMBDA, **SGD_KW
+        ),
+        "bSAM": po.BSAM(ps, num_data=BSAM_NUM_DATA, lr=LR, weight_decay=WEIGHT_DECAY, rho=RHO),
+    }
+
+
+def po_variant_full_arms(fresh: Callable[[], nn.Module], batch: Batch, crit) -> list[Arm]:
+    """pytorch-optimizer's WSAM, FriendlySAM, BSAM in their documented usage: WSAM and BSAM
+    ``step(closure)`` (which run both passes), FriendlySAM ``closure(); step(closure)``. BSAM
+    fails on parameters whose ``.grad`` is None, so its arm computes one gradient before the
+    first step."""
+    arms = []
+    for label in VARIANTS:
+        model = fresh()
+        opt = po_variants(model)[label]
+        closure = _closure(model, opt, batch, crit)
+        if label == "bSAM":
+            closure()  # its first_step needs .grad on every parameter
+
+        def step(opt=opt, closure=closure, caller_pass=label == "FriendlySAM"):
+            if caller_pass:
+                closure()
+            opt.step(closure)
+
+        note = "closure(); step(closure)" if label == "FriendlySAM" else "step(closure)"
+        arms.append(Arm(f"PO {label}", step, info={"note": note}))
     return arms
 
 
@@ -307,6 +362,8 @@ def optimizer_only_arms(base_model: nn.Module, batch: Batch, with_asam: bool = T
             samlab_arm(f"samlab ASAM [{impl}]", "asam", impl, False, rho=ASAM_RHO)
         samlab_arm(f"samlab GSAM [{impl}]", "gsam", impl, True, rho=RHO, alpha=GSAM_ALPHA)
 
+    arms += variant_optimizer_only_arms(fresh)
+
     m_po, _ = fresh()
     po_sam = po.SAM(m_po.parameters(), torch.optim.SGD, rho=RHO, **SGD_KW)
 
@@ -350,6 +407,92 @@ def optimizer_only_arms(base_model: nn.Module, batch: Batch, with_asam: bool = T
         )
     )
     return arms
+
+
+def variant_optimizer_only_arms(fresh: Callable) -> list[Arm]:
+    """Measure B for WSAM, FriendlySAM and bSAM, samlab's and pytorch-optimizer's. They
+    change ``.grad`` (WSAM takes it as the clean gradient; FriendlySAM and bSAM overwrite it
+    with their ascent direction), so an untimed ``setup`` puts a fresh copy of the cached
+    gradient back before every call: the timed region is the optimizer's own work only."""
+    arms: list[Arm] = []
+
+    def restorer(pairs):
+        def setup():
+            for p, g in pairs:
+                if p.grad is None or p.grad is g:
+                    p.grad = g.clone()
+                else:
+                    p.grad.copy_(g)
+
+        return setup
+
+    def samlab_arm(label: str, name: str, impl: str, **kw) -> None:
+        m, pairs = fresh()
+        pairs = [(p, g.clone()) for p, g in pairs]
+        opt = create_optimizer(name, m.parameters(), impl=impl, **SGD_KW, **kw)
+
+        def step():
+            opt.begin_step()
+            opt.first_step()
+            opt.second_step()
+
+        info = {"impl": lambda opt=opt: _samlab_impl(opt), "samlab": True}
+        info["note"] = "begin_step(); first_step(); second_step() (bSAM: noise, ascent, update)"
+        arms.append(Arm(label, step, setup=restorer(pairs), warmup=2, info=info))
+
+    knobs = {
+        "WSAM": ("wsam", {"rho": RHO, "gamma": WSAM_GAMMA}),
+        "FriendlySAM": ("friendlysam", {"rho": RHO, "sigma": FSAM_SIGMA, "lmbda": FSAM_LMBDA}),
+        "bSAM": ("bsam", {"rho": RHO, "num_data": BSAM_NUM_DATA}),
+    }
+    for impl in ("auto", "loop"):
+        for label, (name, kw) in knobs.items():
+            samlab_arm(f"samlab {label} [{impl}]", name, impl, **kw)
+
+    for label in VARIANTS:
+        m, pairs = fresh()
+        pairs = [(p, g.clone()) for p, g in pairs]
+        opt = po_variants(m)[label]
+        if label == "bSAM":
+
+            def step(opt=opt):  # noise, ascent, update: its 3 steps without the 2 passes
+                opt.first_step()
+                opt.second_step()
+                opt.third_step()
+        else:
+
+            def step(opt=opt):
+                opt.first_step()
+                opt.second_step()
+
+        note = "first/second/third_step()" if label == "bSAM" else "first_step(); second_step()"
+        arms.append(Arm(f"PO {label}", step, setup=restorer(pairs), info={"note": note}))
+    return arms
+
+
+def vs_sam_table(results: dict[str, ArmResult]) -> tuple[str, list[str]]:
+    """Measure A's variants (samlab's and pytorch-optimizer's) / samlab SAM, per round."""
+    sam = results.get("samlab SAM")
+    rows, missed = [], []
+    if sam is None:
+        return "", missed
+    for label in VARIANTS:
+        for who in ("samlab", "PO"):
+            res = results.get(f"{who} {label}")
+            if res is None:
+                continue
+            ratios = [a / b for a, b in zip(res.seconds, sam.seconds)]
+            median = statistics.median(ratios)
+            q1, q3 = quartiles(ratios)
+            target, status = "-", ""
+            if who == "samlab":
+                target = f"<= {VS_SAM_TARGET:.2f}"
+                status = "PASS" if median <= VS_SAM_TARGET else "MISS"
+                if status == "MISS":
+                    missed.append(res.name)
+            rows.append([res.name, _fmt(median), f"{_fmt(q1)}-{_fmt(q3)}", target, status])
+    header = ["arm", "median ratio to samlab SAM", "IQR", "target", "status"]
+    return format_markdown_table(header, rows), missed
 
 
 # ---------------------------------------------------------------------------- measure C
@@ -580,7 +723,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
         f"- code measured: {_code_state()}",
         f"- lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}, rho {RHO} (ASAM "
-        f"{ASAM_RHO}), GSAM alpha {GSAM_ALPHA}, LookSAM k {LOOKSAM_K} alpha {LOOKSAM_ALPHA}",
+        f"{ASAM_RHO}), GSAM alpha {GSAM_ALPHA}, LookSAM k {LOOKSAM_K} alpha {LOOKSAM_ALPHA}, "
+        f"WSAM gamma {WSAM_GAMMA}, FriendlySAM sigma {FSAM_SIGMA} lmbda {FSAM_LMBDA}, bSAM "
+        f"N {BSAM_NUM_DATA} (lr {LR}, weight decay {WEIGHT_DECAY} as delta)",
         "- ratios: per round, arm time / baseline time of the same round; median, quartiles "
         "and min-max over rounds; arms interleaved, order rotated each round; warm-up "
         "excluded ('warm-up excess' = warm-up seconds beyond the steady median: compilation)",
@@ -653,6 +798,13 @@ def main(argv: list[str] | None = None) -> int:
                 emit(table)
                 emit()
                 missed_all += [f"A/{model_key}/b{batch_size}/{n}" for n in missed]
+                table, missed = vs_sam_table(res)
+                if table:
+                    emit(f"Full step / samlab SAM's full step ({model_key}, batch {batch_size}):")
+                    emit()
+                    emit(table)
+                    emit()
+                    missed_all += [f"A-vs-SAM/{model_key}/b{batch_size}/{n}" for n in missed]
             del arms
 
     if "C" in measures:

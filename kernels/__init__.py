@@ -5,7 +5,8 @@ twin selected with ``impl="loop"``; tests check in float64 that they agree. SAM'
 functional over param-group segments with the dispatch inside (:func:`sam_ascent_` in place,
 :func:`sam_ascent` pure); a :class:`Dispatch` chooses the implementation per device and owns
 the one fallback. Sparse SAM's masks (top-k, N:M, structured, tensor-level, drop/grow) and
-Fisher accumulation live in :mod:`kernels.masks`. No ``nn.Module`` code lives here and nothing
+Fisher accumulation live in :mod:`kernels.masks`; the elementwise ops of WSAM, FriendlySAM and
+bSAM in :mod:`kernels.variant_ops`. No ``nn.Module`` code lives here and nothing
 here imports ``samlab`` or ``landscape``.
 """
 
@@ -44,6 +45,13 @@ from kernels.sam_ops import (
     perturb_,
     scaled_add_,
 )
+from kernels.variant_ops import (
+    bsam_noise_,
+    bsam_precision_,
+    bsam_update_,
+    ema_direction_,
+    lerp_,
+)
 
 __all__ = [
     "IMPLS",
@@ -55,14 +63,19 @@ __all__ = [
     "Shifted",
     "adaptive_weights",
     "axpy_",
+    "bsam_noise_",
+    "bsam_precision_",
+    "bsam_update_",
     "copy_",
     "dot",
+    "ema_direction_",
     "drop_grow_mask",
     "fisher_accumulate_",
     "global_norm",
     "gsam_combine_",
     "gsam_decompose_",
     "keep_count",
+    "lerp_",
     "mask_overlap",
     "nm_fits",
     "nm_mask",

@@ -35,6 +35,11 @@ seed's rule: the radius actually reached is ``rho * ||m d|| / ||d||``), or with
 are returned (:attr:`Ascent.masked_norm`, :attr:`Shifted.masked_norm`). The compiled form
 multiplies by the mask inside its one graph; the eager forms move along ``m * d`` (exact:
 ``e * 1 == e``), so an all-True mask is SAM bit for bit on every path.
+
+A segment with ``normalize=False`` moves by ``e = rho * d`` (``rho * T^2 * d`` with ``eta``,
+times its mask): no division by the global norm, and its directions do not enter it. bSAM
+(Möllenhoff & Khan, ICLR 2023) moves this way twice per step: to a posterior sample
+``w + sigma * z`` and to ``w + rho * g / s``; restoring is the same exact swap or copy.
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Segment(NamedTuple):
             weight; None for the segment: dense.
         mask_norm: divide by the global norm of the masked directions ``||m d||`` instead of
             ``||d||`` (the perturbation's radius is then ``rho``).
+        normalize: False: ``e = rho * d`` (no division by the global norm, which then leaves
+            this segment's directions out; ``eps`` unused): bSAM's noise and ascent.
     """
 
     params: Sequence[Tensor]
@@ -86,6 +93,7 @@ class Segment(NamedTuple):
     eta: float | None = None
     mask: Sequence[Tensor | None] | None = None
     mask_norm: bool = False
+    normalize: bool = True
 
 
 class Ascent(NamedTuple):
@@ -128,7 +136,14 @@ def _masked(segment: Segment) -> Segment:
         return segment
     dirs = [d if m is None else d * m for d, m in zip(segment.directions, segment.mask)]
     return Segment(
-        segment.params, dirs, segment.rho, segment.eps, segment.eta, None, segment.mask_norm
+        segment.params,
+        dirs,
+        segment.rho,
+        segment.eps,
+        segment.eta,
+        None,
+        segment.mask_norm,
+        segment.normalize,
     )
 
 
@@ -147,27 +162,40 @@ class Shifted(NamedTuple):
     masked_norm: Tensor | None = None
 
 
+def _scale(segment: Segment, norm: Tensor, masked_norm: Tensor | None):
+    """``rho / (n + eps)`` (``n`` the masked norm where the segment asks for it), or ``rho``
+    where the segment does not normalize."""
+    if not segment.normalize:
+        return segment.rho
+    by_mask = segment.mask_norm and masked_norm is not None
+    return segment.rho / ((masked_norm if by_mask else norm) + segment.eps)
+
+
 def sam_ascent(segments: Sequence[Segment]) -> Shifted:
     """The pure form: ``Shifted([w + e for every weight], n, ||m d||)``; the weights are not
     changed.
 
     The norm is ``sqrt(sum of (v * v).sum())`` over the tensors in segment order (``v = d``,
-    or ``T d`` on ASAM segments), the points ``w + perturbation(w, d, scale, eta)`` with
-    ``scale = rho / (n + eps)``. Needs at least one weight.
+    or ``T d`` on ASAM segments; segments that normalize), the points
+    ``w + perturbation(w, d, scale, eta)`` with ``scale = rho / (n + eps)`` (``rho`` where
+    ``normalize`` is False). Needs at least one weight.
     """
     segments = _checked(segments)
     squares, masked = [], []
     for segment in segments:
+        if not segment.normalize:
+            continue
         for w, d, m in zip(segment.params, segment.directions, _masks(segment), strict=True):
             v = d if segment.eta is None else (w.abs() + segment.eta) * d
             squares.append((v * v).sum())
             masked.append(squares[-1] if m is None else ((v * m) ** 2).sum())
-    norm = torch.sqrt(sum(squares))
+    first = segments[0].params[0]
+    norm = torch.sqrt(sum(squares)) if squares else first.new_zeros(())
     sparse = any(s.mask is not None for s in segments)
-    masked_norm = torch.sqrt(sum(masked)) if sparse else norm
+    masked_norm = (torch.sqrt(sum(masked)) if masked else norm) if sparse else norm
     points = []
     for segment in segments:
-        scale = segment.rho / ((masked_norm if segment.mask_norm else norm) + segment.eps)
+        scale = _scale(segment, norm, masked_norm)
         points += [
             w + perturbation(w, d, scale, segment.eta, m)
             for w, d, m in zip(segment.params, segment.directions, _masks(segment), strict=True)
@@ -200,7 +228,13 @@ def sam_ascent_(
     if layout is not None:  # the whole ascent in one compiled call
         device, dtype = layout
         spec = tuple(
-            (len(s.params), float(s.eps), None if s.eta is None else float(s.eta)) for s in segments
+            (
+                len(s.params),
+                float(s.eps),
+                None if s.eta is None else float(s.eta),
+                bool(s.normalize),
+            )
+            for s in segments
         )
         rhos = [torch.tensor(float(s.rho), dtype=dtype, device=device) for s in segments]
         extra = ()
@@ -223,8 +257,9 @@ def sam_ascent_(
         ps, ds = list(segment.params), list(segment.directions)
         bufs = buffers[start : start + len(ps)]
         start += len(ps)
-        by_mask = segment.mask_norm and masked_norm is not None
-        scale = segment.rho / ((masked_norm if by_mask else norm) + segment.eps)
+        scale = _scale(segment, norm, masked_norm)
+        if not segment.normalize:
+            scale = torch.as_tensor(scale, dtype=ps[0].dtype, device=ps[0].device)
         if dispatch.impl_for(ps[0].device) == "compiled":
             if dispatch.run("perturb_into", bufs, ps, ds, scale, segment.eta) is not NOT_RUN:
                 held += _swap_in(ps, bufs)
@@ -239,7 +274,12 @@ def sam_ascent_(
 
 
 def _global_norm(segments: list[Segment], dispatch: Dispatch) -> Tensor:
-    """``n`` over all segments: each segment's norm, then the norm of those."""
+    """``n`` over the segments that normalize: each segment's norm, then the norm of those
+    (0 where none normalizes)."""
+    normalized = [s for s in segments if s.normalize]
+    if not normalized:
+        return segments[0].params[0].new_zeros(())
+    segments = normalized
     parts = [
         global_norm(
             s.directions,
@@ -282,9 +322,7 @@ def perturbation_norm(segments: Sequence[Segment], ascent: Ascent) -> Tensor:
     held = iter(ascent.held)
     squares = []
     for segment in _checked(segments):
-        by_mask = segment.mask_norm and ascent.masked_norm is not None
-        norm = ascent.masked_norm if by_mask else ascent.norm
-        scale = segment.rho / (norm + segment.eps)
+        scale = _scale(segment, ascent.norm, ascent.masked_norm)
         segment = _masked(segment)
         weights = [next(held) for _ in segment.params]
         if segment.eta is None:

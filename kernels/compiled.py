@@ -11,8 +11,9 @@ Three things keep them fast on models with many small tensors (a ViT's ~80 tenso
 * **One call per phase.** Every compiled call pays a fixed cost (dynamo's guards over each
   tensor argument, the AOT/inductor wrappers, one buffer per reduction), so the optimizers use
   whole-phase graphs: :func:`ascent_into` (norm and perturbation), :func:`sgd_step_` (the
-  base step, also keeping one-step SAM's gradient) and :func:`gsam_sgd_step_` (GSAM's
-  decomposition and the base step in one pass over the gradients).
+  base step, also keeping one-step SAM's gradient), :func:`gsam_sgd_step_` (GSAM's
+  decomposition and the base step in one pass over the gradients) and :func:`wsam_sgd_step_`
+  (WSAM's weighted gradient and the base step).
 * **No cascade summation.** Inductor sums float32 reductions longer than 4096 elements with a
   cascade helper that is several times slower than the memory stream; :func:`_sum_sq` and
   :func:`_sum_prod` reduce rows of 4096 first, then the row sums.
@@ -51,6 +52,7 @@ __all__ = [
     "perturb_into",
     "perturbation",
     "sgd_step_",
+    "wsam_sgd_step_",
 ]
 
 #: graphs kept per function (one per set of tensor shapes/dtypes and per option set); beyond
@@ -152,38 +154,43 @@ def ascent_into(
     params: Sequence[Tensor],
     dirs: Sequence[Tensor],
     rhos: Sequence[Tensor],
-    spec: tuple[tuple[int, float, float | None], ...],
+    spec: tuple[tuple[int, float, float | None] | tuple[int, float, float | None, bool], ...],
     masks: Sequence[Tensor | None] | None = None,
     mask_norm: tuple[bool, ...] | None = None,
 ) -> Tensor:
     """SAM's / ASAM's whole ascent in one graph; returns the global norm ``||g||``.
 
     The lists are the concatenation of segments (param groups); ``spec[k] = (count, eps,
-    eta)`` describes segment ``k`` (``eta`` None: SAM, else ASAM's ``T = |w| + eta``) and
-    ``rhos[k]`` is its radius (a 0-d tensor, so a rho schedule does not recompile). The norm
-    is global over all segments; segment ``k`` writes
-    ``out_i <- w_i + rho_k / (||g|| + eps_k) * g_i`` (times ``T_i^2`` for ASAM).
+    eta[, normalize])`` describes segment ``k`` (``eta`` None: SAM, else ASAM's
+    ``T = |w| + eta``) and ``rhos[k]`` is its radius (a 0-d tensor, so a rho schedule does not
+    recompile). The norm is global over the segments that normalize; segment ``k`` writes
+    ``out_i <- w_i + rho_k / (||g|| + eps_k) * g_i`` (times ``T_i^2`` for ASAM), or
+    ``w_i + rho_k * g_i`` where it does not normalize (bSAM; the norm is 0 where none does).
 
     Sparse SAM: ``masks`` (one boolean tensor or None per weight) multiply each
     perturbation, and the graph also reduces ``||m g||`` in the same pass over the gradients;
     segment ``k`` divides by it instead of ``||g||`` where ``mask_norm[k]`` (the radius is
     then ``rho``). With masks the result is ``[||g||, ||m g||]``.
     """
+    spec = tuple((*seg, True) if len(seg) == 3 else tuple(seg) for seg in spec)
     squares, masked = [], []
     start = 0
-    for count, _, eta in spec:
+    for count, _, eta, normalize in spec:
         for i in range(start, start + count):
+            if not normalize:
+                continue
             v = dirs[i] if eta is None else (params[i].abs() + eta) * dirs[i]
             squares.append(_sum_sq(v))
             if masks is not None:
                 masked.append(squares[-1] if masks[i] is None else _sum_sq(v * masks[i]))
         start += count
-    norm = _total(squares).sqrt()
-    masked_norm = _total(masked).sqrt() if masks is not None else norm
+    zero = params[0].new_zeros(())
+    norm = _total(squares).sqrt() if squares else zero
+    masked_norm = (_total(masked).sqrt() if masked else zero) if masks is not None else norm
     per_tensor = []  # (scale, eta) of each tensor
-    for k, ((count, eps, eta), rho) in enumerate(zip(spec, rhos)):
+    for k, ((count, eps, eta, normalize), rho) in enumerate(zip(spec, rhos)):
         divisor = masked_norm if mask_norm is not None and mask_norm[k] else norm
-        per_tensor += [(rho / (divisor + eps), eta)] * count
+        per_tensor += [(rho / (divisor + eps) if normalize else rho, eta)] * count
     # last tensor first: the gradients reduced last are the ones still in cache
     for i in reversed(range(len(out))):
         scale, eta = per_tensor[i]
@@ -315,6 +322,38 @@ def gsam_sgd_step_(
     return cos
 
 
+def wsam_sgd_step_(
+    params: Sequence[Tensor],
+    g_p: Sequence[Tensor],
+    g: Sequence[Tensor],
+    bufs: Sequence[Tensor | None],
+    lrs: Sequence[Tensor],
+    spec: SGDSpec,
+    alpha: float,
+    decouple: bool,
+) -> None:
+    """WSAM's final gradient and SGD's step in one graph (one pass over both gradients), with
+    ``alpha = gamma / (1 - gamma)``: coupled, SGD follows ``lerp(g, g_p, alpha)`` (written into
+    ``g``; ``g_p`` itself where ``alpha == 1``, SAM); decoupled, SGD follows ``g`` and then
+    ``w <- w - lr * alpha * (g_p - g)``."""
+    per_tensor = []  # (segment, lr) of each tensor
+    for seg, lr in zip(spec, lrs):
+        per_tensor += [(seg, lr)] * seg[0]
+    for i in reversed(range(len(params))):
+        seg, lr = per_tensor[i]
+        p = params[i]
+        if decouple:
+            _sgd_update(p, g[i], bufs[i], lr, seg)
+            p.copy_(p + (g_p[i] - g[i]) * (-(lr * alpha)).to(p.dtype))
+            continue
+        if alpha == 1:
+            final = g_p[i]
+        else:
+            final = torch.lerp(g[i], g_p[i], alpha)
+            g[i].copy_(final)
+        _sgd_update(p, final, bufs[i], lr, seg)
+
+
 _FUNCTIONS = {
     "norm_sq_into": norm_sq_into,
     "dot_into": dot_into,
@@ -326,12 +365,14 @@ _FUNCTIONS = {
     "axpy_into": axpy_into,
     "sgd_step_": sgd_step_,
     "gsam_sgd_step_": gsam_sgd_step_,
+    "wsam_sgd_step_": wsam_sgd_step_,
 }
 
 
 @functools.cache
-def compiled(name: str) -> Callable:
-    """The compiled version of one of the functions of this module (by name).
+def compiled(name: str | Callable) -> Callable:
+    """The compiled version of one of the functions of this module (by name), or of
+    ``name`` itself when it is a function (the graphs of :mod:`kernels.variant_ops`).
 
     One compiled function per name for the whole process: optimizer instances with equal
     tensor shapes share its graphs. Past ``RECOMPILE_LIMIT`` graphs a call raises
@@ -341,5 +382,5 @@ def compiled(name: str) -> Callable:
         raise RuntimeError("no C++ compiler found for torch.compile (install g++ or set CXX)")
     import torch._inductor.inductor_prims  # noqa: F401  (registers torch.ops.prims.fma)
 
-    fn = _FUNCTIONS[name]
+    fn = _FUNCTIONS[name] if isinstance(name, str) else name
     return torch.compile(fn, dynamic=False, fullgraph=True, recompile_limit=RECOMPILE_LIMIT)

@@ -117,9 +117,10 @@ class Dispatch:
             return None
         return device, dtype
 
-    def run(self, name: str, *args):
-        """``kernels.compiled.compiled(name)(*args)``, or :data:`NOT_RUN` where it failed (then
-        :meth:`failed` has run and the caller runs its loop)."""
+    def run(self, name: str | Callable, *args):
+        """``kernels.compiled.compiled(name)(*args)`` (``name``: a function of
+        :mod:`kernels.compiled` or a graph function itself), or :data:`NOT_RUN` where it failed
+        (then :meth:`failed` has run and the caller runs its loop)."""
         try:
             return compiled.compiled(name)(*args)
         except Exception as err:  # no compiler, inductor failure, recompile limit

@@ -295,6 +295,8 @@ def optimizer_runs() -> dict[str, dict[str, str]]:
                     kwargs = {"lr": 0.01}
                 if family:
                     kwargs["impl"] = impl
+                if get_optimizer_info(name).samples_weights:
+                    kwargs["num_data"] = 32  # bSAM's N
                 opt = create_optimizer(name, groups, **kwargs)
                 x = torch.randn(32, 6, dtype=dtype)
                 y = torch.randint(0, 3, (32,))

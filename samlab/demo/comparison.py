@@ -1,9 +1,12 @@
-"""The optimizer comparison of ``make demo``: SGD and seven SAM variants on the 8x8 digits.
+"""The optimizer comparison of ``make demo``: SGD and ten SAM variants on the 8x8 digits.
 
 Every optimizer of :data:`COMPARISON` trains the digits CNN (:func:`samlab.models.digits_cnn`,
 BatchNorm statistics updated in the clean pass) from the same initial weights, on the same
 batches, with the same learning-rate schedule, momentum, weight decay and epochs
-(:func:`comparison_configs`); only the optimizer differs. :func:`run_optimizer_comparison`
+(:func:`comparison_configs`); only the optimizer differs. bSAM is its own Adam-like optimizer:
+it takes its paper's step size (0.5, about what SGD's 0.05 with momentum 0.9 moves) and the
+number of training digits ``N`` (its posterior variance is ``1 / (N s)``); its train loss is
+measured at posterior samples. :func:`run_optimizer_comparison`
 writes ``summary.csv`` (:data:`SUMMARY_COLUMNS`), ``learning_curves.png``,
 ``demo_config.json`` and each run under ``runs/<profile>/<optimizer>/``, and prints the
 summary table.
@@ -23,6 +26,7 @@ import torch
 
 from samlab.datasets import load_digits
 from samlab.demo.tables import text_table, write_csv
+from samlab.optim import get_optimizer_info
 from samlab.train.classify import ClassifyConfig, TrainResult, train_classifier
 
 #: registry name -> optimizer settings; everything else is shared (see comparison_configs)
@@ -36,6 +40,10 @@ COMPARISON: dict[str, dict[str, Any]] = {
     # sparse SAM: half the entries perturbed, masks refreshed every epoch (the seed's README)
     "ssamf": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5, "num_samples": 128}},
     "ssamd": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5}},
+    # issue 18: WSAM (paper's gamma range 0.8-0.95), FriendlySAM (authors' defaults), bSAM
+    "wsam": {"rho": 0.05, "optimizer_kwargs": {"gamma": 0.9}},
+    "friendlysam": {"rho": 0.05, "optimizer_kwargs": {"sigma": 1.0, "lmbda": 0.9}},
+    "bsam": {"rho": 0.05, "lr": 0.5},  # + num_data: the training set's size
 }
 DEFAULT_EPOCHS = 15  # test accuracy plateaus after about 10 (see learning_curves.png)
 SMOKE_EPOCHS = 2
@@ -68,9 +76,16 @@ class Comparison:
 
 
 def comparison_configs(
-    epochs: int = DEFAULT_EPOCHS, *, threads: int | None = 1, seed: int = 0
+    epochs: int = DEFAULT_EPOCHS,
+    *,
+    threads: int | None = 1,
+    seed: int = 0,
+    train_samples: int | None = None,
 ) -> dict[str, ClassifyConfig]:
-    """One :class:`ClassifyConfig` per optimizer of :data:`COMPARISON`, sharing all else."""
+    """One :class:`ClassifyConfig` per optimizer of :data:`COMPARISON`, sharing all else.
+
+    ``train_samples`` is handed to the optimizers that sample weights from a posterior (bSAM's
+    ``num_data``, the registry flag ``samples_weights``); they are left out without it."""
     shared = dict(
         model="digits_cnn",
         lr=0.05,
@@ -84,10 +99,18 @@ def comparison_configs(
         device="cpu",
         threads=threads,
     )
-    return {
-        name: ClassifyConfig(optimizer=name, **shared, **knobs)
-        for name, knobs in COMPARISON.items()
-    }
+    configs = {}
+    for name, knobs in COMPARISON.items():
+        knobs = dict(knobs)
+        if get_optimizer_info(name).samples_weights:
+            if train_samples is None:
+                continue
+            knobs["optimizer_kwargs"] = {
+                **knobs.get("optimizer_kwargs", {}),
+                "num_data": train_samples,
+            }
+        configs[name] = ClassifyConfig(optimizer=name, **{**shared, **knobs})
+    return configs
 
 
 def _summary_row(name: str, result: TrainResult, sgd_seconds: float | None) -> dict[str, Any]:
@@ -157,12 +180,11 @@ def plot_learning_curves(results: dict[str, TrainResult], path: Path) -> Path:
     figure = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")  # Agg; pyplot untouched
     FigureCanvasAgg(figure)
     loss_ax, acc_ax = figure.subplots(1, 2)
-    for name, result in results.items():
+    for i, (name, result) in enumerate(results.items()):
         epochs = result.column("epoch")
-        loss_ax.plot(epochs, result.column("train_loss"), marker="o", ms=3, label=name)
-        acc_ax.plot(
-            epochs, [100 * a for a in result.column("test_acc")], marker="o", ms=3, label=name
-        )
+        style = dict(marker="o", ms=3, label=name, ls="-" if i < 10 else "--")  # 10 colours
+        loss_ax.plot(epochs, result.column("train_loss"), **style)
+        acc_ax.plot(epochs, [100 * a for a in result.column("test_acc")], **style)
     loss_ax.set(xlabel="epoch", ylabel="train loss", yscale="log", title="Training loss")
     acc_ax.set(xlabel="epoch", ylabel="test accuracy (%)", title="Test accuracy")
     finals = [100 * r.final_test_acc for r in results.values()]
@@ -195,11 +217,11 @@ def run_optimizer_comparison(
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     epochs = epochs or (SMOKE_EPOCHS if smoke else DEFAULT_EPOCHS)
-    configs = comparison_configs(epochs, threads=threads, seed=seed)
     data = load_digits(seed=seed)
     train = (data.x_train, data.y_train)
     if smoke:
         train = (data.x_train[:SMOKE_TRAIN_SAMPLES], data.y_train[:SMOKE_TRAIN_SAMPLES])
+    configs = comparison_configs(epochs, threads=threads, seed=seed, train_samples=len(train[1]))
     test = (data.x_test, data.y_test)
     profile = f"smoke-{epochs}ep" if smoke else f"{epochs}ep"
     settings = {

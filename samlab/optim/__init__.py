@@ -1,6 +1,8 @@
 """SAM-family optimizers with a documented closure protocol (docs/closure-protocol.md)."""
 
 from samlab.optim.base import SAMBase, current_pass
+from samlab.optim.bsam import BSAM, BSAMUpdate
+from samlab.optim.friendlysam import FriendlySAM
 from samlab.optim.gsam import GSAM
 from samlab.optim.hooks import StepRecorder
 from samlab.optim.looksam import LookSAM
@@ -23,10 +25,14 @@ from samlab.optim.sam import ASAM, SAM
 from samlab.optim.ssam import SparseSAM
 from samlab.optim.ssamd import SSAMD
 from samlab.optim.ssamf import SSAMF
+from samlab.optim.wsam import WSAM
 
 __all__ = [
     "ASAM",
     "BASE_OPTIMIZERS",
+    "BSAM",
+    "BSAMUpdate",
+    "FriendlySAM",
     "GSAM",
     "SAM",
     "CosineRho",
@@ -42,6 +48,7 @@ __all__ = [
     "SSAMF",
     "SparseSAM",
     "StepRecorder",
+    "WSAM",
     "create_optimizer",
     "current_pass",
     "get_optimizer_info",

@@ -47,7 +47,9 @@ class SAMBase(torch.optim.Optimizer):
 
     #: name used in error messages and state_dict checks
     method = "SAMBase"
-    #: True when begin_step() perturbs before the first forward (one-step SAM)
+    #: True when begin_step() moves the weights before the first forward (one-step SAM's
+    #: ascent, bSAM's posterior sample): the closure always runs, the caller's gradients are
+    #: never reused
     perturbs_before_first_pass = False
 
     def __init__(
@@ -121,10 +123,18 @@ class SAMBase(torch.optim.Optimizer):
     def _all_params_with_grad(self) -> list[Tensor]:
         return [p for g in self.param_groups for p in g["params"] if p.grad is not None]
 
-    def _ascend(self, grouped, directions, rho_of: Callable[[dict[str, Any]], float]) -> Tensor:
+    def _ascend(
+        self,
+        grouped,
+        directions,
+        rho_of: Callable[[dict[str, Any]], float],
+        *,
+        normalize: bool = True,
+    ) -> Tensor:
         """Perturb every group along ``directions`` (a list per group) with the global norm of
         the directions over all groups (ASAM's ``||T d||`` on adaptive groups); returns that
-        norm and records ``||e||`` when ``track_stats``."""
+        norm and records ``||e||`` when ``track_stats``. ``normalize=False``: ``e = rho * d``
+        (bSAM; the returned norm is 0)."""
         segments = [
             Segment(
                 params,
@@ -133,6 +143,7 @@ class SAMBase(torch.optim.Optimizer):
                 group["perturb_eps"],
                 group["eta"] if group.get("adaptive", False) else None,
                 *self._segment_masks(group, params),
+                normalize,
             )
             for (group, params, _), dirs in zip(grouped, directions)
             if params
@@ -275,7 +286,8 @@ class SAMBase(torch.optim.Optimizer):
             self.begin_step()
             token = set_current_pass(self.current_pass, self.single_pass)
             loss = None
-            if self.current_pass == "perturbed" or not self._grads_are_fresh():
+            may_reuse = not self.perturbs_before_first_pass and self.current_pass != "perturbed"
+            if not (may_reuse and self._grads_are_fresh()):
                 with torch.enable_grad():
                     loss = closure()
                 self._record_loss(loss)

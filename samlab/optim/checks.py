@@ -53,9 +53,16 @@ def check_options(
 def check_group(param_group: dict[str, Any]) -> None:
     """A param group's own ``rho``, ``eta`` and method weights (non-negative) and
     ``perturb_eps`` (positive)."""
-    for key in ("rho", "eta", "gsam_alpha", "looksam_alpha"):
+    for key in ("rho", "eta", "gsam_alpha", "looksam_alpha", "fsam_sigma", "damping"):
         if key in param_group:
             _check_nonnegative(f"{key} (param group)", param_group[key])
+    for key in ("wsam_gamma", "fsam_lmbda"):  # weights in [0, 1)
+        value = param_group.get(key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            raise ValueError(f"{key} (param group) must be in [0, 1), got {value!r}")
+    if "num_data" in param_group and not param_group["num_data"] > 0:
+        got = param_group["num_data"]
+        raise ValueError(f"num_data (param group) must be positive, got {got!r}")
     if "perturb_eps" in param_group and not param_group["perturb_eps"] > 0:
         raise ValueError(f"perturb_eps must be positive, got {param_group['perturb_eps']!r}")
 

@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.optim import optimizer as _torch_optimizer
 
 from kernels import Segment
-from samlab.optim.sam import SAM
+from samlab.optim.sam import ASAM, SAM
 from samlab.optim.ssam import SparseSAM
 
 __all__ = ["FusedPlan", "fused_plan_unsupported"]
@@ -55,6 +55,12 @@ def _sam_and_adam(optimizer: torch.optim.Optimizer) -> tuple[SAM | None, torch.o
 def fused_plan_unsupported(optimizer: torch.optim.Optimizer) -> str | None:
     """Why this optimizer's step has no fused form, or None where it has one."""
     sam, adam = _sam_and_adam(optimizer)
+    if sam is not None and type(sam) not in (SAM, ASAM) and not isinstance(sam, SparseSAM):
+        # GSAM, LookSAM, one-step SAM, WSAM, FriendlySAM: subclasses with their own rule
+        return (
+            f"the optimizer is {type(optimizer).__name__}, whose step is not SAM's; the fused "
+            "step covers SAM (and sparse SAM) over Adam and plain Adam"
+        )
     if type(adam) is not torch.optim.Adam:
         return (
             f"the optimizer is {type(optimizer).__name__}"

@@ -15,12 +15,15 @@ from typing import Any
 
 import torch
 
+from samlab.optim.bsam import BSAM
+from samlab.optim.friendlysam import FriendlySAM
 from samlab.optim.gsam import GSAM
 from samlab.optim.looksam import LookSAM
 from samlab.optim.onestep import OneStepSAM
 from samlab.optim.sam import ASAM, SAM
 from samlab.optim.ssamd import SSAMD
 from samlab.optim.ssamf import SSAMF
+from samlab.optim.wsam import WSAM
 
 __all__ = [
     "BASE_OPTIMIZERS",
@@ -47,12 +50,17 @@ class OptimInfo:
         factory: the class (a SAM-family wrapper or a torch optimizer).
         sam_family: True when ``factory`` wraps a base optimizer.
         passes: forward+backward passes per step: 1, 2, or "1-2" (LookSAM: 2 every k-th step).
-        base: default base optimizer name for the SAM family.
+        base: default base optimizer name for the SAM family; None for a SAM-family method
+            that is its own optimizer (bSAM), which takes no ``base``.
         defaults: keyword defaults applied before the caller's keywords.
         description: one line with the paper.
         refreshes_masks: True when the optimizer has ``masks_due(epoch)`` and
             ``refresh_masks(model, loss_fn, batches, epoch=..., epochs=...)`` (sparse SAM),
             which trainers call at the start of each due epoch.
+        samples_weights: True when the first pass of a step runs at a random sample of the
+            weights (bSAM's posterior sample): ``step(closure)`` always evaluates the closure
+            there and returns that loss (gradients computed before ``step`` are not reused);
+            the optimizer has ``posterior_variance()`` and ``sampled_weights()``.
     """
 
     name: str
@@ -63,6 +71,7 @@ class OptimInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     refreshes_masks: bool = False
+    samples_weights: bool = False
 
 
 _ENTRIES = (
@@ -94,6 +103,31 @@ _ENTRIES = (
         description="SSAM-D, dynamic-mask sparse SAM (Mi et al., NeurIPS 2022)",
         refreshes_masks=True,
     ),
+    OptimInfo(
+        "wsam",
+        WSAM,
+        True,
+        2,
+        "sgd",
+        description="WSAM, weighted sharpness as a regularizer (Yue et al., KDD 2023)",
+    ),
+    OptimInfo(
+        "friendlysam",
+        FriendlySAM,
+        True,
+        2,
+        "sgd",
+        description="FriendlySAM / F-SAM (Li et al., CVPR 2024)",
+    ),
+    OptimInfo(
+        "bsam",
+        BSAM,
+        True,
+        2,
+        None,
+        description="bSAM, SAM as a relaxation of Bayes (Moellenhoff & Khan, ICLR 2023)",
+        samples_weights=True,
+    ),
 )
 _REGISTRY: dict[str, OptimInfo] = {info.name: info for info in _ENTRIES}
 
@@ -105,6 +139,8 @@ _NAME_BASE = {
     "looksam": ("sgd",),
     "ssamf": ("sgd", "adam", "adamw"),
     "ssamd": ("sgd", "adam", "adamw"),
+    "wsam": ("sgd", "adam", "adamw"),
+    "friendlysam": ("sgd", "adam", "adamw"),
 }
 #: ... and "base-name" for these
 _BASE_NAME = {"sam": ("sgd", "adam", "adamw"), "asam": ("sgd",)}
@@ -115,6 +151,8 @@ _ALIASES: dict[str, tuple[str, str | None]] = {
     **dict.fromkeys(
         ("onestep", "one-step-sam", "sam-v2", "samv2", "s2-sam"), ("onestep-sam", None)
     ),
+    **dict.fromkeys(("fsam", "f-sam", "friendly-sam"), ("friendlysam", None)),
+    **dict.fromkeys(("bayesian-sam", "b-sam"), ("bsam", None)),
 }
 
 
@@ -171,11 +209,12 @@ def create_optimizer(
     """Build optimizer ``name`` on ``params``.
 
     SAM-family names wrap SGD unless ``base="adam"``/``"adamw"`` (or an alias such as
-    ``sam-adam``) says otherwise; every other keyword goes to the wrapper or the base
-    optimizer. A keyword that neither takes raises ``ValueError`` naming it. The shared
-    keywords ``lr``, ``momentum``, ``weight_decay`` and ``rho`` are accepted for every name:
-    ``rho`` is ignored by the one-pass optimizers (sgd, adam, adamw) and ``momentum`` by
-    optimizers without momentum (Adam, AdamW).
+    ``sam-adam``) says otherwise (bSAM is its own optimizer and takes no ``base``); every
+    other keyword goes to the wrapper or the base optimizer. A keyword that neither takes
+    raises ``ValueError`` naming it. The shared keywords ``lr``, ``momentum``,
+    ``weight_decay`` and ``rho`` are accepted for every name: ``rho`` is ignored by the
+    one-pass optimizers (sgd, adam, adamw) and ``momentum`` by optimizers without momentum
+    (Adam, AdamW, bSAM).
     """
     key = _normalise(name)
     alias_base = _ALIASES.get(key, (key, None))[1]
@@ -194,6 +233,20 @@ def create_optimizer(
         if base_name is not None:
             raise ValueError(f"'base' applies to the SAM family only, not to {info.name!r}")
         kwargs = _drop_meaningless(kwargs, info.factory, sam_family=False)
+        unknown = set(kwargs) - _accepted(info.factory)
+        if unknown:
+            raise ValueError(
+                f"{info.name} does not take {sorted(unknown)}; it takes "
+                f"{sorted(_accepted(info.factory))}"
+            )
+        return info.factory(params, **kwargs)
+    if info.base is None:  # its own optimizer (bSAM): no base to choose
+        if base_name is not None:
+            raise ValueError(
+                f"{info.name} is its own optimizer and takes no 'base' (got {base_name!r}); "
+                "its update rule is fixed by the paper"
+            )
+        kwargs = _drop_meaningless(kwargs, info.factory, sam_family=True)
         unknown = set(kwargs) - _accepted(info.factory)
         if unknown:
             raise ValueError(

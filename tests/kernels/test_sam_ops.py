@@ -254,6 +254,8 @@ def _trajectory(name, impl, steps=10):
     kw = {"lr": 0.05, "momentum": 0.9, "rho": 0.05, "impl": impl}
     if name == "looksam":
         kw["k"] = 3
+    if name == "bsam":
+        kw["num_data"] = 100
     opt = create_optimizer(name, model.parameters(), **kw)
     gen = torch.Generator().manual_seed(1)
     for _ in range(steps):

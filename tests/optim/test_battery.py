@@ -41,6 +41,11 @@ def info(name):
     return get_optimizer_info(name)
 
 
+def required(name):
+    """Keywords an optimizer cannot do without: bSAM's number of training examples."""
+    return {"num_data": 64} if info(name).samples_weights else {}
+
+
 def options(name, **overrides):
     """Keyword options for ``create_optimizer(name, ...)`` that exercise the optimizer's state:
     SGD momentum buffers, Adam moments, GSAM's rho schedule, LookSAM's refresh period."""
@@ -57,6 +62,7 @@ def options(name, **overrides):
         kw.update(alpha=0.3, rho_schedule=LinearRho(rho_max=0.08, rho_min=0.02, total_steps=10))
     if name == "looksam":
         kw.update(k=3, alpha=0.7)
+    kw.update(required(name))
     kw.update(overrides)
     return {k: v for k, v in kw.items() if v is not None}
 
@@ -169,10 +175,13 @@ def test_closure_contract(name):
         loss0 = ((mlp()(x0) - y0) ** 2).mean()
     for loss in returns[0]:
         assert isinstance(loss, torch.Tensor) and loss.dim() == 0 and torch.isfinite(loss)
-    assert torch.equal(returns[0][0].detach(), loss0)  # step 0 runs at w_0 (one-step: e_0 = 0)
-
     entry = info(name)
-    caller_grads_reused = entry.sam_family and entry.passes != 1
+    if entry.samples_weights:  # bSAM: step 0's loss is at a posterior sample w_0 + sigma z
+        assert not torch.equal(returns[0][0].detach(), loss0)
+    else:  # step 0 runs at w_0 (one-step: e_0 = 0)
+        assert torch.equal(returns[0][0].detach(), loss0)
+
+    caller_grads_reused = entry.sam_family and entry.passes != 1 and not entry.samples_weights
     for loss in returns[1]:
         if caller_grads_reused:
             assert loss is None
@@ -238,6 +247,8 @@ def test_param_groups_use_their_own_lr(name):
 def test_param_groups_use_their_own_rho_with_a_global_norm(name):
     """``e_group = rho_group * d_group / (||d|| + eps)`` with the norm over all groups
     (``d = g``, ASAM ``T^2 g`` with the norm of ``T g``; one-step SAM: last step's gradient)."""
+    if info(name).base is None:
+        pytest.skip(f"{name}'s ascent rho * g / s has no global norm (test_variants.py)")
     rhos = (0.03, 0.2)
     model = mlp()
     opt = build(name, two_groups(model, (0.05, 0.05), rhos), rho_schedule=None)
@@ -307,8 +318,13 @@ def test_add_param_group_reaches_the_base_optimizer(name):
 @pytest.mark.parametrize("name", SAM_NAMES)
 def test_base_optimizer_keeps_its_own_options(name):
     """The wrapper's knobs never shadow a base optimizer option of the same name (Adam's
-    ``eps``, RMSprop's ``alpha``): the base keeps its defaults, and ``eps`` goes to it."""
+    ``eps``, RMSprop's ``alpha``): the base keeps its defaults, and ``eps`` goes to it. An
+    optimizer of its own (bSAM) refuses a base."""
     model = mlp()
+    if info(name).base is None:
+        with pytest.raises(ValueError, match="base"):
+            create_optimizer(name, model.parameters(), lr=0.01, base="adam", **required(name))
+        return
     adam = create_optimizer(name, model.parameters(), lr=0.01, base="adam")
     assert all(g["eps"] == 1e-8 for g in adam.base_optimizer.param_groups)
     adam = create_optimizer(name, model.parameters(), lr=0.01, base="adam", eps=1e-6)
@@ -382,6 +398,8 @@ def test_zero_gradients_give_no_nan(name):
 def expected_state_keys(name):
     """Where each optimizer's own state must appear in ``state_dict()``."""
     base = info(name).base if info(name).sam_family else name
+    if base is None:  # bSAM's own update: the gradient average and the posterior precision
+        return {"exp_avg", "precision"}
     return {"sgd": {"momentum_buffer"}, "adam": {"exp_avg", "exp_avg_sq"}}.get(
         base, {"exp_avg", "exp_avg_sq"}
     )
@@ -410,6 +428,11 @@ def test_state_dict_round_trip(name):
     if name == "onestep-sam":
         assert len(saved["state"]) == 4
         assert all("kept_grad" in s for s in saved["state"].values())
+    if name == "friendlysam":
+        assert len(saved["state"]) == 4
+        assert all("grad_ema" in s for s in saved["state"].values())
+    if info(name).samples_weights:
+        assert set(saved["samlab"]["rng"]) == {"cpu"}
 
     model2 = mlp(seed=7)
     model2.load_state_dict(model.state_dict())
@@ -496,7 +519,7 @@ def test_alias_and_canonical_name_take_identical_steps():
 @pytest.mark.parametrize("name", NAMES)
 def test_negative_rho_is_rejected(name):
     with pytest.raises(ValueError, match="rho"):
-        create_optimizer(name, mlp().parameters(), lr=0.1, rho=-0.05)
+        create_optimizer(name, mlp().parameters(), lr=0.1, rho=-0.05, **required(name))
 
 
 @pytest.mark.parametrize("name", SAM_NAMES)
@@ -504,7 +527,7 @@ def test_negative_rho_in_a_param_group_is_rejected(name):
     model = mlp()
     groups = [{"params": model[0].parameters()}, {"params": model[2].parameters(), "rho": -0.1}]
     with pytest.raises(ValueError, match="rho"):
-        create_optimizer(name, groups, lr=0.1)
+        create_optimizer(name, groups, lr=0.1, **required(name))
 
 
 def test_unknown_optimizer_name_lists_the_known_ones():
@@ -538,6 +561,12 @@ def test_step_without_closure_is_a_type_error(name):
 def test_base_optimizer_instance_is_a_type_error(name):
     model = mlp()
     instance = torch.optim.SGD(model.parameters(), lr=0.1)
+    if info(name).base is None:  # bSAM takes no base optimizer, instance or class
+        with pytest.raises(TypeError):
+            info(name).factory(model.parameters(), instance, lr=0.1, **required(name))
+        with pytest.raises(TypeError):
+            create_optimizer(name, model.parameters(), lr=0.1, base=instance, **required(name))
+        return
     with pytest.raises(TypeError, match="instance"):
         info(name).factory(model.parameters(), instance, lr=0.1)
     with pytest.raises(TypeError):

@@ -17,6 +17,15 @@ where ``docs/closure-protocol.md`` puts it:
 * one-step SAM (SAM.v2 / S^2-SAM, Ji et al. 2024): ``e_t = rho g_{t-1} / (||g_{t-1}|| + eps)``
   (``e_0 = 0``; adaptive: ``T = |w_t| + eta``, ``e_t = rho T^2 g_{t-1} / (||T g_{t-1}|| + eps)``),
   follow ``g_t = grad L(w_t + e_t)``.
+* WSAM (Yue et al. 2023), ``a = gamma / (1 - gamma)``: coupled, follow ``g + a (g_p - g)``;
+  decoupled, the base step with ``g`` and then ``w <- w - lr a (g_p - g)``.
+* FriendlySAM (Li et al. 2024): ``m_t = lmbda m_{t-1} + (1 - lmbda) g_t`` (``m_0 = 0``),
+  ``e = rho d / (||d|| + eps)`` with ``d = g_t - sigma m_t``; follow ``g_p``.
+* bSAM (Möllenhoff & Khan 2023, Algorithm 1): ``theta = w + z / sqrt(N s)``,
+  ``g = grad L(theta)``, ``e = rho g / s``, ``s <- b2 s + (1 - b2)(sqrt(s) |g| + delta +
+  gamma)``, ``m <- b1 m + (1 - b1)(grad L(w + e) + delta w)``, ``w <- w - lr m / s``; ``z``
+  drawn per parameter as ``torch.randn(shape, generator)`` from a generator seeded as the
+  optimizer's (the one stream both sides share).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from samlab.optim import ASAM, GSAM, SAM, LookSAM, OneStepSAM
+from samlab.optim import ASAM, BSAM, GSAM, SAM, WSAM, FriendlySAM, LookSAM, OneStepSAM
 
 DT = torch.float64
 EPS = 1e-12
@@ -133,6 +142,7 @@ def reference(cfg, base, w0, x, y, steps=STEPS):
     w = w0.clone()
     traj, losses = [], []
     prev = g_v = None
+    ema = torch.zeros_like(w)
     for t in range(steps):
         if method == "OneStepSAM":
             e = torch.zeros_like(w) if prev is None else ascent(w, prev, rho, adaptive, eta)
@@ -141,6 +151,20 @@ def reference(cfg, base, w0, x, y, steps=STEPS):
         elif method == "LookSAM" and t % cfg["k"] != 0:
             g, loss = grad_flat(w, x, y)
             d = g + cfg["alpha"] * (norm(g) / (norm(g_v) + EPS)) * g_v
+        elif method == "FriendlySAM":
+            g, loss = grad_flat(w, x, y)
+            ema = cfg["lmbda"] * ema + (1 - cfg["lmbda"]) * g
+            d, _ = grad_flat(w + ascent(w, g - cfg["sigma"] * ema, rho, adaptive, eta), x, y)
+        elif method == "WSAM":
+            g, loss = grad_flat(w, x, y)
+            gp, _ = grad_flat(w + ascent(w, g, rho, adaptive, eta), x, y)
+            a = cfg["gamma"] / (1 - cfg["gamma"])
+            if cfg["decouple"]:
+                w = opt.step(w, g) - opt.lr * a * (gp - g)
+                traj.append(w)
+                losses.append(loss)
+                continue
+            d = g + a * (gp - g)
         else:
             g, loss = grad_flat(w, x, y)
             gp, _ = grad_flat(w + ascent(w, g, rho, adaptive, eta), x, y)
@@ -167,6 +191,17 @@ CASES = {
     "LookSAM-k3": {"method": "LookSAM", "rho": 0.05, "k": 3, "alpha": 0.7},
     "OneStepSAM": {"method": "OneStepSAM", "rho": 0.05},
     "OneStepSAM-adaptive": {"method": "OneStepSAM", "rho": 0.5, "eta": 0.01, "adaptive": True},
+    "WSAM": {"method": "WSAM", "rho": 0.05, "gamma": 0.9, "decouple": True},
+    "WSAM-coupled": {"method": "WSAM", "rho": 0.05, "gamma": 0.8, "decouple": False},
+    "FriendlySAM": {"method": "FriendlySAM", "rho": 0.05, "sigma": 1.0, "lmbda": 0.9},
+    "FriendlySAM-adaptive": {
+        "method": "FriendlySAM",
+        "rho": 0.5,
+        "sigma": 0.5,
+        "lmbda": 0.6,
+        "eta": 0.01,
+        "adaptive": True,
+    },
 }
 
 
@@ -181,7 +216,12 @@ def build(cfg, params, base):
         return GSAM(params, cls, rho=cfg["rho"], alpha=cfg["alpha"], rho_schedule=None, **kw)
     if method == "LookSAM":
         return LookSAM(params, cls, rho=cfg["rho"], k=cfg["k"], alpha=cfg["alpha"], **kw)
+    if method == "WSAM":
+        return WSAM(params, cls, rho=cfg["rho"], gamma=cfg["gamma"], decouple=cfg["decouple"], **kw)
     adaptive, eta = cfg.get("adaptive", False), cfg.get("eta", 0.01)
+    if method == "FriendlySAM":
+        knobs = dict(sigma=cfg["sigma"], lmbda=cfg["lmbda"], adaptive=adaptive, eta=eta)
+        return FriendlySAM(params, cls, rho=cfg["rho"], **knobs, **kw)
     return OneStepSAM(params, cls, rho=cfg["rho"], adaptive=adaptive, eta=eta, **kw)
 
 
@@ -200,8 +240,14 @@ def flat_params(model):
 
 
 def samlab_trajectory(cfg, base, api, w0, x, y, steps=STEPS):
+    return trajectory(lambda params: build(cfg, params, base), api, w0, x, y, steps)[:2]
+
+
+def trajectory(make, api, w0, x, y, steps=STEPS):
+    """(weights after each step, the loss each step returned, the optimizer): ``make(params)``
+    driven through ``step(closure)`` or the manual two-call API."""
     model = model_from(w0)
-    opt = build(cfg, model.parameters(), base)
+    opt = make(model.parameters())
 
     def loss_fn():
         return ((model(x) - y) ** 2).mean()
@@ -226,7 +272,7 @@ def samlab_trajectory(cfg, base, api, w0, x, y, steps=STEPS):
             opt.second_step(zero_grad=True)
             losses.append(loss.detach())
         traj.append(flat_params(model))
-    return traj, losses
+    return traj, losses, opt
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +313,62 @@ def test_methods_differ_from_each_other(base, data):
         assert (finals[a] - plain).abs().max() > 1e-6, f"{a} equals the base optimizer"
         for b in names[i + 1 :]:
             assert (finals[a] - finals[b]).abs().max() > 1e-8, f"{a} == {b}"
+
+
+# --------------------------------------------------------------------------- bSAM
+BSAM_KW = {"num_data": 500, "lr": 0.05, "betas": (0.8, 0.9), "weight_decay": 1e-3, "rho": 0.05}
+BSAM_KW.update(damping=0.1, init_precision=2.0)
+
+
+def bsam_reference(w0, x, y, *, num_data, lr, betas, weight_decay, rho, damping, init_precision,
+                   seed=0, steps=STEPS):  # fmt: skip
+    """Weights after each step and the loss at each step's posterior sample."""
+    gen = torch.Generator().manual_seed(seed)
+    b1, b2 = betas
+    w, m, s = w0.clone(), torch.zeros_like(w0), torch.full_like(w0, init_precision)
+    traj, losses = [], []
+    for _ in range(steps):
+        z = torch.cat([torch.randn(shape, generator=gen, dtype=DT).reshape(-1) for shape in SHAPES])
+        g, loss = grad_flat(w + z / torch.sqrt(num_data * s), x, y)
+        e = rho * g / s
+        s = b2 * s + (1 - b2) * (torch.sqrt(s) * g.abs() + weight_decay + damping)
+        g_e, _ = grad_flat(w + e, x, y)
+        m = b1 * m + (1 - b1) * (g_e + weight_decay * w)
+        w = w - lr * m / s
+        traj.append(w)
+        losses.append(loss)
+    return traj, losses, s
+
+
+@pytest.mark.parametrize("api", ["closure", "manual"])
+@pytest.mark.parametrize("rho", [0.05, 0.0])
+def test_bsam_matches_paper_reference(api, rho, data):
+    """20 steps of bSAM against Algorithm 1 in float64: every update starts from the mean
+    (the noise is removed, or the trajectories would differ by about sigma = 0.03), the
+    posterior variance is ``1 / (N s)``. ``rho = 0``: the second pass is at ``w`` exactly."""
+    w0, x, y = data
+    kw = {**BSAM_KW, "rho": rho}
+    ref, ref_losses, ref_s = bsam_reference(w0, x, y, **kw)
+    got, losses, opt = trajectory(lambda ps: BSAM(ps, impl="loop", **kw), api, w0, x, y)
+    assert (ref[-1] - w0).abs().max() > 1e-3
+    for t, (a, b) in enumerate(zip(got, ref)):
+        diff = (a - b).abs().max().item()
+        assert diff <= TOL, f"bSAM/{api}/rho={rho}: step {t} max |diff| = {diff:.3e}"
+    for t, (a, b) in enumerate(zip(losses, ref_losses)):
+        assert abs(float(a.detach()) - float(b)) <= TOL, f"bSAM/{api}: step {t} loss {a} != {b}"
+    variance = torch.cat([v.reshape(-1) for v in opt.posterior_variance()])
+    torch.testing.assert_close(variance, 1 / (kw["num_data"] * ref_s), rtol=1e-13, atol=0)
+
+
+def test_methods_differ_from_the_base_optimizers(data):
+    """Guards the new references: WSAM, FriendlySAM and bSAM move away from what their limits
+    (base optimizer, SAM, no ascent) would do."""
+    w0, x, y = data
+    sam = reference(CASES["SAM"], "sgd", w0, x, y)[0][-1]
+    plain = reference({"method": "OneStepSAM", "rho": 0.0}, "sgd", w0, x, y)[0][-1]
+    for name in ("WSAM", "WSAM-coupled", "FriendlySAM"):
+        final = reference(CASES[name], "sgd", w0, x, y)[0][-1]
+        assert (final - sam).abs().max() > 1e-6 and (final - plain).abs().max() > 1e-6, name
+    with_rho = bsam_reference(w0, x, y, **BSAM_KW)[0][-1]
+    without = bsam_reference(w0, x, y, **{**BSAM_KW, "rho": 0.0})[0][-1]
+    assert (with_rho - without).abs().max() > 1e-6

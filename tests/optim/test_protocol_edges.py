@@ -15,6 +15,7 @@ from samlab.optim import (
     OneStepSAM,
     ProportionalRho,
     create_optimizer,
+    get_optimizer_info,
     list_optimizers,
 )
 
@@ -68,8 +69,9 @@ def test_onestep_manual_api_without_begin_step_is_an_error():
 @pytest.mark.parametrize("name", list_optimizers() + ["sam-adam", "adamw-sam"])
 def test_every_name_takes_the_shared_keywords(name):
     model, _, _ = model_and_data()
+    needs = {"num_data": 100} if get_optimizer_info(name).samples_weights else {}  # bSAM's N
     opt = create_optimizer(
-        name, model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, rho=0.05
+        name, model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, rho=0.05, **needs
     )
     assert isinstance(opt, torch.optim.Optimizer)
 

@@ -92,6 +92,16 @@ def test_smoke_trains(digits, optimizer: str) -> None:
     assert all(v.device.type == "cpu" for v in result.model_state.values())
 
 
+def test_bsam_gets_the_training_set_size(tmp_path, digits) -> None:
+    """The registry flag ``samples_weights`` makes the trainer hand bSAM ``num_data`` (the
+    number of training samples), recorded in ``config.json``."""
+    config = ClassifyConfig.smoke(optimizer="bsam", lr=0.5)
+    result = train_classifier(config, *digits, progress=False, output_dir=tmp_path)
+    assert all(math.isfinite(v) for v in result.column("train_loss"))
+    resolved = json.loads((tmp_path / "config.json").read_text())["resolved"]
+    assert resolved["optimizer_options"]["num_data"] == resolved["train_samples"] > 0
+
+
 @pytest.mark.parametrize("optimizer", ["ssamf", "ssamd"])
 def test_masks_are_refreshed_on_their_cadence(tmp_path, digits, optimizer: str) -> None:
     """The registry flag ``refreshes_masks`` makes the trainer call ``refresh_masks`` at the

@@ -136,6 +136,9 @@ def test_fused_step_names_what_it_does_not_cover():
         "buffers": (tsmixer(3, seq_len=32, horizon=8), "sam", dict(base="adam")),
         "adaptive": (model, "asam", dict(base="adam")),
         "SAM over Adam and plain Adam": (model, "sam", dict(base="sgd", lr=0.1)),
+        "GSAM, whose step is not SAM's": (model, "gsam", dict(base="adam")),
+        "WSAM, whose step is not SAM's": (model, "wsam", dict(base="adam")),
+        "FriendlySAM, whose step is not SAM's": (model, "friendlysam", dict(base="adam")),
     }
     for needle, (net, name, kw) in cases.items():
         opt = create_optimizer(name, [p for p in net.parameters() if p.requires_grad], **kw)

@@ -93,8 +93,16 @@ def _amp(config: ClassifyConfig, device: torch.device):
     return None, None
 
 
-def _optimizer(config: ClassifyConfig, params) -> torch.optim.Optimizer:
+def _optimizer_options(config: ClassifyConfig, train_samples: int) -> dict[str, Any]:
+    """The optimizer's keywords: the config's, and bSAM's training-set size ``num_data``."""
     options = config.optimizer_options()
+    if get_optimizer_info(config.optimizer).samples_weights:  # bSAM's N
+        options.setdefault("num_data", train_samples)
+    return options
+
+
+def _optimizer(config: ClassifyConfig, params, options: dict[str, Any]) -> torch.optim.Optimizer:
+    options = dict(options)
     if config.rho_min is not None:  # GSAM's rho follows the lr from rho (peak) to rho_min
         options["rho_schedule"] = ProportionalRho(config.rho, config.rho_min, lr_min=config.lr_min)
     return create_optimizer(config.optimizer, params, **options)
@@ -185,7 +193,8 @@ def train_classifier(
         )  # fmt: skip
         test_batches = Batches(test_data, config.eval_batch_size, train=False, device=device)
         steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
-        optimizer = _optimizer(config, net.parameters())
+        options = _optimizer_options(config, train_batches.size)
+        optimizer = _optimizer(config, net.parameters(), options)
         factor = lr_factor(config, steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         history: list[EpochMetrics] = []
@@ -233,7 +242,7 @@ def train_classifier(
                     "device": str(device),
                     "world_size": world.size,
                     "optimizer": info.name,
-                    "optimizer_options": config.optimizer_options(),
+                    "optimizer_options": options,
                     "model_class": type(net).__name__,
                     "parameters": sum(p.numel() for p in net.parameters()),
                     "weight_density": None if masks is None else masks.density(),
