@@ -16,10 +16,16 @@ loss-landscape's own code (a pickled whole model) does not load into them. ``dig
 ``digits_mlp`` and the data ``digits`` (the embedded 8x8 digits, standardised as
 :func:`samlab.datasets.load_digits`) run without any download.
 
+A checkpoint written by ``python -m samlab.train.classify`` is read: its config must hold the
+name's network (``--model digits_cnn`` for a ``digits_cnn`` run, ``--model resnet20`` for a
+``resnet20_cifar`` with ``shortcut="B"``), which is then built as the trainer built it, and
+``--dataset digits`` takes the split of the run's seed; ``--model classifier`` /
+``--dataset samlab_images`` (:mod:`samlab.train.classify.inputs`) take any classify checkpoint.
 A checkpoint of another kind is refused with a message naming the right ``--model``: a
-forecasting checkpoint given to an image model, for example. A config these factories do not
-know (another trainer's) is not read: the model is built from ``--model_kwargs``, and the
-landscape command line then reports any architecture mismatch while loading the weights.
+forecasting checkpoint given to an image model, or a classify run of another network. A config
+these factories do not know (another trainer's) is not read: the model is built from
+``--model_kwargs``, and the landscape command line then reports any architecture mismatch
+while loading the weights.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from torch import nn
 
 from samlab import models
 from samlab.datasets import load_digits
-from samlab.train.forecast.inputs import is_forecast_config
+from samlab.train.classify.config import is_classify_config
+from samlab.train.classify.inputs import classify_config, refuse_forecast
 
 __all__ = [
     "digits_cnn",
@@ -48,38 +55,66 @@ __all__ = [
 SPLITS = ("train", "test")
 
 
-def refuse_forecast(config: Mapping[str, Any] | None, what: str) -> None:
-    """``ValueError`` when ``config`` is a forecasting run's: it needs a forecaster."""
-    if is_forecast_config(config):
-        raise ValueError(
-            f"{what}: the checkpoint was written by samlab.train.forecast (a {config['model']} "
-            f"on {config['dataset']}); use --model {config['model']} --dataset samformer_datasets"
-        )
-
-
-def _image_model(
-    name: str, build: Callable[..., nn.Module], **preset: Any
-) -> Callable[..., nn.Module]:
+def _image_model(name: str, registry: str, **preset: Any) -> Callable[..., nn.Module]:
     def factory(config: Mapping[str, Any] | None = None, **kwargs: Any) -> nn.Module:
         refuse_forecast(config, f"--model {name}")
-        return build(**{**preset, **kwargs})
+        if not is_classify_config(config):  # None or another trainer's: not read
+            return models.create_model(registry, **{**preset, **kwargs})
+        run = classify_config(config, f"--model {name}")
+        saved = dict(run.model_kwargs)
+        if run.model != registry or any(saved.get(k) != v for k, v in preset.items()):
+            fits = [
+                n
+                for n, (r, p) in IMAGE_NAMES.items()
+                if r == run.model and all(saved.get(k) == v for k, v in p.items())
+            ]
+            also = f" (or --model {fits[0]})" if fits else ""
+            shape = "".join(f", {k}={v!r}" for k, v in sorted(saved.items()))
+            raise ValueError(
+                f"the checkpoint holds a {run.model}{shape} (trained by samlab.train.classify), "
+                f"not a {name}; use --model classifier{also}"
+            )
+        if kwargs:
+            raise ValueError(
+                f"the checkpoint's config sets the model; --model_kwargs {sorted(kwargs)} "
+                "would change it (leave --model_kwargs out)"
+            )
+        return models.create_model(run.model, **saved)
 
     factory.__name__ = factory.__qualname__ = name
     fixed = "".join(f"{k}={v!r}, " for k, v in preset.items())
     factory.__doc__ = (
-        f"``{build.__name__}({fixed}**kwargs)`` for ``--model {name}`` (``config`` is checked, not "
-        "read: a forecasting checkpoint is refused)."
+        f"``create_model({registry!r}, {fixed}**kwargs)`` for ``--model {name}``; a "
+        "samlab.train.classify checkpoint's config must hold that model and is then built as "
+        "the trainer built it; a forecasting checkpoint is refused."
     )
     return factory
 
 
-resnet18 = _image_model("resnet18", models.resnet18_cifar)
-resnet20 = _image_model("resnet20", models.resnet20_cifar, shortcut="B")
-resnet32 = _image_model("resnet32", models.resnet32_cifar, shortcut="B")
-resnet56 = _image_model("resnet56", models.resnet56_cifar, shortcut="B")
-vgg9 = _image_model("vgg9", models.vgg9)
-digits_cnn = _image_model("digits_cnn", models.digits_cnn)
-digits_mlp = _image_model("digits_mlp", models.digits_mlp)
+#: landscape name -> (samlab.models registry name, fixed keywords)
+IMAGE_NAMES: dict[str, tuple[str, dict[str, Any]]] = {
+    "resnet18": ("resnet18_cifar", {}),
+    "resnet20": ("resnet20_cifar", {"shortcut": "B"}),
+    "resnet32": ("resnet32_cifar", {"shortcut": "B"}),
+    "resnet56": ("resnet56_cifar", {"shortcut": "B"}),
+    "vgg9": ("vgg9", {}),
+    "digits_cnn": ("digits_cnn", {}),
+    "digits_mlp": ("digits_mlp", {}),
+}
+
+
+def _named(name: str) -> Callable[..., nn.Module]:
+    registry, preset = IMAGE_NAMES[name]
+    return _image_model(name, registry, **preset)
+
+
+resnet18 = _named("resnet18")
+resnet20 = _named("resnet20")
+resnet32 = _named("resnet32")
+resnet56 = _named("resnet56")
+vgg9 = _named("vgg9")
+digits_cnn = _named("digits_cnn")
+digits_mlp = _named("digits_mlp")
 
 
 def digits_data(
@@ -87,19 +122,29 @@ def digits_data(
     config: Mapping[str, Any] | None = None,
     split: str = "train",
     *,
-    seed: int = 0,
+    seed: int | None = None,
     test_fraction: float = 0.2,
     limit: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The embedded 8x8 digits of :func:`samlab.datasets.load_digits` as ``(inputs (N, 1, 8, 8),
     labels (N,))``: the ``split`` part of the seeded split, standardised with the training
-    statistics; ``limit`` keeps the first rows. ``name`` may be None or ``digits``."""
+    statistics; ``limit`` keeps the first rows. ``name`` may be None or ``digits``. A
+    samlab.train.classify checkpoint's config must be a digits run; ``seed`` (the split's)
+    defaults to its seed, else 0."""
     refuse_forecast(config, "--dataset digits")
+    if is_classify_config(config):
+        run = classify_config(config, "--dataset digits")
+        if run.dataset != "digits":
+            raise ValueError(
+                f"the checkpoint was trained on {run.dataset} (by samlab.train.classify); use "
+                "--dataset samlab_images"
+            )
+        seed = run.seed if seed is None else seed
     if name not in (None, "digits"):
         raise ValueError(f"--dataset_name {name}: the digits data have no named parts")
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    data = load_digits(seed=seed, test_fraction=test_fraction)
+    data = load_digits(seed=0 if seed is None else int(seed), test_fraction=test_fraction)
     if split == "train":
         inputs, targets = data.x_train, data.y_train
     else:

@@ -21,7 +21,8 @@ not retrained; ``extend=True`` continues it to more epochs.
 Modules: ``config`` (:class:`ClassifyConfig`, :class:`EpochMetrics`, :class:`TrainResult`),
 ``schedules`` (the learning rate per step), ``batches`` (data on the device, DDP shards),
 ``loop`` (one step for every optimizer, one epoch, evaluation), ``sparse`` (weight masks),
-``distributed`` (torchrun), ``checkpointing`` (the output folder, resume rules), ``run``
+``distributed`` (torchrun), ``inputs`` (a checkpoint as ``landscape``'s named inputs
+``classifier`` / ``samlab_images``), ``checkpointing`` (the output folder, resume rules), ``run``
 (:func:`train_classifier`), ``sharpness`` (λ_max and trace of a final model), ``cli`` (``python -m
 samlab.train.classify`` / ``samlab-classify``: samlab's and the seed projects' flags, presets,
 several seeds).
@@ -43,6 +44,7 @@ from samlab.train.classify.config import (
     ClassifyConfig,
     EpochMetrics,
     TrainResult,
+    is_classify_config,
 )
 from samlab.train.classify.run import train_classifier
 from samlab.train.classify.schedules import lr_at, lr_factor
@@ -63,5 +65,6 @@ __all__ = [
     "TrainResult",
     "lr_at",
     "lr_factor",
+    "is_classify_config",
     "train_classifier",
 ]

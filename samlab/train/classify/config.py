@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,3 +256,12 @@ class TrainResult:
     def mean_sharpness_gap(self) -> float:
         """Mean over the epochs that recorded a gap (nan when none did, e.g. SGD)."""
         return self.mean_of("sharpness_gap")
+
+
+def is_classify_config(config: Any) -> bool:
+    """Whether a checkpoint's ``config`` is one :class:`ClassifyConfig` wrote (its keys are
+    fields, ``model``, ``optimizer`` and ``dataset`` among them)."""
+    if not isinstance(config, Mapping):
+        return False
+    names = {f.name for f in dataclasses.fields(ClassifyConfig)}
+    return {"model", "optimizer", "dataset"} <= set(config) <= names

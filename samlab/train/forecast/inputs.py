@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from samlab.datasets.timeseries import get_dataset_spec, load_forecast_data
+from samlab.train.classify.config import is_classify_config
 from samlab.train.forecast.config import FORECAST_MODELS, ForecastConfig
 from samlab.train.forecast.model import build_forecaster
 
@@ -53,6 +54,12 @@ def forecast_config(config: Mapping[str, Any], what: str) -> ForecastConfig:
     """The :class:`ForecastConfig` of a checkpoint's ``config``; ``ValueError`` for a
     checkpoint of another kind (``what`` names the asker in the message)."""
     if not is_forecast_config(config):
+        if is_classify_config(config):
+            raise ValueError(
+                f"{what}: the checkpoint was written by samlab.train.classify (a "
+                f"{config['model']} on {config['dataset']}); use --model classifier --dataset "
+                "samlab_images"
+            )
         keys = ", ".join(sorted(config)[:8]) if isinstance(config, Mapping) else type(config)
         raise ValueError(
             f"{what}: the checkpoint is not one written by samlab.train.forecast (its config "
