@@ -33,7 +33,7 @@ def _write_series(path, rows=ROWS, channels=CHANNELS, seed=0):
     names = [str(c) for c in range(channels - 1)] + ["OT"]
     lines = ["date," + ",".join(names)]
     for i in range(rows):
-        day = f"2000-01-01 {i % 24:02d}:00:00"
+        day = str(np.datetime64("2000-01-01T00:00") + np.timedelta64(i, "h")).replace("T", " ")
         lines.append(day + "," + ",".join(f"{col[i]:.6f}" for col in cols))
     path.write_text("\n".join(lines) + "\n")
     return path
