@@ -2,10 +2,11 @@
 
 :class:`DatasetSpec` and the registry :data:`FORECAST_DATASETS` (split rule, the paper's learning
 rate, channel count, TSMixer settings, source URL and row count of each benchmark), looked up
-case-insensitively by :func:`get_dataset_spec`; :func:`find_dataset_file` searches ``data_dir`` alone
-when given, else ``$SAMLAB_DATA`` and the repository's :data:`EMBEDDED_DATA_DIR` (one level of
-subfolders included); :func:`download_dir` and :func:`download` fetch a standard copy atomically and check it
-with :func:`~samlab.datasets.timeseries.read_series`.
+case-insensitively by :func:`get_dataset_spec`; :func:`find_dataset_file` searches
+``data_dir`` alone when given, else ``$SAMLAB_DATA`` and the repository's
+:data:`EMBEDDED_DATA_DIR` (one level of subfolders included); :func:`download_dir` and
+:func:`download` fetch a standard copy atomically and check it with
+:func:`~samlab.datasets.timeseries.read_series`.
 """
 
 from __future__ import annotations
@@ -145,8 +146,7 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
             if found is not None:
                 return found
     where = (
-        f"data_dir {str(data_dir)!r} has no {stem}.csv(.gz) (the embedded data is not read "
-        "instead)"
+        f"data_dir {str(data_dir)!r} has no {stem}.csv(.gz) (the embedded data is not read instead)"
         if data_dir is not None
         else f"no data file for {stem!r}"
     )

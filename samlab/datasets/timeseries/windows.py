@@ -64,8 +64,8 @@ class StandardScaler:
 
     def fit(self, rows, columns: list[str] | None = None) -> StandardScaler:
         """Fit on ``rows`` ``(T, D)``; ``ValueError`` naming the first column (by ``columns``,
-        else its index) whose mean or std is not finite (values so large that their squares overflow, e.g. 1e300: scaling by
-        an infinite std would turn the column into zeros)."""
+        else its index) whose mean or std is not finite (values so large that their squares
+        overflow, e.g. 1e300: scaling by an infinite std would turn the column into zeros)."""
         rows = np.asarray(rows, dtype=np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
             mean = rows.mean(axis=0)

@@ -17,22 +17,32 @@ without a GPU prints a note and runs on the CPU.
 
 Writes ``OUT/metrics.json`` (means over seeds of ``test_mse``/``test_mae``, their standard
 deviations over seeds (ddof=1; 0 for one seed), ``per_seed``) and ``OUT/results.csv`` (one row
-per seed); each seed trains in ``OUT/seed_<S>/`` and is resumed or skipped when run again.
+per seed) over every finished seed in ``OUT`` (``--seeds 2`` then ``--seed 2`` aggregates three);
+each seed trains in ``OUT/seed_<S>/`` (one process at a time: a lock file) and is resumed or
+skipped when run again, provided the data read is the same (``data_sha256``). Files are written
+atomically (:func:`landscape.io.atomic_write`).
+
+Exit statuses (those of every samlab command line): 0 done; 1 bad data, files or any failure,
+as one ``error:`` line (``SAMLAB_DEBUG=1`` shows the traceback); 2 malformed flags; 130 Ctrl-C
+and 143 SIGTERM, after "interrupted at epoch N (seed S); rerun the same command to resume".
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import functools
+import io
 import json
 import math
 import statistics
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from landscape.cli.exits import EXIT_INTERRUPTED, run_command
 from landscape.devices import resolve_device
+from landscape.io import atomic_write
 from samlab.datasets.timeseries import (
     FORECAST_DATASETS,
     download,
@@ -51,6 +61,8 @@ from samlab.train.forecast import (
     evaluate_forecaster,
     train_forecaster,
 )
+from samlab.train.forecast.loop import read_result
+from samlab.train.locks import short_lock
 from samlab.train.sharpness import run_top_eigenvalue
 
 __all__ = [
@@ -68,6 +80,9 @@ CSV_FIELDS = (
     "dataset", "horizon", "model", "optimizer", "rho", "lr", "seed", "test_mse", "test_mae",
     "val_mse", "best_epoch", "epochs_run", "seconds", "seconds_per_epoch", "lambda_max",
 )  # fmt: skip
+
+#: the lock file held while an output folder's aggregate is written
+AGGREGATE_LOCK = ".aggregate.lock"
 
 #: The SAMformer paper's protocol (the default; lr and rho None: per dataset / per model).
 PAPER_DEFAULTS = {"batch_size": 32, "patience": 5, "epochs": 300, "weight_decay": 0.0,
@@ -234,28 +249,70 @@ def _sharpness(result: ForecastResult, run_dir: Path, args) -> ForecastResult:
     return result.with_items(lambda_max=run_top_eigenvalue(run_dir, windows=windows, iters=iters))
 
 
-def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str, Any]:
-    results = []
-    for seed in seeds:
-        config = _config(args, seed)
-        run_dir = out / f"seed_{seed}"
-        result = train_forecaster(config, run_dir)
-        if args.sharpness:
-            result = _sharpness(result, run_dir, args)
+def _configs(args: argparse.Namespace, seeds: list[int]) -> dict[int, ForecastConfig]:
+    """Every seed's config, built (and so validated) before anything is written."""
+    return {seed: _config(args, seed) for seed in seeds}
+
+
+def _finished_seeds(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
+    """The results of every finished seed in ``out`` (``seed_*/result.json``), by seed; a seed
+    folder holding another configuration or other data is an error (the aggregate would mix
+    runs)."""
+    results: list[dict[str, Any]] = []
+    for path in sorted(out.glob("seed_*/result.json")):
+        result = read_result(path)
+        seed = result.get("seed")
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"{path} has no integer 'seed'; delete it to run the seed again")
+        diff = _config(args, seed).differences(result.get("config", {}))
+        if diff is not None:
+            raise ValueError(
+                f"{path.parent} holds a run with another configuration (differs in {diff}); "
+                f"the aggregate of {out} would mix them: use another --output"
+            )
         results.append(result)
+    digests = {r["data_sha256"] for r in results if "data_sha256" in r}
+    if len(digests) > 1:
+        raise ValueError(
+            f"the seeds in {out} were computed on different data (data_sha256 "
+            f"{sorted(d[:12] for d in digests)}); use another --output"
+        )
+    return sorted(results, key=lambda r: r["seed"])
+
+
+def _write_aggregate(out: Path, results: list[Mapping[str, Any]]) -> dict[str, Any]:
     metrics = aggregate(results)
     metrics["config"] = results[0]["config"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with (out / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
+    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(results)
+    atomic_write(out / "results.csv", text.getvalue())
     return metrics
 
 
+def run_seeds(
+    args: argparse.Namespace,
+    seeds: list[int],
+    out: Path,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``seeds`` into ``out/seed_<S>/`` and write the aggregate of every finished seed in
+    ``out`` (``metrics.json``, ``results.csv``, under ``out/.aggregate.lock``). ``callback``:
+    called with the seed and each epoch's history row."""
+    configs = _configs(args, seeds)
+    for seed, config in configs.items():
+        run_dir = out / f"seed_{seed}"
+        hook = None if callback is None else functools.partial(callback, seed)
+        result = train_forecaster(config, run_dir, callback=hook)
+        if args.sharpness:
+            _sharpness(result, run_dir, args)
+    with short_lock(out / AGGREGATE_LOCK):
+        return _write_aggregate(out, _finished_seeds(args, out))
+
+
 def _eval_only(args: argparse.Namespace) -> int:
-    if not args.checkpoint:
-        raise ValueError("--eval-only needs --checkpoint FILE (a best.pt or last.pt)")
     ckpt = load_checkpoint(args.checkpoint)
     saved = ckpt.get("config")
     if not isinstance(saved, dict) or "model" not in saved:
@@ -269,17 +326,28 @@ def _eval_only(args: argparse.Namespace) -> int:
         "data_dir": config.data_dir, "path": config.data_path}  # fmt: skip
     data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len, **where)
     model = build_forecaster(config, data.n_channels)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"{args.checkpoint}: the weights do not fit the model of its own config "
+            f"({config.model}, {data.n_channels} channels): {detail}"
+        ) from None
     model.to(args.device_name)
-    test = evaluate_forecaster(model, data.test, device=args.device_name)
-    val = evaluate_forecaster(model, data.val, device=args.device_name)
+    # the evaluation of the run that wrote it: a --smoke run's window limit included
+    options = {"batch_size": config.eval_batch_size, "max_windows": config.max_eval_windows,
+               "device": args.device_name}  # fmt: skip
+    test = evaluate_forecaster(model, data.test, **options)
+    val = evaluate_forecaster(model, data.val, **options)
     result = {"checkpoint": str(args.checkpoint), "dataset": config.dataset,
               "horizon": config.horizon, "model": config.model, "test_mse": test["mse"],
-              "test_mae": test["mae"], "val_mse": val["mse"], "val_mae": val["mae"]}  # fmt: skip
+              "test_mae": test["mae"], "val_mse": val["mse"], "val_mae": val["mae"],
+              "max_eval_windows": config.max_eval_windows,
+              "data_sha256": data.data_sha256}  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.output:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-        (Path(args.output) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(Path(args.output) / "eval.json", json.dumps(result, indent=2) + "\n")
     return 0
 
 
@@ -292,41 +360,87 @@ def _summary(metrics: dict[str, Any]) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = apply_presets(build_parser().parse_args(argv))
-    try:
-        args.device_name = str(resolve_device(args.device, args.cuda))
-        if args.eval_only:
-            return _eval_only(args)
-        if args.dataset is None and args.output is None:
-            raise ValueError(
-                "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
-                "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
-            )
-        args.dataset = args.dataset or "ETTh1"
-        if args.output is None:
-            args.output = str(default_output(args))
-            print(f"output: {args.output} (no --output given)")
-        if args.download:
-            try:
-                find_dataset_file(args.dataset, args.data_dir)
-            except FileNotFoundError:
-                folder = download_dir(args.data_dir)
-                download(args.dataset, folder)
-                args.data_dir = str(folder)
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        seeds = list(range(args.seeds)) if args.seeds else [args.seed or 0]
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        metrics = run_seeds(args, seeds, out)
-    except (ValueError, OSError, FloatingPointError) as err:  # OSError: files, network
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag values that are wrong whatever the data: exit status 2 with argparse's message."""
+    for flag, value in (("--threads", args.threads), ("--seeds", args.seeds),
+                        ("--epochs", args.epochs), ("--sharpness-windows",
+                                                    args.sharpness_windows)):  # fmt: skip
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.eval_only and not args.checkpoint:
+        parser.error("--eval-only needs --checkpoint FILE (a best.pt or last.pt)")
+
+
+class _Progress:
+    """Where training is, for the line printed on Ctrl-C / SIGTERM."""
+
+    def __init__(self, out: Path | None = None) -> None:
+        self.out, self.seed, self.epoch = out, None, None
+
+    def __call__(self, seed: int, row: dict[str, float]) -> None:
+        self.seed, self.epoch = seed, int(row["epoch"])
+
+    def line(self, status: int) -> str:
+        what = "interrupted" if status == EXIT_INTERRUPTED else "terminated (SIGTERM)"
+        if self.epoch is None:
+            return f"{what}; rerun the same command to resume"
+        return (
+            f"{what} at epoch {self.epoch + 1} (seed {self.seed}); rerun the same command to resume"
+        )
+
+
+def _train(args: argparse.Namespace, progress: _Progress) -> int:
+    if args.dataset is None and args.output is None:
+        raise ValueError(
+            "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
+            "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
+        )
+    args.dataset = args.dataset or "ETTh1"
+    if args.output is None:
+        args.output = str(default_output(args))
+        print(f"output: {args.output} (no --output given)")
+    seeds = list(range(args.seeds)) if args.seeds else [args.seed or 0]
+    _configs(args, seeds)  # validate before downloading or writing anything
+    if args.smoke and args.epochs_given is not None:
+        print(f"note: --smoke runs {ForecastConfig.smoke().max_epochs} epochs; --epochs "
+              f"{args.epochs} is ignored")  # fmt: skip
+    if args.download:
+        try:
+            find_dataset_file(args.dataset, args.data_dir)
+        except FileNotFoundError:
+            folder = download_dir(args.data_dir)
+            download(args.dataset, folder)
+            args.data_dir = str(folder)
+    progress.out = Path(args.output)
+    metrics = run_seeds(args, seeds, Path(args.output), callback=progress)
     print(_summary(metrics))
     if math.isfinite(metrics.get("lambda_max", math.nan)):
         print(f"top Hessian eigenvalue (mean over seeds): {metrics['lambda_max']:.4g}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0; 2 for malformed flags; 1 for bad data, files or any failure (one
+    ``error:`` line, ``SAMLAB_DEBUG=1`` for the traceback); 130 on Ctrl-C and 143 on SIGTERM,
+    each with "interrupted at epoch N; rerun the same command to resume" (the epoch in
+    progress is lost, the checkpoints of finished epochs are whole)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit_epochs = args.epochs
+    args = apply_presets(args)
+    args.epochs_given = explicit_epochs
+    _check_usage(parser, args)
+    progress = _Progress()
+
+    def body() -> int:
+        args.device_name = str(resolve_device(args.device, args.cuda))
+        if args.eval_only:
+            return _eval_only(args)
+        return _train(args, progress)
+
+    return run_command(body, progress.line)
 
 
 if __name__ == "__main__":

@@ -35,13 +35,13 @@ from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_st
 from samlab.train.forecast.config import ForecastConfig
 from samlab.train.forecast.model import build_forecaster, evaluate_forecaster
 from samlab.train.forecast.result import ForecastResult
-from samlab.train.locks import run_folder_lock
 from samlab.train.forecast.steps import (
     TrainStep,
     compile_forecaster,
     steps_per_epoch,
     train_epoch,
 )
+from samlab.train.locks import run_folder_lock
 from samlab.utils import seed_everything
 
 
@@ -126,9 +126,7 @@ def read_result(path: Path) -> dict[str, Any]:
     try:
         result = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"{path} is damaged ({err}); delete it to run the seed again"
-        ) from None
+        raise ValueError(f"{path} is damaged ({err}); delete it to run the seed again") from None
     if not isinstance(result, dict):
         raise ValueError(f"{path} holds a {type(result).__name__}, not a run's result; delete it")
     return result
