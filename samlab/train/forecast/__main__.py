@@ -371,6 +371,11 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         parser.error(f"--seed must be >= 0, got {args.seed}")
     if args.eval_only and not args.checkpoint:
         parser.error("--eval-only needs --checkpoint FILE (a best.pt or last.pt)")
+    if not args.eval_only and args.dataset is None and args.output is None:
+        parser.error(
+            "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
+            "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
+        )
 
 
 class _Progress:
@@ -392,11 +397,6 @@ class _Progress:
 
 
 def _train(args: argparse.Namespace, progress: _Progress) -> int:
-    if args.dataset is None and args.output is None:
-        raise ValueError(
-            "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
-            "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
-        )
     args.dataset = args.dataset or "ETTh1"
     if args.output is None:
         args.output = str(default_output(args))
