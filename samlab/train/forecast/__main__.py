@@ -30,13 +30,10 @@ and 143 SIGTERM, after "interrupted at epoch N (seed S); rerun the same command 
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
-import io
 import json
 import math
-import statistics
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,28 +58,24 @@ from samlab.train.forecast import (
     evaluate_forecaster,
     train_forecaster,
 )
-from samlab.train.forecast.loop import read_result
+from samlab.train.forecast.seeds import (
+    AGGREGATE_LOCK,
+    finished_seeds,
+    summary_line,
+    write_aggregate,
+)
 from samlab.train.locks import short_lock
 from samlab.train.sharpness import run_top_eigenvalue
 
 __all__ = [
     "PAPER_DEFAULTS",
     "SEED_DEFAULTS",
-    "aggregate",
     "apply_presets",
     "build_parser",
     "default_output",
     "main",
     "run_seeds",
 ]
-
-CSV_FIELDS = (
-    "dataset", "horizon", "model", "optimizer", "rho", "lr", "seed", "test_mse", "test_mae",
-    "val_mse", "best_epoch", "epochs_run", "seconds", "seconds_per_epoch", "lambda_max",
-)  # fmt: skip
-
-#: the lock file held while an output folder's aggregate is written
-AGGREGATE_LOCK = ".aggregate.lock"
 
 #: The SAMformer paper's protocol (the default; lr and rho None: per dataset / per model).
 PAPER_DEFAULTS = {"batch_size": 32, "patience": 5, "epochs": 300, "weight_decay": 0.0,
@@ -220,30 +213,6 @@ def _config(args: argparse.Namespace, seed: int) -> ForecastConfig:
     return ForecastConfig(**options)
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def aggregate(results: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """``metrics.json`` content from per-seed results."""
-    first = results[0]
-    keys = ("seed", "test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run", "seconds",
-            "seconds_per_epoch", "lambda_max")  # fmt: skip
-    per_seed = [{k: r[k] for k in keys if k in r} for r in results]
-    out = {k: first[k] for k in ("dataset", "horizon", "model", "optimizer", "rho", "lr")}
-    for name in ("test_mse", "test_mae", "val_mse"):
-        values = [r[name] for r in results]
-        out[name] = statistics.fmean(values)
-        out[f"{name}_std"] = _std(values)
-    if all("lambda_max" in r for r in results):
-        out["lambda_max"] = statistics.fmean(r["lambda_max"] for r in results)
-    out["seeds"] = [r["seed"] for r in results]
-    out["seconds"] = sum(r["seconds"] for r in results)
-    out["per_seed"] = per_seed
-    out["n_parameters"] = first.get("n_parameters")
-    return out
-
-
 def _sharpness(result: ForecastResult, run_dir: Path, args) -> ForecastResult:
     windows, iters = (128, 10) if args.smoke else (args.sharpness_windows, 30)
     return result.with_items(lambda_max=run_top_eigenvalue(run_dir, windows=windows, iters=iters))
@@ -252,44 +221,6 @@ def _sharpness(result: ForecastResult, run_dir: Path, args) -> ForecastResult:
 def _configs(args: argparse.Namespace, seeds: list[int]) -> dict[int, ForecastConfig]:
     """Every seed's config, built (and so validated) before anything is written."""
     return {seed: _config(args, seed) for seed in seeds}
-
-
-def _finished_seeds(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
-    """The results of every finished seed in ``out`` (``seed_*/result.json``), by seed; a seed
-    folder holding another configuration or other data is an error (the aggregate would mix
-    runs)."""
-    results: list[dict[str, Any]] = []
-    for path in sorted(out.glob("seed_*/result.json")):
-        result = read_result(path)
-        seed = result.get("seed")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"{path} has no integer 'seed'; delete it to run the seed again")
-        diff = _config(args, seed).differences(result.get("config", {}))
-        if diff is not None:
-            raise ValueError(
-                f"{path.parent} holds a run with another configuration (differs in {diff}); "
-                f"the aggregate of {out} would mix them: use another --output"
-            )
-        results.append(result)
-    digests = {r["data_sha256"] for r in results if "data_sha256" in r}
-    if len(digests) > 1:
-        raise ValueError(
-            f"the seeds in {out} were computed on different data (data_sha256 "
-            f"{sorted(d[:12] for d in digests)}); use another --output"
-        )
-    return sorted(results, key=lambda r: r["seed"])
-
-
-def _write_aggregate(out: Path, results: list[Mapping[str, Any]]) -> dict[str, Any]:
-    metrics = aggregate(results)
-    metrics["config"] = results[0]["config"]
-    atomic_write(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(results)
-    atomic_write(out / "results.csv", text.getvalue())
-    return metrics
 
 
 def run_seeds(
@@ -309,7 +240,7 @@ def run_seeds(
         if args.sharpness:
             _sharpness(result, run_dir, args)
     with short_lock(out / AGGREGATE_LOCK):
-        return _write_aggregate(out, _finished_seeds(args, out))
+        return write_aggregate(out, finished_seeds(out, functools.partial(_config, args)))
 
 
 def _eval_only(args: argparse.Namespace) -> int:
@@ -349,15 +280,6 @@ def _eval_only(args: argparse.Namespace) -> int:
     if args.output:
         atomic_write(Path(args.output) / "eval.json", json.dumps(result, indent=2) + "\n")
     return 0
-
-
-def _summary(metrics: dict[str, Any]) -> str:
-    return (
-        f"{metrics['model']} ({metrics['optimizer']}, rho {metrics['rho']}) on "
-        f"{metrics['dataset']} H={metrics['horizon']}, seeds {metrics['seeds']}: test MSE "
-        f"{metrics['test_mse']:.4f} ± {metrics['test_mse_std']:.4f}, MAE "
-        f"{metrics['test_mae']:.4f} ± {metrics['test_mae_std']:.4f}"
-    )
 
 
 def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -415,7 +337,7 @@ def _train(args: argparse.Namespace, progress: _Progress) -> int:
             args.data_dir = str(folder)
     progress.out = Path(args.output)
     metrics = run_seeds(args, seeds, Path(args.output), callback=progress)
-    print(_summary(metrics))
+    print(summary_line(metrics))
     if math.isfinite(metrics.get("lambda_max", math.nan)):
         print(f"top Hessian eigenvalue (mean over seeds): {metrics['lambda_max']:.4g}")
     return 0
