@@ -319,6 +319,14 @@ def test_interrupts_name_the_epoch_and_resume(data_dir, tmp_path, monkeypatch, c
     assert err[-1].endswith("at epoch 2 (seed 0); rerun the same command to resume"), err
     assert load_checkpoint(tmp_path / "o" / "seed_0" / "last.pt")["epoch"] == 1
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+    def before_any_epoch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "train_forecaster", before_any_epoch)  # the epoch from last.pt
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err.strip().endswith("interrupted at epoch 2 (seed 0); rerun the "
+                                                    "same command to resume")  # fmt: skip
     monkeypatch.setattr(cli, "train_forecaster", real)
     assert cli.main(argv) == 0
     result = json.loads((tmp_path / "o" / "seed_0" / "result.json").read_text())

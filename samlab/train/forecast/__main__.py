@@ -30,12 +30,15 @@ and 143 SIGTERM, after "interrupted at epoch N (seed S); rerun the same command 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from landscape.cli.exits import EXIT_INTERRUPTED, run_command
 from landscape.devices import resolve_device
@@ -301,16 +304,34 @@ def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 
 class _Progress:
-    """Where training is, for the line printed on Ctrl-C / SIGTERM."""
+    """Where training is, for the line printed on Ctrl-C / SIGTERM: the seed and epoch from the
+    epoch callbacks, or, before the first one, from the running seed's ``last.pt``."""
 
-    def __init__(self, out: Path | None = None) -> None:
-        self.out, self.seed, self.epoch = out, None, None
+    def __init__(self) -> None:
+        self.out: Path | None = None
+        self.seeds: list[int] = []
+        self.seed: int | None = None
+        self.epoch: int | None = None  # finished epochs of self.seed
 
     def __call__(self, seed: int, row: dict[str, float]) -> None:
         self.seed, self.epoch = seed, int(row["epoch"])
 
+    def _from_files(self) -> None:
+        if self.out is None:
+            return
+        for seed in self.seeds:  # the first seed without a result is the one running
+            run = self.out / f"seed_{seed}"
+            if not (run / "result.json").is_file():
+                self.seed, self.epoch = seed, 0
+                with contextlib.suppress(Exception):  # absent or unreadable: epoch 1
+                    saved = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+                    self.epoch = int(saved["epoch"])
+                return
+
     def line(self, status: int) -> str:
         what = "interrupted" if status == EXIT_INTERRUPTED else "terminated (SIGTERM)"
+        if self.epoch is None:
+            self._from_files()
         if self.epoch is None:
             return f"{what}; rerun the same command to resume"
         return (
@@ -335,7 +356,7 @@ def _train(args: argparse.Namespace, progress: _Progress) -> int:
             folder = download_dir(args.data_dir)
             download(args.dataset, folder)
             args.data_dir = str(folder)
-    progress.out = Path(args.output)
+    progress.out, progress.seeds = Path(args.output), seeds
     metrics = run_seeds(args, seeds, Path(args.output), callback=progress)
     print(summary_line(metrics))
     if math.isfinite(metrics.get("lambda_max", math.nan)):
