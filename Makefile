@@ -38,8 +38,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Listens on 127.0.0.1 only; --allow-root only when run as root (Jupyter refuses root without it).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --allow-root --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/optim_step.py

@@ -227,3 +227,28 @@ def test_forecast_runs_are_reused_and_fresh_retrains(smoke_run) -> None:
     assert result.stat().st_mtime_ns == stamp  # finished runs are reused
     run_demo_forecast(output, smoke=True, progress=False, fresh=True)
     assert result.stat().st_mtime_ns != stamp  # --fresh trains again
+
+
+def test_demo_errors_and_interrupts_end_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """``python -m samlab.demo``: malformed flags exit 2, a failure prints one ``error:`` line
+    (exit 1), Ctrl-C one line (exit 130)."""
+    import samlab.demo.cli as demo_cli
+
+    with pytest.raises(SystemExit) as usage:
+        demo_cli.main(["--threads", "0", "--output", str(tmp_path)])
+    assert usage.value.code == 2
+    capsys.readouterr()
+    monkeypatch.delenv("SAMLAB_DEBUG", raising=False)
+    for raised, status, text in (
+        (RuntimeError("boom"), 1, "error: RuntimeError: boom (run with SAMLAB_DEBUG=1"),
+        (PermissionError(13, "Permission denied", str(tmp_path)), 1, "error: "),
+        (KeyboardInterrupt(), 130, "interrupted; the finished runs are kept: rerun"),
+    ):
+
+        def fail(*args, exc=raised, **kwargs):
+            raise exc
+
+        monkeypatch.setattr(demo_cli, "run_optimizer_comparison", fail)
+        assert demo_cli.main(["--output", str(tmp_path / "o"), "--smoke"]) == status
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(text), err

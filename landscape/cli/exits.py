@@ -24,8 +24,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from landscape.cli.inputs import CLIError
 from landscape.mpi.failure import DEBUG_VARIABLES
@@ -104,3 +105,23 @@ def sigterm_as_exception() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(body: Callable[[], int], interrupted: Callable[[int], str]) -> int:
+    """Run a command line's ``body`` (after argparse) so that it ends in one line: its status;
+    on Ctrl-C / SIGTERM the line ``interrupted(status)`` and 130 / 143; on any other exception
+    one ``error:`` line (:func:`error_message`) and 1, or the traceback when
+    :func:`debugging`. samlab's command lines (``python -m samlab.train.forecast``,
+    ``python -m samlab.demo``) end through it."""
+    try:
+        with sigterm_as_exception():
+            return body()
+    except (KeyboardInterrupt, Terminated) as err:
+        status = interrupt_status(err)
+        print(interrupted(status), file=sys.stderr, flush=True)
+        return status
+    except Exception as err:
+        if debugging():
+            raise
+        print(f"error: {error_message(err)}", file=sys.stderr, flush=True)
+        return EXIT_FAILED

@@ -92,7 +92,10 @@ def call_factory(spec: str, flag: str, kwargs: Mapping[str, Any]) -> Any:
 
 def read_checkpoint(path: str, flag: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """``(state_dict, config)`` of a samlab checkpoint (its ``model`` and ``config`` entries), a
-    ``{'state_dict': ...}`` dict or a plain state_dict (config ``None``)."""
+    ``{'state_dict': ...}`` dict or a plain state_dict (config ``None``).
+
+    A checkpoint's checksum is verified (:func:`landscape.io.check_checkpoint`; a file without
+    one loads with a note on stderr) and non-finite weights are refused, naming the file."""
     import torch
 
     if not os.path.isfile(path):
@@ -104,6 +107,14 @@ def read_checkpoint(path: str, flag: str) -> tuple[dict[str, Any], dict[str, Any
         raise CLIError(
             f"{flag} {path}: cannot be loaded with torch.load(weights_only=True): {first}"
         ) from None
+    from landscape.io.checkpoints import check_checkpoint, check_finite_weights
+
+    try:
+        note = check_checkpoint(obj, path)
+    except ValueError as err:
+        raise CLIError(f"{flag} {err}") from None
+    if note is not None:
+        print(note, file=sys.stderr)
     config = None
     if isinstance(obj, Mapping):
         saved = obj.get("config")
@@ -117,6 +128,10 @@ def read_checkpoint(path: str, flag: str) -> tuple[dict[str, Any], dict[str, Any
             state = dict(obj)
             if all(k.startswith("module.") for k in state):  # saved from DataParallel
                 state = {k[len("module.") :]: v for k, v in state.items()}
+            try:
+                check_finite_weights(state, path)
+            except ValueError as err:
+                raise CLIError(f"{flag} {err}") from None
             return state, config
     raise CLIError(
         f"{flag} {path}: neither a state_dict nor a checkpoint dict with a 'model' entry"

@@ -31,10 +31,18 @@ creation of a file and the checks on opening one), :mod:`~landscape.io.surfaces`
 (:func:`save_surface`, :func:`load_surface`), :mod:`~landscape.io.writer`
 (:class:`SurfaceWriter`), :mod:`~landscape.io.vtk` (:func:`export_vtp`) and
 :mod:`~landscape.io.atomic` (:func:`atomic_write`, :func:`atomic_path`: every result file of
-landscape, and of samlab, is written to a uniquely named temporary file, fsync'd and renamed).
+landscape, and of samlab, is written to a uniquely named temporary file, fsync'd and renamed)
+and :mod:`~landscape.io.checkpoints` (:func:`payload_sha256`, :func:`check_checkpoint`: the
+checksum samlab writes into its checkpoints and every checkpoint reader verifies).
 """
 
 from landscape.io.atomic import AtomicWriteError, atomic_path, atomic_write
+from landscape.io.checkpoints import (
+    DIGEST_KEY,
+    check_checkpoint,
+    check_finite_weights,
+    payload_sha256,
+)
 from landscape.io.layout import NON_IDENTITY_PROVENANCE_KEYS, SCHEMA_VERSION
 from landscape.io.surfaces import load_surface, save_surface
 from landscape.io.vtk import export_vtp
@@ -50,4 +58,8 @@ __all__ = [
     "AtomicWriteError",
     "atomic_path",
     "atomic_write",
+    "DIGEST_KEY",
+    "check_checkpoint",
+    "check_finite_weights",
+    "payload_sha256",
 ]

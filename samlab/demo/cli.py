@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from landscape.cli.exits import EXIT_INTERRUPTED, run_command
 from samlab.demo.comparison import DEFAULT_EPOCHS, run_optimizer_comparison
 
 
@@ -44,10 +45,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m samlab.demo`` and ``make demo``."""
-    args = _parser().parse_args(argv)
+    """Entry point of ``python -m samlab.demo`` and ``make demo``: exit status 0, 2 for
+    malformed flags, 1 with one ``error:`` line for any failure (``SAMLAB_DEBUG=1`` for the
+    traceback), 130 on Ctrl-C and 143 on SIGTERM (finished runs are kept: rerun to resume)."""
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.epochs is not None and args.epochs < 1:
-        _parser().error("--epochs must be at least 1")
+        parser.error("--epochs must be at least 1")
+    if args.threads < 1:
+        parser.error(f"--threads must be a positive integer, got {args.threads}")
+    return run_command(lambda: _run(args), _interrupted)
+
+
+def _interrupted(status: int) -> str:
+    what = "interrupted" if status == EXIT_INTERRUPTED else "terminated (SIGTERM)"
+    return f"{what}; the finished runs are kept: rerun the same command to resume"
+
+
+def _run(args: argparse.Namespace) -> int:
     start, cpu_start = time.perf_counter(), _cpu_seconds()
     comparison = run_optimizer_comparison(
         args.output,

@@ -136,22 +136,42 @@ def test_search_order_and_subfolders(tmp_path, monkeypatch) -> None:
     assert find_dataset_file("ETTh1") == second / "ETTh1.csv"
 
 
-def test_a_data_dir_without_the_file_warns_where_it_read_instead(tmp_path, monkeypatch) -> None:
+def test_a_named_location_without_the_file_is_an_error(tmp_path, monkeypatch) -> None:
+    """A data_dir lacking the file, naming a file or missing, and a missing $SAMLAB_DATA
+    folder, are errors: the embedded ETTh1 is never read instead of the data asked for."""
     monkeypatch.delenv("SAMLAB_DATA", raising=False)
     (tmp_path / "mine").mkdir()
-    with pytest.warns(UserWarning, match="ETTh1.csv\\(.gz\\) is not in data_dir .*mine.*reading"):
-        assert find_dataset_file("ETTh1", tmp_path / "mine") == EMBEDDED / "ETTh1.csv"
+    with pytest.raises(FileNotFoundError, match="data_dir .*mine.* has no ETTh1.csv.*not read"):
+        find_dataset_file("ETTh1", tmp_path / "mine")
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_dataset_file("ETTh1", tmp_path / "absent")
+    shutil.copy(EMBEDDED / "ETTh1.csv", tmp_path / "ETTh1.csv")
+    with pytest.raises(ValueError, match=r"is a file; .*names the folder"):
+        find_dataset_file("ETTh1", tmp_path / "ETTh1.csv")
+    monkeypatch.setenv("SAMLAB_DATA", str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match=r"\$SAMLAB_DATA names .*gone.*not a folder"):
+        find_dataset_file("ETTh1")
+    monkeypatch.setenv("SAMLAB_DATA", str(tmp_path / "mine"))  # exists, lacks it: a search path
+    assert find_dataset_file("ETTh1") == EMBEDDED / "ETTh1.csv"
 
 
 def test_missing_file_lists_every_path_tried(tmp_path, monkeypatch) -> None:
+    (tmp_path / "env").mkdir()
+    (tmp_path / "arg").mkdir()
     monkeypatch.setenv("SAMLAB_DATA", str(tmp_path / "env"))
-    with pytest.raises(FileNotFoundError) as info:
-        find_dataset_file("ETTm2", tmp_path / "arg")
-    message = str(info.value)
-    for folder in (tmp_path / "arg", tmp_path / "env", EMBEDDED):
-        assert str(folder / "ETTm2.csv") in message and str(folder / "ETTm2.csv.gz") in message
-        assert str(folder / "*" / "ETTm2.csv") in message
-    assert "--data-dir" in message and "SAMLAB_DATA" in message and "--download ETTm2" in message
+    for data_dir, folders in (
+        (tmp_path / "arg", [tmp_path / "arg"]),
+        (None, [tmp_path / "env", EMBEDDED]),
+    ):
+        with pytest.raises(FileNotFoundError) as info:
+            find_dataset_file("ETTm2", data_dir)
+        message = str(info.value)
+        for folder in folders:
+            assert str(folder / "ETTm2.csv") in message and str(folder / "ETTm2.csv.gz") in message
+            assert str(folder / "*" / "ETTm2.csv") in message
+        assert "--data-dir" in message and "SAMLAB_DATA" in message
+        assert "--download ETTm2" in message
+    assert str(EMBEDDED) not in message.split("tried")[0]
 
 
 # --- standard splits and window counts -----------------------------------------------------
@@ -332,6 +352,11 @@ def test_batches_shuffle_is_reproducible_and_covers_every_window() -> None:
 # --- bad input -----------------------------------------------------------------------------
 
 
+def _hour(i: int) -> str:
+    """The ``date`` cell of hourly row ``i`` (from 2000-01-01 00:00:00)."""
+    return str(np.datetime64("2000-01-01T00:00:00") + np.timedelta64(i, "h")).replace("T", " ")
+
+
 def _small_csv(tmp_path: Path, body: str, header: str = "date,a,b,OT") -> Path:
     path = tmp_path / "bad.csv"
     path.write_text(header + "\n" + body)
@@ -362,14 +387,15 @@ def test_bad_files_raise_clear_errors(tmp_path, header, body, message) -> None:
 def test_too_few_rows(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"too few rows for L\+H: .* = 112 rows, .* has 100"):
         WindowDataset(torch.zeros(100, 2), seq_len=16, horizon=96)
-    rows = "".join(f"t{i},{i},{i},{i},{i},{i},{i},{i},{i}\n" for i in range(1000))
+    rows = "".join(f"{_hour(i)},{i},{i},{i},{i},{i},{i},{i},{i}\n" for i in range(1000))
     path = _small_csv(tmp_path, rows, "date,0,1,2,3,4,5,6,OT")
     with pytest.raises(ValueError, match=r"bad.csv: val split: too few .* = 166 rows, .* has 116"):
         load_forecast_data("exchange_rate", 150, seq_len=16, path=path)
     path.write_text("\n".join(path.read_text().splitlines()[:101]))
     with pytest.raises(ValueError, match=r"train split has 70 rows, fewer than seq_len=512"):
         load_forecast_data("exchange_rate", 1, path=path)
-    path.write_text("\n".join(line[: line.rindex(",")] for line in path.read_text().splitlines()))
+    lines = [line[: line.rindex(",")] for line in path.read_text().splitlines()]
+    path.write_text("\n".join(["date,0,1,2,3,4,5,OT", *lines[1:]]))  # 7 channels, OT last
     with pytest.raises(ValueError, match=r"ETTh1: the split needs at least 14400 rows, got 100"):
         load_forecast_data("ETTh1", 1, path=path)
 
@@ -428,7 +454,9 @@ def _fake_urlopen(monkeypatch, payload: bytes, dest: Path) -> list[str]:
 
 def test_download_lands_atomically_and_checks_rows(tmp_path, monkeypatch) -> None:
     spec = get_dataset_spec("ETTh1")
-    payload = b"date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT\n" + b"t,1,2,3,4,5,6,7\n" * 5
+    payload = b"date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT\n" + b"".join(
+        f"{_hour(i)},1,2,3,4,5,6,7\n".encode() for i in range(5)
+    )
     dest = tmp_path / "data" / "ETTh1.csv"
     seen = _fake_urlopen(monkeypatch, payload, dest)
     with pytest.raises(ValueError, match=r"got 5 rows, expected 17420; not saved"):
@@ -461,7 +489,8 @@ def test_cli_reports_a_missing_file_without_traceback(tmp_path, monkeypatch, cap
     monkeypatch.delenv("SAMLAB_DATA", raising=False)
     assert ts_cli.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: no data file for 'traffic'") and "--download traffic" in err
+    assert err.startswith("error: data_dir ") and "has no traffic.csv" in err
+    assert "--download traffic" in err
 
 
 def test_the_package_exports_its_modules_public_names() -> None:

@@ -635,6 +635,7 @@ def test_public_names_of_landscape_io() -> None:
     import landscape
     import landscape.io as io
     import landscape.io.atomic as atomic
+    import landscape.io.checkpoints as checkpoints
     import landscape.io.layout as layout
     import landscape.io.surfaces as surfaces
     import landscape.io.vtk as vtk
@@ -646,6 +647,8 @@ def test_public_names_of_landscape_io() -> None:
         (writer, ("SurfaceWriter",)),
         (vtk, ("export_vtp",)),
         (atomic, ("AtomicWriteError", "atomic_path", "atomic_write")),
+        (checkpoints, ("DIGEST_KEY", "check_checkpoint", "check_finite_weights")),
+        (checkpoints, ("payload_sha256",)),
     ):
         for name in names:
             assert getattr(io, name) is getattr(module, name), name
@@ -657,6 +660,10 @@ def test_public_names_of_landscape_io() -> None:
         "AtomicWriteError",
         "atomic_path",
         "atomic_write",
+        "DIGEST_KEY",
+        "check_checkpoint",
+        "check_finite_weights",
+        "payload_sha256",
     ]
     for name in also_in_landscape:
         assert getattr(landscape, name) is getattr(io, name), name

@@ -33,7 +33,7 @@ def _write_series(path, rows=ROWS, channels=CHANNELS, seed=0):
     names = [str(c) for c in range(channels - 1)] + ["OT"]
     lines = ["date," + ",".join(names)]
     for i in range(rows):
-        day = f"2000-01-01 {i % 24:02d}:00:00"
+        day = str(np.datetime64("2000-01-01T00:00") + np.timedelta64(i, "h")).replace("T", " ")
         lines.append(day + "," + ",".join(f"{col[i]:.6f}" for col in cols))
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -258,10 +258,12 @@ def test_cli_no_sam_and_rho_zero_are_the_same_run(data_dir, tmp_path):
 
 def test_cli_errors_are_clear(tmp_path, capsys):
     assert cli.main(["--dataset", "ETTm1", "--data-dir", str(tmp_path), "--output",
-                     str(tmp_path / "o"), "--quiet"]) == 2  # fmt: skip
+                     str(tmp_path / "o"), "--quiet"]) == 1  # fmt: skip
     assert "ETTm1" in capsys.readouterr().err
-    assert cli.main(["--eval-only"]) == 2
-    assert "--checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written before the data is read
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["--eval-only"])
+    assert usage.value.code == 2 and "--checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["--no_sam", "--rho", "0.5", "--output", str(tmp_path)])
 

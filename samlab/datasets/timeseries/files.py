@@ -2,10 +2,11 @@
 
 :class:`DatasetSpec` and the registry :data:`FORECAST_DATASETS` (split rule, the paper's learning
 rate, channel count, TSMixer settings, source URL and row count of each benchmark), looked up
-case-insensitively by :func:`get_dataset_spec`; :func:`find_dataset_file` searches ``data_dir``,
-``$SAMLAB_DATA`` and the repository's :data:`EMBEDDED_DATA_DIR` (one level of subfolders
-included); :func:`download_dir` and :func:`download` fetch a standard copy atomically and check it
-with :func:`~samlab.datasets.timeseries.read_series`.
+case-insensitively by :func:`get_dataset_spec`; :func:`find_dataset_file` searches
+``data_dir`` alone when given, else ``$SAMLAB_DATA`` and the repository's
+:data:`EMBEDDED_DATA_DIR` (one level of subfolders included); :func:`download_dir` and
+:func:`download` fetch a standard copy atomically and check it with
+:func:`~samlab.datasets.timeseries.read_series`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import tempfile
 import urllib.request
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,7 @@ class DatasetSpec:
         tsmixer: TSMixer baseline settings ``n_block``, ``dropout``, ``ff_dim``.
         url: a standard public copy of the CSV, used by :func:`download`.
         expected_rows: data rows of the standard file (checked after a download).
+        target: the forecast target, the file's last column.
     """
 
     name: str
@@ -53,6 +54,7 @@ class DatasetSpec:
     tsmixer: dict = field(hash=False)
     url: str
     expected_rows: int | None = None
+    target: str = "OT"
 
 
 def _spec(name, split, lr, n_channels, tsmixer, rows) -> DatasetSpec:
@@ -87,9 +89,28 @@ def get_dataset_spec(name: str) -> DatasetSpec:
 
 
 def _search_dirs(data_dir) -> list[Path]:
-    dirs = [Path(data_dir)] if data_dir is not None else []
+    """``[data_dir]`` when given (only there); else the ``$SAMLAB_DATA`` folders, then the
+    embedded ``data/``. A named folder that does not exist is an error."""
+    if data_dir is not None:
+        folder = Path(data_dir)
+        if folder.is_file():
+            raise ValueError(
+                f"data_dir {str(data_dir)!r} is a file; --data-dir (data_dir=) names the folder "
+                f"holding it (--data-dir {folder.parent}), or give the file itself as path="
+            )
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"data_dir {str(data_dir)!r}: no such folder; pass the folder holding the CSV"
+            )
+        return [folder]
     env = os.environ.get("SAMLAB_DATA")
-    dirs += [Path(p) for p in env.split(os.pathsep) if p] if env else []
+    dirs = [Path(p) for p in env.split(os.pathsep) if p] if env else []
+    for folder in dirs:
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"$SAMLAB_DATA names {str(folder)!r}, which is not a folder; fix or unset "
+                "SAMLAB_DATA, or pass --data-dir DIR"
+            )
     return [*dirs, EMBEDDED_DATA_DIR]
 
 
@@ -107,29 +128,30 @@ def _match_in(folder: Path, stem: str) -> Path | None:
 def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Locate ``<name>.csv`` or ``<name>.csv.gz``.
 
-    Searches ``data_dir``, then each folder of ``$SAMLAB_DATA``, then the repository's ``data/``;
-    in each folder the file itself first, then one level of subfolders (``DIR/ett/ETTh1.csv``),
-    so ``../shared/data`` works as a data dir.
+    With ``data_dir``: only there (a folder; a file or a missing folder is an error, and so is
+    a folder without the file: the data asked for is never replaced by other data). Without
+    it: each folder of ``$SAMLAB_DATA`` (each must exist), then the repository's ``data/``. In
+    each folder the file itself first, then one level of subfolders (``DIR/ett/ETTh1.csv``), so
+    ``../shared/data`` works as a data dir.
     """
     known = [k for k in FORECAST_DATASETS if k.lower() == str(name).lower()]
     stem = known[0] if known else str(name)
     tried: list[str] = []
-    for index, folder in enumerate(_search_dirs(data_dir)):
+    for folder in _search_dirs(data_dir):
         tried += [str(folder / f"{stem}{s}") for s in (".csv", ".csv.gz")]
         tried += [str(folder / "*" / f"{stem}{s}") for s in (".csv", ".csv.gz")]
         subdirs = sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
         for candidate in (folder, *subdirs):
             found = _match_in(candidate, stem)
             if found is not None:
-                if data_dir is not None and index > 0:  # the folder the caller named lacks it
-                    warnings.warn(
-                        f"{stem}.csv(.gz) is not in data_dir {str(data_dir)!r}; reading {found}",
-                        UserWarning,
-                        stacklevel=2,
-                    )
                 return found
+    where = (
+        f"data_dir {str(data_dir)!r} has no {stem}.csv(.gz) (the embedded data is not read instead)"
+        if data_dir is not None
+        else f"no data file for {stem!r}"
+    )
     raise FileNotFoundError(
-        f"no data file for {stem!r}; tried:\n  " + "\n  ".join(tried) + "\n"
+        f"{where}; tried:\n  " + "\n  ".join(tried) + "\n"
         "Pass --data-dir DIR (data_dir=...) or set SAMLAB_DATA, or fetch it with "
         f"`python -m samlab.datasets.timeseries --download {stem} --data-dir DIR`."
     )

@@ -2,8 +2,11 @@
 
 :func:`read_series` parses an Autoformer-format file (plain or ``.gz``; LF, CRLF or CR line ends)
 into the channel names and a float64 array; when the fast parse fails or finds a NaN, the slow
-path :func:`_locate_bad_cell` names the first bad row or cell. :func:`read_cached` memoises the
-parse per file version (resolved path, mtime, size).
+path :func:`_locate_bad_cell` names the first bad row or cell. The structure is checked before
+any value is used: ``date`` first, every row with the header's field count, every value finite,
+the dates strictly increasing (:mod:`~samlab.datasets.timeseries.timestamps`); a damaged or
+truncated ``.gz`` is a ``ValueError`` naming the file. :func:`read_cached` memoises the parse per
+file version (resolved path, mtime, size).
 """
 
 from __future__ import annotations
@@ -11,15 +14,24 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
 
+from samlab.datasets.timeseries.timestamps import check_dates
+
 
 def _read_lines(path: Path) -> list[str]:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
-        lines = fh.read().split("\n")  # universal newlines: LF, CRLF and CR read alike
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", errors="replace") as fh:
+            lines = fh.read().split("\n")  # universal newlines: LF, CRLF and CR read alike
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise ValueError(
+            f"{path}: damaged or truncated gzip file ({err or type(err).__name__}); fetch the "
+            "file again (or decompress a good copy)"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()
     return lines
@@ -49,9 +61,10 @@ def read_series(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     """Parse an Autoformer-format CSV (``.gz`` by suffix).
 
     Returns the channel names (the header after ``date``, as opaque text) and a float64
-    ``(n_rows, n_channels)`` array; the ``date`` column is skipped. Raises ``ValueError`` naming
-    the file for a missing ``date`` column, empty/NaN/non-numeric cells (with row and column),
-    ragged rows and files without data rows.
+    ``(n_rows, n_channels)`` array. Raises ``ValueError`` naming the file for a missing ``date``
+    column, empty/NaN/infinite/non-numeric cells (with row and column), ragged rows, dates that
+    are not timestamps or do not increase strictly, files without data rows and damaged
+    ``.gz`` files.
     """
     path = Path(path)
     lines = _read_lines(path)
@@ -72,6 +85,9 @@ def read_series(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     ragged = values is not None and any(line.count(",") != len(columns) for line in body)
     if values is None or ragged or not np.isfinite(values).all():
         raise ValueError(f"{path}: {_locate_bad_cell(columns, body)}")
+    problem = check_dates([line.split(",", 1)[0] for line in body])
+    if problem is not None:
+        raise ValueError(f"{path}: {problem}")
     return columns, values
 
 

@@ -62,11 +62,24 @@ class StandardScaler:
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self.std = None if std is None else np.asarray(std, dtype=np.float64)
 
-    def fit(self, rows) -> StandardScaler:
+    def fit(self, rows, columns: list[str] | None = None) -> StandardScaler:
+        """Fit on ``rows`` ``(T, D)``; ``ValueError`` naming the first column (by ``columns``,
+        else its index) whose mean or std is not finite (values so large that their squares
+        overflow, e.g. 1e300: scaling by an infinite std would turn the column into zeros)."""
         rows = np.asarray(rows, dtype=np.float64)
-        self.mean = rows.mean(axis=0)
-        std = rows.std(axis=0)
-        self.std = np.where(std == 0, 1.0, std)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = rows.mean(axis=0)
+            std = rows.std(axis=0)
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if bad.any():
+            column = int(np.argmax(bad))
+            name = repr(columns[column]) if columns is not None else column
+            raise ValueError(
+                f"column {name}: the scaler's statistics overflow (mean {mean[column]:g}, std "
+                f"{std[column]:g}): the values are too large to standardise; fix the data"
+            )
+        self.mean = mean
+        self.std = np.where(std == 0, 1.0, std)  # a constant column: the paper code's rule
         return self
 
     def _stats(self, like):
@@ -186,6 +199,8 @@ class ForecastData:
     scaler: StandardScaler
     borders: dict[str, tuple[int, int]]
     path: Path
+    #: sha256 of the channel names and values of the rows read (train start to test end)
+    data_sha256: str = ""
 
     @property
     def n_channels(self) -> int:

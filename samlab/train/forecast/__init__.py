@@ -17,20 +17,30 @@ where it stopped and finishes bit for bit as an uninterrupted one; a finished ru
 
 Modules: ``config`` (:class:`ForecastConfig`), ``model`` (the model of a config, its evaluation),
 ``steps`` (the training step and epoch, eager or compiled), ``loop`` (:func:`train_forecaster`),
-``result`` (:class:`ForecastResult`) and ``__main__`` (the command line, ``python -m
-samlab.train.forecast`` or ``samlab-forecast``).
+``result`` (:class:`ForecastResult`), ``seeds`` (the aggregate of an output folder's seeds) and
+``__main__`` (the command line, ``python -m samlab.train.forecast`` or ``samlab-forecast``).
 """
 
 from samlab.train.forecast.config import DEFAULT_SAM_RHO, FORECAST_MODELS, ForecastConfig
-from samlab.train.forecast.loop import cosine_restart_lr, forecast_optimizer, train_forecaster
+from samlab.train.forecast.loop import (
+    cosine_restart_lr,
+    forecast_optimizer,
+    read_result,
+    train_forecaster,
+)
 from samlab.train.forecast.model import build_forecaster, evaluate_forecaster, forecast_batches
 from samlab.train.forecast.result import ForecastResult
+from samlab.train.forecast.seeds import aggregate, finished_seeds, write_aggregate
 
 __all__ = [
     "DEFAULT_SAM_RHO",
     "FORECAST_MODELS",
     "ForecastConfig",
     "ForecastResult",
+    "aggregate",
+    "finished_seeds",
+    "read_result",
+    "write_aggregate",
     "build_forecaster",
     "cosine_restart_lr",
     "evaluate_forecaster",

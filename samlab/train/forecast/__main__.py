@@ -17,22 +17,32 @@ without a GPU prints a note and runs on the CPU.
 
 Writes ``OUT/metrics.json`` (means over seeds of ``test_mse``/``test_mae``, their standard
 deviations over seeds (ddof=1; 0 for one seed), ``per_seed``) and ``OUT/results.csv`` (one row
-per seed); each seed trains in ``OUT/seed_<S>/`` and is resumed or skipped when run again.
+per seed) over every finished seed in ``OUT`` (``--seeds 2`` then ``--seed 2`` aggregates three);
+each seed trains in ``OUT/seed_<S>/`` (one process at a time: a lock file) and is resumed or
+skipped when run again, provided the data read is the same (``data_sha256``). Files are written
+atomically (:func:`landscape.io.atomic_write`).
+
+Exit statuses (those of every samlab command line): 0 done; 1 bad data, files or any failure,
+as one ``error:`` line (``SAMLAB_DEBUG=1`` shows the traceback); 2 malformed flags; 130 Ctrl-C
+and 143 SIGTERM, after "interrupted at epoch N (seed S); rerun the same command to resume".
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import contextlib
+import functools
 import json
 import math
-import statistics
-import sys
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from landscape.cli.exits import EXIT_INTERRUPTED, run_command
 from landscape.devices import resolve_device
+from landscape.io import atomic_write
 from samlab.datasets.timeseries import (
     FORECAST_DATASETS,
     download,
@@ -51,23 +61,24 @@ from samlab.train.forecast import (
     evaluate_forecaster,
     train_forecaster,
 )
+from samlab.train.forecast.seeds import (
+    AGGREGATE_LOCK,
+    finished_seeds,
+    summary_line,
+    write_aggregate,
+)
+from samlab.train.locks import short_lock
 from samlab.train.sharpness import run_top_eigenvalue
 
 __all__ = [
     "PAPER_DEFAULTS",
     "SEED_DEFAULTS",
-    "aggregate",
     "apply_presets",
     "build_parser",
     "default_output",
     "main",
     "run_seeds",
 ]
-
-CSV_FIELDS = (
-    "dataset", "horizon", "model", "optimizer", "rho", "lr", "seed", "test_mse", "test_mae",
-    "val_mse", "best_epoch", "epochs_run", "seconds", "seconds_per_epoch", "lambda_max",
-)  # fmt: skip
 
 #: The SAMformer paper's protocol (the default; lr and rho None: per dataset / per model).
 PAPER_DEFAULTS = {"batch_size": 32, "patience": 5, "epochs": 300, "weight_decay": 0.0,
@@ -205,57 +216,37 @@ def _config(args: argparse.Namespace, seed: int) -> ForecastConfig:
     return ForecastConfig(**options)
 
 
-def _std(values: list[float]) -> float:
-    return statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def aggregate(results: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """``metrics.json`` content from per-seed results."""
-    first = results[0]
-    keys = ("seed", "test_mse", "test_mae", "val_mse", "best_epoch", "epochs_run", "seconds",
-            "seconds_per_epoch", "lambda_max")  # fmt: skip
-    per_seed = [{k: r[k] for k in keys if k in r} for r in results]
-    out = {k: first[k] for k in ("dataset", "horizon", "model", "optimizer", "rho", "lr")}
-    for name in ("test_mse", "test_mae", "val_mse"):
-        values = [r[name] for r in results]
-        out[name] = statistics.fmean(values)
-        out[f"{name}_std"] = _std(values)
-    if all("lambda_max" in r for r in results):
-        out["lambda_max"] = statistics.fmean(r["lambda_max"] for r in results)
-    out["seeds"] = [r["seed"] for r in results]
-    out["seconds"] = sum(r["seconds"] for r in results)
-    out["per_seed"] = per_seed
-    out["n_parameters"] = first.get("n_parameters")
-    return out
-
-
 def _sharpness(result: ForecastResult, run_dir: Path, args) -> ForecastResult:
     windows, iters = (128, 10) if args.smoke else (args.sharpness_windows, 30)
     return result.with_items(lambda_max=run_top_eigenvalue(run_dir, windows=windows, iters=iters))
 
 
-def run_seeds(args: argparse.Namespace, seeds: list[int], out: Path) -> dict[str, Any]:
-    results = []
-    for seed in seeds:
-        config = _config(args, seed)
+def _configs(args: argparse.Namespace, seeds: list[int]) -> dict[int, ForecastConfig]:
+    """Every seed's config, built (and so validated) before anything is written."""
+    return {seed: _config(args, seed) for seed in seeds}
+
+
+def run_seeds(
+    args: argparse.Namespace,
+    seeds: list[int],
+    out: Path,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Train ``seeds`` into ``out/seed_<S>/`` and write the aggregate of every finished seed in
+    ``out`` (``metrics.json``, ``results.csv``, under ``out/.aggregate.lock``). ``callback``:
+    called with the seed and each epoch's history row."""
+    configs = _configs(args, seeds)
+    for seed, config in configs.items():
         run_dir = out / f"seed_{seed}"
-        result = train_forecaster(config, run_dir)
+        hook = None if callback is None else functools.partial(callback, seed)
+        result = train_forecaster(config, run_dir, callback=hook)
         if args.sharpness:
-            result = _sharpness(result, run_dir, args)
-        results.append(result)
-    metrics = aggregate(results)
-    metrics["config"] = results[0]["config"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    with (out / "results.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(results)
-    return metrics
+            _sharpness(result, run_dir, args)
+    with short_lock(out / AGGREGATE_LOCK):
+        return write_aggregate(out, finished_seeds(out, functools.partial(_config, args)))
 
 
 def _eval_only(args: argparse.Namespace) -> int:
-    if not args.checkpoint:
-        raise ValueError("--eval-only needs --checkpoint FILE (a best.pt or last.pt)")
     ckpt = load_checkpoint(args.checkpoint)
     saved = ckpt.get("config")
     if not isinstance(saved, dict) or "model" not in saved:
@@ -269,64 +260,130 @@ def _eval_only(args: argparse.Namespace) -> int:
         "data_dir": config.data_dir, "path": config.data_path}  # fmt: skip
     data = load_forecast_data(config.dataset, config.horizon, seq_len=config.seq_len, **where)
     model = build_forecaster(config, data.n_channels)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"{args.checkpoint}: the weights do not fit the model of its own config "
+            f"({config.model}, {data.n_channels} channels): {detail}"
+        ) from None
     model.to(args.device_name)
-    test = evaluate_forecaster(model, data.test, device=args.device_name)
-    val = evaluate_forecaster(model, data.val, device=args.device_name)
+    # the evaluation of the run that wrote it: a --smoke run's window limit included
+    options = {"batch_size": config.eval_batch_size, "max_windows": config.max_eval_windows,
+               "device": args.device_name}  # fmt: skip
+    test = evaluate_forecaster(model, data.test, **options)
+    val = evaluate_forecaster(model, data.val, **options)
     result = {"checkpoint": str(args.checkpoint), "dataset": config.dataset,
               "horizon": config.horizon, "model": config.model, "test_mse": test["mse"],
-              "test_mae": test["mae"], "val_mse": val["mse"], "val_mae": val["mae"]}  # fmt: skip
+              "test_mae": test["mae"], "val_mse": val["mse"], "val_mae": val["mae"],
+              "max_eval_windows": config.max_eval_windows,
+              "data_sha256": data.data_sha256}  # fmt: skip
     print(json.dumps(result, indent=2))
     if args.output:
-        Path(args.output).mkdir(parents=True, exist_ok=True)
-        (Path(args.output) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        atomic_write(Path(args.output) / "eval.json", json.dumps(result, indent=2) + "\n")
     return 0
 
 
-def _summary(metrics: dict[str, Any]) -> str:
-    return (
-        f"{metrics['model']} ({metrics['optimizer']}, rho {metrics['rho']}) on "
-        f"{metrics['dataset']} H={metrics['horizon']}, seeds {metrics['seeds']}: test MSE "
-        f"{metrics['test_mse']:.4f} ± {metrics['test_mse_std']:.4f}, MAE "
-        f"{metrics['test_mae']:.4f} ± {metrics['test_mae_std']:.4f}"
-    )
+def _check_usage(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag values that are wrong whatever the data: exit status 2 with argparse's message."""
+    for flag, value in (("--threads", args.threads), ("--seeds", args.seeds),
+                        ("--epochs", args.epochs), ("--sharpness-windows",
+                                                    args.sharpness_windows)):  # fmt: skip
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    if args.eval_only and not args.checkpoint:
+        parser.error("--eval-only needs --checkpoint FILE (a best.pt or last.pt)")
+    if not args.eval_only and args.dataset is None and args.output is None:
+        parser.error(
+            "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
+            "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
+        )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = apply_presets(build_parser().parse_args(argv))
-    try:
-        args.device_name = str(resolve_device(args.device, args.cuda))
-        if args.eval_only:
-            return _eval_only(args)
-        if args.dataset is None and args.output is None:
-            raise ValueError(
-                "nothing to train: give --dataset NAME (e.g. ETTh1); --output DIR is optional "
-                "(default results/<model>/<dataset>/seq_len_<L>_pred_len_<H>_bs_<B>_<rho>)"
-            )
-        args.dataset = args.dataset or "ETTh1"
-        if args.output is None:
-            args.output = str(default_output(args))
-            print(f"output: {args.output} (no --output given)")
-        if args.download:
-            try:
-                find_dataset_file(args.dataset, args.data_dir)
-            except FileNotFoundError:
-                folder = download_dir(args.data_dir)
-                download(args.dataset, folder)
-                args.data_dir = str(folder)
-        if args.seeds is not None and args.seeds < 1:
-            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        seeds = list(range(args.seeds)) if args.seeds else [args.seed or 0]
-        out = Path(args.output)
-        out.mkdir(parents=True, exist_ok=True)
-        metrics = run_seeds(args, seeds, out)
-    except (ValueError, OSError, FloatingPointError) as err:  # OSError: files, network
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(_summary(metrics))
+class _Progress:
+    """Where training is, for the line printed on Ctrl-C / SIGTERM: the seed and epoch from the
+    epoch callbacks, or, before the first one, from the running seed's ``last.pt``."""
+
+    def __init__(self) -> None:
+        self.out: Path | None = None
+        self.seeds: list[int] = []
+        self.seed: int | None = None
+        self.epoch: int | None = None  # finished epochs of self.seed
+
+    def __call__(self, seed: int, row: dict[str, float]) -> None:
+        self.seed, self.epoch = seed, int(row["epoch"])
+
+    def _from_files(self) -> None:
+        if self.out is None:
+            return
+        for seed in self.seeds:  # the first seed without a result is the one running
+            run = self.out / f"seed_{seed}"
+            if not (run / "result.json").is_file():
+                self.seed, self.epoch = seed, 0
+                with contextlib.suppress(Exception):  # absent or unreadable: epoch 1
+                    saved = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+                    self.epoch = int(saved["epoch"])
+                return
+
+    def line(self, status: int) -> str:
+        what = "interrupted" if status == EXIT_INTERRUPTED else "terminated (SIGTERM)"
+        if self.epoch is None:
+            self._from_files()
+        if self.epoch is None:
+            return f"{what}; rerun the same command to resume"
+        return (
+            f"{what} at epoch {self.epoch + 1} (seed {self.seed}); rerun the same command to resume"
+        )
+
+
+def _train(args: argparse.Namespace, progress: _Progress) -> int:
+    args.dataset = args.dataset or "ETTh1"
+    if args.output is None:
+        args.output = str(default_output(args))
+        print(f"output: {args.output} (no --output given)")
+    seeds = list(range(args.seeds)) if args.seeds else [args.seed or 0]
+    _configs(args, seeds)  # validate before downloading or writing anything
+    if args.smoke and args.epochs_given is not None:
+        print(f"note: --smoke runs {ForecastConfig.smoke().max_epochs} epochs; --epochs "
+              f"{args.epochs} is ignored")  # fmt: skip
+    if args.download:
+        try:
+            find_dataset_file(args.dataset, args.data_dir)
+        except FileNotFoundError:
+            folder = download_dir(args.data_dir)
+            download(args.dataset, folder)
+            args.data_dir = str(folder)
+    progress.out, progress.seeds = Path(args.output), seeds
+    metrics = run_seeds(args, seeds, Path(args.output), callback=progress)
+    print(summary_line(metrics))
     if math.isfinite(metrics.get("lambda_max", math.nan)):
         print(f"top Hessian eigenvalue (mean over seeds): {metrics['lambda_max']:.4g}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0; 2 for malformed flags; 1 for bad data, files or any failure (one
+    ``error:`` line, ``SAMLAB_DEBUG=1`` for the traceback); 130 on Ctrl-C and 143 on SIGTERM,
+    each with "interrupted at epoch N; rerun the same command to resume" (the epoch in
+    progress is lost, the checkpoints of finished epochs are whole)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    explicit_epochs = args.epochs
+    args = apply_presets(args)
+    args.epochs_given = explicit_epochs
+    _check_usage(parser, args)
+    progress = _Progress()
+
+    def body() -> int:
+        args.device_name = str(resolve_device(args.device, args.cuda))
+        if args.eval_only:
+            return _eval_only(args)
+        return _train(args, progress)
+
+    return run_command(body, progress.line)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,18 @@ class ForecastConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         check_init(self.init)
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(
+                f"threads must be a positive integer (torch threads), got {self.threads!r}; "
+                "leave it unset (None) to keep torch's default"
+            )
+        for name in ("max_train_batches", "max_eval_windows"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):  # fmt: skip
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         if self.restart_epochs < 1:
             raise ValueError(f"restart_epochs must be >= 1, got {self.restart_epochs}")
         if self.rho is not None and not (self.rho >= 0 and math.isfinite(self.rho)):

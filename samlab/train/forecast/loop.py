@@ -5,6 +5,12 @@ Each epoch sets the cosine-restart learning rate (:func:`cosine_restart_lr`), tr
 ``best.pt`` when the validation MSE improved and ``last.pt`` (model, optimizer, RNG,
 early-stopping state, history) always, so a killed run resumes bit for bit. A finished run
 leaves ``result.json`` and is read back instead of trained again.
+
+A run is tied to its data: ``result.json`` and ``last.pt`` record ``data_sha256``
+(:attr:`~samlab.datasets.timeseries.ForecastData.data_sha256`, the values read), and a run
+folder whose record names other data is refused, whatever the data's location; a run written
+before the digest is accepted once and stamped. One run at a time per folder
+(:func:`~samlab.train.locks.run_folder_lock`); every file is written atomically.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from landscape.io import atomic_write
 from samlab.datasets.timeseries import ForecastData, load_forecast_data
 from samlab.optim import create_optimizer
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -34,6 +41,7 @@ from samlab.train.forecast.steps import (
     steps_per_epoch,
     train_epoch,
 )
+from samlab.train.locks import run_folder_lock
 from samlab.utils import seed_everything
 
 
@@ -69,7 +77,15 @@ class _State:
     history: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
-def _resume(run_dir: Path, config: ForecastConfig, model, optimizer) -> _State:
+def _other_data(path: Path, recorded: str, data: ForecastData) -> ValueError:
+    return ValueError(
+        f"{path} was computed on other data (data_sha256 {recorded[:12]}..., the data read now "
+        f"from {data.path} has {data.data_sha256[:12]}...): the file changed or another file "
+        f"was given; use another output folder, or delete {path.parent} to start fresh"
+    )
+
+
+def _resume(run_dir: Path, config: ForecastConfig, model, optimizer, data: ForecastData) -> _State:
     last = run_dir / "last.pt"
     if not last.is_file():
         return _State()
@@ -80,10 +96,16 @@ def _resume(run_dir: Path, config: ForecastConfig, model, optimizer) -> _State:
             f"{last} was written by a different run (differs in {diff}); use another output "
             "directory or delete it to start over"
         )
-    model.load_state_dict(ckpt["model"])
+    extra = ckpt.get("extra", {})
+    recorded = extra.get("data_sha256")
+    if recorded is not None and recorded != data.data_sha256:
+        raise _other_data(last, recorded, data)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ValueError(f"{last}: the weights do not fit the run's model: {_first(err)}") from None
     optimizer.load_state_dict(ckpt["optimizer"])
     set_rng_state(ckpt["rng"])
-    extra = ckpt.get("extra", {})
     return _State(
         epoch=int(ckpt["epoch"]),
         best_val=float(extra["best_val"]),
@@ -94,16 +116,40 @@ def _resume(run_dir: Path, config: ForecastConfig, model, optimizer) -> _State:
     )
 
 
-def _finished(run_dir: Path, config: ForecastConfig) -> ForecastResult | None:
+def _first(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300]
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """The dict of a ``result.json``; ``ValueError`` naming the file when it is not a JSON
+    object (truncated, damaged, a list)."""
+    try:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); delete it to run the seed again") from None
+    if not isinstance(result, dict):
+        raise ValueError(f"{path} holds a {type(result).__name__}, not a run's result; delete it")
+    return result
+
+
+def _finished(run_dir: Path, config: ForecastConfig, data: ForecastData) -> ForecastResult | None:
     path = run_dir / "result.json"
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
-    if config.differences(result.get("config", {})) is not None:
+    result = read_result(path)
+    diff = config.differences(result.get("config", {}))
+    if diff is not None:
         raise ValueError(
-            f"{path} holds a finished run with a different configuration; use another output "
-            "directory or delete it"
+            f"{path} holds a finished run with a different configuration (differs in {diff}); "
+            "use another output directory or delete it"
         )
+    recorded = result.get("data_sha256")
+    if recorded is None:  # written before runs recorded their data: accepted once, stamped
+        result["data_sha256"] = data.data_sha256
+        atomic_write(path, json.dumps(result, indent=2) + "\n")
+        print(f"note: {path} had no data digest; stamped with that of {data.path}")
+    elif recorded != data.data_sha256:
+        raise _other_data(path, recorded, data)
     return ForecastResult.from_dict(result)
 
 
@@ -130,20 +176,6 @@ def train_forecaster(
     :class:`landscape.curvature.TopEigenvalueTracker` to record λ_max every N steps.
     """
     run_dir = Path(run_dir)
-    done = _finished(run_dir, config)
-    if done is not None:
-        return done
-    threads = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train(config, run_dir, data, callback, step_hooks)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, callback, hooks=()):
-    device = torch.device(config.device)
     if data is None:
         data = load_forecast_data(
             config.dataset,
@@ -152,10 +184,25 @@ def _train(config: ForecastConfig, run_dir: Path, data: ForecastData | None, cal
             data_dir=config.data_dir,
             path=config.data_path,
         )
+    with run_folder_lock(run_dir):
+        done = _finished(run_dir, config, data)
+        if done is not None:
+            return done
+        threads = torch.get_num_threads()
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        try:
+            return _train(config, run_dir, data, callback, step_hooks)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def _train(config: ForecastConfig, run_dir: Path, data: ForecastData, callback, hooks=()):
+    device = torch.device(config.device)
     seed_everything(config.seed)
     model = build_forecaster(config, data.n_channels).to(device)
     optimizer = forecast_optimizer(config, [p for p in model.parameters() if p.requires_grad])
-    state = _resume(run_dir, config, model, optimizer)
+    state = _resume(run_dir, config, model, optimizer, data)
     for hook in hooks:
         hook.attach(model, optimizer, start_step=state.epoch * steps_per_epoch(data, config))
     try:
@@ -217,6 +264,7 @@ def _epochs(config, run_dir, data, callback, model, optimizer, state: _State, de
                 "wait": state.wait,
                 "seconds": state.seconds,
                 "history": json.dumps(state.history),
+                "data_sha256": data.data_sha256,
             },
         )
         bar.update(1)
@@ -257,8 +305,7 @@ def _finish(run_dir, config, model, data, state: _State, device) -> ForecastResu
         "n_parameters": sum(p.numel() for p in model.parameters()),
         "history": state.history,
         "config": config.to_dict(),
+        "data_sha256": data.data_sha256,
     }
-    tmp = run_dir / "result.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(run_dir / "result.json")
+    atomic_write(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
     return ForecastResult.from_dict(result)
