@@ -64,7 +64,7 @@ LOOKSAM_ALPHA = 0.7
 WSAM_GAMMA = 0.9  # the paper's range 0.8-0.95; decoupled update
 FSAM_SIGMA, FSAM_LMBDA = 1.0, 0.9
 BSAM_NUM_DATA = 50_000  # CIFAR-10's training set
-#: the variants of issue 18 and pytorch-optimizer's classes of the same name
+#: WSAM, FriendlySAM and bSAM, and pytorch-optimizer's classes of the same name
 VARIANTS = ("WSAM", "FriendlySAM", "bSAM")
 MODEL_NAMES = {"resnet18": "resnet18_cifar", "vit": "vit_small"}
 SGD_KW = dict(lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)

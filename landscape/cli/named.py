@@ -101,8 +101,10 @@ class NamedFactories:
 
 def call_named(factory: Callable[..., Any], flag: str, name: str, kwargs: Mapping[str, Any]):
     """``factory(**kwargs)``; its ``ValueError`` / ``TypeError`` become one ``ValueError``
-    naming the flag (the CLI reports it in one line)."""
+    naming the flag once (the CLI reports it in one line)."""
     try:
         return factory(**kwargs)
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{flag} {name}: {err}") from None
+        prefix = f"{flag} {name}:"
+        message = str(err)
+        raise ValueError(message if message.startswith(prefix) else f"{prefix} {message}") from None

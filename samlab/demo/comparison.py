@@ -40,7 +40,7 @@ COMPARISON: dict[str, dict[str, Any]] = {
     # sparse SAM: half the entries perturbed, masks refreshed every epoch (the seed's README)
     "ssamf": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5, "num_samples": 128}},
     "ssamd": {"rho": 0.05, "optimizer_kwargs": {"sparsity": 0.5}},
-    # issue 18: WSAM (paper's gamma range 0.8-0.95), FriendlySAM (authors' defaults), bSAM
+    # WSAM (paper's gamma range 0.8-0.95), FriendlySAM (authors' defaults), bSAM
     "wsam": {"rho": 0.05, "optimizer_kwargs": {"gamma": 0.9}},
     "friendlysam": {"rho": 0.05, "optimizer_kwargs": {"sigma": 1.0, "lmbda": 0.9}},
     "bsam": {"rho": 0.05, "lr": 0.5},  # + num_data: the training set's size

@@ -1,4 +1,4 @@
-"""Forecasting CSV readers: the standard splits and window counts of shared/data/README.md, the
+"""Forecasting CSV readers: the standard splits and their window counts, the
 train-only scaler, vectorised windows, error messages and the (offline) download flow."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SHARED = REPO.parent / "shared" / "data"
 ETTH1_SHA256 = "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066"
 HORIZONS = (96, 192, 336, 720)
 
-# shared/data/README.md, "Resulting split sizes": train/val/test windows at L=512 per horizon.
+# The standard splits' train/val/test window counts at L=512, per horizon (12/4/4 months for ETT).
 WINDOWS = {
     "ETTh": ((8033, 2785, 2785), (7937, 2689, 2689), (7793, 2545, 2545), (7409, 2161, 2161)),
     "ETTm": ((33953, 11425, 11425), (33857, 11329, 11329), (33713, 11185, 11185),

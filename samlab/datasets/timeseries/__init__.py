@@ -2,7 +2,7 @@
 
 Reads the Autoformer-format CSVs (first column ``date``, then one numeric column per channel,
 the last usually ``OT``; plain or ``.gz``) and cuts them the way SAMformer, TSMixer and Informer
-do (see ``shared/data/README.md``):
+do (the split rules below; the window counts they give are checked in the tests):
 
 * ETTh1/ETTh2: 12/4/4 months of 30 days of hours for train/val/test; ETTm1/ETTm2 the same at
   15 minutes (x4); all others 70/10/20 with ``int()`` rounding (val takes the remainder).

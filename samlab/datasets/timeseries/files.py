@@ -25,7 +25,7 @@ EMBEDDED_DATA_DIR = Path(__file__).resolve().parents[3] / "data"
 HORIZONS = (96, 192, 336, 720)
 _ETT_URL = "https://raw.githubusercontent.com/zhouhaoyi/ETDataset/main/ETT-small/{}.csv"
 # The Autoformer bundle as kept in MOMENT's Time-Series Pile (its exchange_rate.csv has the
-# 630,212 bytes of the shared/data copy); seen at revision af93f4d4b3ce93d2e0011a1a528636471afd9bff.
+# 630,212 bytes); seen at revision af93f4d4b3ce93d2e0011a1a528636471afd9bff.
 _PILE_URL = (
     "https://huggingface.co/datasets/AutonLab/Timeseries-PILE/resolve/main/"
     "forecasting/autoformer/{}.csv"
@@ -132,7 +132,7 @@ def find_dataset_file(name: str, data_dir: str | os.PathLike | None = None) -> P
     a folder without the file: the data asked for is never replaced by other data). Without
     it: each folder of ``$SAMLAB_DATA`` (each must exist), then the repository's ``data/``. In
     each folder the file itself first, then one level of subfolders (``DIR/ett/ETTh1.csv``), so
-    ``../shared/data`` works as a data dir.
+    a folder holding ``ett/ETTh1.csv`` works as a data dir.
     """
     known = [k for k in FORECAST_DATASETS if k.lower() == str(name).lower()]
     stem = known[0] if known else str(name)
