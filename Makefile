@@ -12,7 +12,7 @@ export IPYTHONDIR := $(CURDIR)/.ipython
 export MPLCONFIGDIR := $(CURDIR)/.mplconfig
 export MPLBACKEND := Agg
 
-.PHONY: venv demo test lint format lab bench clean
+.PHONY: venv demo test browser-deps lint format lab bench clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,20 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m samlab.demo --output results
 
-test: $(STAMP)
+test: $(STAMP) browser-deps
 	$(PY) -m pytest tests
+
+# The browser test drives Debian's chromium (playwright's own browser download is not reachable):
+# installed here only when running as root with apt (as CI does); otherwise the test skips and
+# names `sudo apt-get install chromium`.
+browser-deps:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for tests/test_browser.py (apt-get)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null \
+		|| { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium > /dev/null; } \
+		|| echo "could not install chromium: the browser test will skip"; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -39,8 +51,9 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 
 # Listens on 127.0.0.1 only; --allow-root only when run as root (Jupyter refuses root without it).
+# MPLBACKEND is unset for the kernels: ipykernel then draws figures inline (Agg would draw none).
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
+	env -u MPLBACKEND $(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip 127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
 
 bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) benchmarks/optim_step.py

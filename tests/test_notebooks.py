@@ -1,5 +1,11 @@
 """Every notebook under notebooks/ is stored clean and runs top to bottom in smoke mode.
 
+In smoke mode every notebook must finish within ``NOTEBOOK_TIMEOUT_S``, and after every cell its
+open matplotlib figures are checked by ``tests/figure_checks.py`` (titles, axis labels, legends,
+no all-NaN or constant data): a hidden first cell installs the check as an IPython
+``post_run_cell`` callback, whose failure the kernel reports as an error output of the cell that
+drew the figure.
+
 The kernel is launched from this test's own interpreter (``sys.executable``) through a kernel
 spec written for the test, never through whatever ``python3`` kernel spec Jupyter finds first:
 the venv's ``python3`` spec says plain ``python``, and a user-level spec may point at another
@@ -19,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT_S = 300
+NOTEBOOK_TIMEOUT_S = 150  # per notebook in smoke mode, kernel start included
 KERNEL_NAME = "samlab-test-kernel"
 _STATE_DIRS = {
     "JUPYTER_RUNTIME_DIR": ".jupyter/runtime",
@@ -121,19 +128,62 @@ def test_kernel_runs_this_interpreter(kernel_manager, tmp_path: Path):
     assert nbformat.validate(nb) is None
 
 
+def _figure_check_cell():
+    from nbformat.v4 import new_code_cell
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    return new_code_cell(
+        f"import sys\nsys.path.insert(0, {tests_dir!r})\n"
+        "import figure_checks\nfigure_checks.install(get_ipython())\n"
+        f"sys.path.remove({tests_dir!r})"
+    )
+
+
+def _cell_errors(nb) -> list[str]:
+    """``cell N: Name: message`` for every error output (numbered as in the stored notebook)."""
+    return [
+        f"cell {index - 1}: {output['ename']}: {output['evalue']}"
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        for output in cell.outputs
+        if output.output_type == "error"
+    ]
+
+
 @pytest.mark.notebook
+def test_figure_check_reports_the_cell(kernel_manager, tmp_path: Path):
+    """A figure without labels fails in the cell that drew it; a readable one passes."""
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook(
+        cells=[
+            _figure_check_cell(),
+            new_code_cell(
+                "import matplotlib.pyplot as plt\n"
+                "fig, ax = plt.subplots()\nax.plot([1, 2, 3], label='a')\n"
+                "ax.set(xlabel='x', ylabel='y', title='fine')"
+            ),
+            new_code_cell("fig, ax = plt.subplots()\nax.plot([1, 2, 3])\nax.plot([3, 1, 2])"),
+        ]
+    )
+    _execute(nb, kernel_manager, tmp_path)
+    errors = _cell_errors(nb)
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("cell 1: FigureProblem:")
+    for problem in ("no title", "no x label", "no y label", "2 lines and no legend"):
+        assert problem in errors[0]
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebook_executes(path: Path, kernel_manager):
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    # nbclient raises CellExecutionError (with the cell's traceback) on the first failing cell.
+    nb.cells.insert(0, _figure_check_cell())
+    # nbclient raises CellExecutionError (with the cell's traceback) on the first failing cell;
+    # a figure problem is an error output of its cell (the callback runs after the cell).
     _execute(nb, kernel_manager, NOTEBOOK_DIR)
-    errors = [
-        output
-        for cell in nb.cells
-        if cell.cell_type == "code"
-        for output in cell.outputs
-        if output.output_type == "error"
-    ]
-    assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
+    errors = _cell_errors(nb)
+    assert not errors, f"{path.name}: " + "\n".join(errors)

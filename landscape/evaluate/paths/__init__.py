@@ -42,7 +42,7 @@ of several MPI ranks (which could choose differently). The probes' thresholds an
 Measured by ``benchmarks/landscape_surface.py`` (ratio to the bare limit: one plain eager
 forward per point at batch 128 over the same 1,024 samples, weights set by a plain axpy;
 medians of paired per-round ratios, arms interleaved, process CPU time, one thread on a shared
-2-core CPU; table in the README's "Landscape performance"): eager (with accuracy and standard
+2-core CPU; table in docs/performance.md): eager (with accuracy and standard
 errors) 0.73 on the MLP, 0.94 on the CNN, 0.97 on ResNet-20; compiled 0.59 on the MLP (K = 64
 points per compiled call), 0.61 on the CNN and 0.67 on ResNet-20; vmap 0.84-1.38 (K = 64, 5,
 1): slower than eager on all three, hence eager on CPU. ``loss-landscapes`` (mean loss only,
