@@ -9,8 +9,7 @@ digest hashes what is stored instead, which is cheap and changes whenever the da
 * a CIFAR data set (:class:`~samlab.datasets.images.cifar.CifarDataset`, any object with
   ``images`` and ``targets`` tensors): the raw uint8 images and the labels as read from the
   files (0.23 s for CIFAR-10's 150 MB training set, measured on a loaded 2-core CPU); the
-  augmentation is a config field, so it is not
-  part of the data digest;
+  augmentation is a config field, so it is not part of the data digest;
 * an ``ImageFolder`` (ImageNet; any object with a ``samples`` list of ``(path, class)``):
   the sorted list of file paths relative to its ``root`` with each file's size, modification
   time (ns) and class index -- one ``stat`` per file, not a read; a file replaced in place by
