@@ -174,11 +174,11 @@ def test_list_models(capsys) -> None:
 # --------------------------------------------------------------------------- CIFAR
 def test_without_cifar_the_seed_command_stops_at_data_loading(tmp_path, capsys) -> None:
     argv = SEED_COMMANDS["ssam-sam"][0].replace("DATA", str(tmp_path / "data")).split()
-    assert main([*argv, "--output", str(tmp_path / "run")]) == 2
+    assert main([*argv, "--output", str(tmp_path / "run")]) == 1  # bad data: 1, not usage
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1
     assert "train" in errors[0] and "--download" in errors[0] and "--data-dir" in errors[0]
-    assert not (tmp_path / "run" / "last.pt").exists()
+    assert not (tmp_path / "run").exists()  # no folder left behind
 
 
 def test_with_the_tiny_cifar_fixture_the_seed_command_trains_two_steps(tmp_path, capsys) -> None:
@@ -217,9 +217,9 @@ def test_extend_continues_to_more_epochs(tmp_path, capsys) -> None:
     argv = [*SMOKE, "--optimizer", "sam", "--steps-per-epoch", "3", "--output", str(tmp_path)]
     assert main([*argv, "--epochs", "2"]) == 0
     before = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert main([*argv, "--epochs", "4", "--resume"]) == 2
+    assert main([*argv, "--epochs", "4", "--resume"]) == 1
     assert "pass --extend" in capsys.readouterr().err
-    assert main([*argv, "--epochs", "1", "--resume", "--extend"]) == 2
+    assert main([*argv, "--epochs", "1", "--resume", "--extend"]) == 1
     assert "cannot be shortened" in capsys.readouterr().err
     assert main([*argv, "--epochs", "4", "--resume", "--extend"]) == 0
     assert "differs from a fresh run of 4 epochs" in capsys.readouterr().err

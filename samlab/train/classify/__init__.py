@@ -16,12 +16,14 @@ With ``output_dir`` the run writes ``config.json``, ``metrics.csv`` (one row per
 ``metrics.json``, ``last.pt`` after every epoch and ``best.pt``; calling it again with the same
 config resumes from ``last.pt`` (or a samlab 0.2 ``checkpoint.pt``), bit for bit (the data order
 of epoch ``e`` is drawn from a generator seeded by ``(seed, e)``), and a finished run is loaded,
-not retrained; ``extend=True`` continues it to more epochs.
+not retrained; ``extend=True`` continues it to more epochs. One run per folder
+(:func:`samlab.train.locks.run_folder_lock`), every file written atomically.
 
 Modules: ``config`` (:class:`ClassifyConfig`, :class:`EpochMetrics`, :class:`TrainResult`),
 ``schedules`` (the learning rate per step), ``batches`` (data on the device, DDP shards),
 ``loop`` (one step for every optimizer, one epoch, evaluation), ``sparse`` (weight masks),
-``distributed`` (torchrun), ``inputs`` (a checkpoint as ``landscape``'s named inputs
+``distributed`` (torchrun), ``digest`` (``data_sha256``: what data a run was trained on; a
+resume on other data is refused), ``inputs`` (a checkpoint as ``landscape``'s named inputs
 ``classifier`` / ``samlab_images``), ``checkpointing`` (the output folder, resume rules), ``run``
 (:func:`train_classifier`), ``sharpness`` (λ_max and trace of a final model), ``cli`` (``python -m
 samlab.train.classify`` / ``samlab-classify``: samlab's and the seed projects' flags, presets,

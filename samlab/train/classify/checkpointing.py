@@ -10,17 +10,27 @@ A folder of samlab 0.2 holds ``checkpoint.pt`` instead of ``last.pt``; it is rea
 but the runtime ones (device, threads, workers, evaluation batch, compile, deterministic) must
 match; a larger ``epochs`` only with ``extend`` (the schedule is then recomputed over the new
 total from the step reached, so the run differs from a fresh run of that length).
+:func:`data_check` ties a checkpoint to its data (``data_sha256``,
+:mod:`samlab.train.classify.digest`): other data are refused naming both digests; a checkpoint
+written before the digest is accepted and stamped.
+
+Every file is written atomically and durably (:func:`landscape.io.atomic_write`; checkpoints
+through :func:`samlab.train.checkpoint.save_checkpoint`); the one exception is the row appended
+to ``metrics.csv`` after each epoch, which a resumed run rewrites from ``last.pt``'s history.
+:func:`read_json` names the file when a ``metrics.json`` is damaged.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from landscape.io import atomic_write
 from samlab.train.classify.config import ClassifyConfig, EpochMetrics, TrainResult
 
 __all__ = [
@@ -31,7 +41,9 @@ __all__ = [
     "METRICS_JSON_NAME",
     "METRICS_NAME",
     "RUNTIME_FIELDS",
+    "data_check",
     "find_checkpoint",
+    "read_json",
     "resume_check",
     "summary",
     "write_json",
@@ -91,13 +103,31 @@ def resume_check(
     return before
 
 
+def data_check(path: Path, recorded: Any, digest: str | None) -> bool:
+    """Whether the checkpoint at ``path`` (recorded ``data_sha256``) needs stamping with
+    ``digest``: True when it recorded none; ValueError naming both digests when they differ."""
+    if digest is None:
+        return False
+    if recorded is None:
+        return True
+    if recorded != digest:
+        raise ValueError(
+            f"{path} was trained on other data (data_sha256 {recorded[:16]}..., the data given "
+            f"now have {digest[:16]}...): the data files changed or other data were given; "
+            f"use another output folder, or delete {path.parent} (or pass resume=False) to "
+            "start fresh"
+        )
+    return False
+
+
 def write_metrics(path: Path, history: list[EpochMetrics]) -> None:
     names = [f.name for f in dataclasses.fields(EpochMetrics)]
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(names)
-        for row in history:
-            writer.writerow([getattr(row, n) for n in names])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(names)
+    for row in history:
+        writer.writerow([getattr(row, n) for n in names])
+    atomic_write(path, text.getvalue())
 
 
 def append_metrics(path: Path, row: EpochMetrics) -> None:
@@ -118,9 +148,22 @@ def _plain(value: Any) -> Any:
 
 
 def write_json(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_plain(content), indent=2, default=str) + "\n")
-    tmp.replace(path)
+    """``content`` as JSON (NaN as null), atomically and durably."""
+    atomic_write(path, json.dumps(_plain(content), indent=2, default=str) + "\n")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming the file when it is damaged (truncated,
+    not JSON) or holds something else than an object."""
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{path} is damaged ({err}); delete it (or its run folder) and rerun"
+        ) from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path} holds a {type(content).__name__}, not a JSON object; delete it")
+    return content
 
 
 def summary(result: TrainResult) -> dict[str, Any]:
@@ -138,6 +181,7 @@ def summary(result: TrainResult) -> dict[str, Any]:
         "seconds": result.seconds,
         "passes_per_step": result.passes_per_step,
         "sharpness_gap": result.mean_sharpness_gap,
+        "data_sha256": result.data_sha256,
         "config": result.config.to_dict(),
         "history": [dataclasses.asdict(m) for m in history],
     }

@@ -109,8 +109,15 @@ class ClassifyConfig:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.amp == "fp16" and self.device == "cpu":
+            raise ValueError(
+                "amp='fp16' needs a CUDA device (fp16 training uses a GradScaler); on cpu use "
+                "amp='bf16'"
+            )
         self._check_added_fields()
 
     def _check_added_fields(self) -> None:
@@ -207,6 +214,7 @@ class TrainResult:
     model_state: dict[str, Tensor] = field(repr=False)
     output_dir: Path | None = None
     resumed_from_epoch: int = 0  # epochs loaded from a checkpoint instead of trained now
+    data_sha256: str | None = None  # the training and test data (samlab.train.classify.digest)
 
     def column(self, name: str) -> list[float]:
         """One metric per epoch, e.g. ``result.column("test_acc")``."""

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape.io import DIGEST_KEY, atomic_path, atomic_write, payload_sha256
 from samlab.optim import ProportionalRho, create_optimizer, get_optimizer_info
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from samlab.train.classify import distributed
@@ -26,6 +27,7 @@ from samlab.train.classify.checkpointing import (
     METRICS_JSON_NAME,
     METRICS_NAME,
     append_metrics,
+    data_check,
     find_checkpoint,
     resume_check,
     summary,
@@ -33,9 +35,11 @@ from samlab.train.classify.checkpointing import (
     write_metrics,
 )
 from samlab.train.classify.config import ClassifyConfig, EpochMetrics, TrainResult
+from samlab.train.classify.digest import DIGEST_FIELD, data_digest
 from samlab.train.classify.loop import Stepper, train_epoch
 from samlab.train.classify.schedules import lr_factor
 from samlab.train.classify.sparse import weight_masks_for
+from samlab.train.locks import run_folder_lock
 
 __all__ = ["resolve_device", "train_classifier"]
 
@@ -153,7 +157,17 @@ def train_classifier(
 
     Raises:
         FloatingPointError: a non-finite training loss (names the epoch and step).
-        ValueError: ``output_dir`` holds a checkpoint of a different config; fp16 off CUDA.
+        ValueError: ``output_dir`` holds a checkpoint of a different config, or one trained on
+            other data (``data_sha256``, :mod:`samlab.train.classify.digest`, naming both
+            digests); fp16 off CUDA.
+        samlab.train.locks.FolderBusyError: another run holds ``output_dir``.
+
+    A run is tied to its data: ``last.pt``, ``best.pt``, ``config.json`` and ``metrics.json``
+    record ``data_sha256`` (also ``TrainResult.data_sha256``); a checkpoint written before the
+    digest is accepted once and stamped. One run per folder: the run holds
+    ``output_dir/.lock`` (:func:`samlab.train.locks.run_folder_lock`, released by the kernel
+    when the process dies). Every file is written atomically (a kill or SIGTERM leaves the
+    previous ``last.pt`` whole).
     """
     from tqdm.auto import tqdm
 
@@ -171,141 +185,161 @@ def train_classifier(
         )
     progress = progress and world.main
     out = Path(output_dir) if output_dir is not None else None
-    checkpoint, extended_from = None, None
-    found = find_checkpoint(out) if out is not None and resume else None
-    if found is not None:
-        checkpoint = load_checkpoint(found, map_location=device)
-        extended_from = resume_check(found, checkpoint.get("config"), config, extend=extend)
-    cuda_devices = [device.index or 0] if device.type == "cuda" else []
-    with _runtime(config), torch.random.fork_rng(devices=cuda_devices):
-        torch.manual_seed(config.seed)
-        net = (
-            model if model is not None else create_model(config.model, **dict(config.model_kwargs))
-        )
-        net.to(device).train()
-        extra = checkpoint.get("extra", {}) if checkpoint is not None else {}
-        if checkpoint is not None:
-            net.load_state_dict(checkpoint["model"])
-        masks = weight_masks_for(config, net, saved=extra.get("weight_masks"))
-        train_batches = Batches(
-            train_data, config.batch_size, train=True, device=device, drop_last=config.drop_last,
-            num_workers=config.num_workers, shard=(world.rank, world.size),
-        )  # fmt: skip
-        test_batches = Batches(test_data, config.eval_batch_size, train=False, device=device)
-        steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
-        options = _optimizer_options(config, train_batches.size)
-        optimizer = _optimizer(config, net.parameters(), options)
-        factor = lr_factor(config, steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        history: list[EpochMetrics] = []
-        extensions = list(extra.get("extensions", []))
-        if checkpoint is not None:
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            if scaler is not None and "scaler" in extra:
-                scaler.load_state_dict(extra["scaler"])
-            set_rng_state(checkpoint["rng"])
-            history = _history(checkpoint)
-        start = len(history)
-        if extended_from is not None:  # the lr of the next step on the recomputed schedule
-            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base * factor(scheduler.last_epoch)
-            extensions.append({"from_epochs": extended_from, "to_epochs": config.epochs,
-                               "at_epoch": start, "at_step": scheduler.last_epoch})  # fmt: skip
-            if world.main:
-                print(
-                    f"note: extending the run in {out} from {extended_from} to {config.epochs} "
-                    f"epochs at epoch {start}: the learning-rate schedule is recomputed over the "
-                    "new total from here, so this run differs from a fresh run of "
-                    f"{config.epochs} epochs",
-                    file=sys.stderr,
-                )
-        wrapped = net
-        if world.distributed:
-            wrapped = distributed.wrap(net, device, sync_bn=config.sync_bn)
-        train_model = torch.compile(wrapped) if config.compile else wrapped
-        info = get_optimizer_info(config.optimizer)
-        after_step = [] if masks is None else [lambda: masks.apply(net)]
-        stepper = Stepper(
-            train_model, optimizer, scheduler,
-            nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), config,
-            sam_family=info.sam_family, scaler=scaler, autocast_dtype=autocast_dtype,
-            perturbation=config.perturbation if world.distributed else "global",
-            after_step=after_step,
-        )  # fmt: skip
-        writes = out is not None and world.main
-        if writes:
-            out.mkdir(parents=True, exist_ok=True)
-            resolved = {
-                "config": config.to_dict(),
-                "resolved": {
-                    "device": str(device),
-                    "world_size": world.size,
-                    "optimizer": info.name,
-                    "optimizer_options": options,
-                    "model_class": type(net).__name__,
-                    "parameters": sum(p.numel() for p in net.parameters()),
-                    "weight_density": None if masks is None else masks.density(),
-                    "train_samples": train_batches.size,
-                    "test_samples": test_batches.size,
-                    "steps_per_epoch": steps,
-                    "lr_schedule_steps": f"per {config.lr_step}",
-                    "torch": torch.__version__,
-                },
-                "extensions": extensions,
-            }
-            (out / CONFIG_NAME).write_text(json.dumps(resolved, indent=2, default=str) + "\n")
-            write_metrics(out / METRICS_NAME, history)
-        runs = tqdm(
-            total=config.epochs, initial=start, desc=info.name, disable=not progress, unit="ep"
-        )
-        for hook in step_hooks:
-            hook.attach(net, optimizer, start_step=start * steps)
-        best = max((m.test_acc for m in history), default=-math.inf)
-        reduce = distributed.sum_over_ranks if world.distributed else None
-        with runs, _detaching(step_hooks):
-            if start:
-                runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
-            for epoch in range(start, config.epochs):
-                refresh_seconds = math.nan
-                if info.refreshes_masks:
-                    refresh_seconds = _refresh_masks(
-                        optimizer, wrapped, stepper.loss_fn, train_batches, config, epoch
+    digest = data_digest(train_data, test_data)
+    lock = run_folder_lock(out) if out is not None and world.main else contextlib.nullcontext()
+    with lock:  # one run per folder: a second one is refused at once (FolderBusyError)
+        checkpoint, extended_from, stamp = None, None, False
+        found = find_checkpoint(out) if out is not None and resume else None
+        if found is not None:
+            checkpoint = load_checkpoint(found, map_location=device)
+            extended_from = resume_check(found, checkpoint.get("config"), config, extend=extend)
+            recorded = checkpoint.get("extra", {}).get(DIGEST_FIELD)
+            stamp = data_check(found, recorded, digest)
+        cuda_devices = [device.index or 0] if device.type == "cuda" else []
+        with _runtime(config), torch.random.fork_rng(devices=cuda_devices):
+            torch.manual_seed(config.seed)
+            kwargs = dict(config.model_kwargs)
+            net = model if model is not None else create_model(config.model, **kwargs)
+            net.to(device).train()
+            extra = checkpoint.get("extra", {}) if checkpoint is not None else {}
+            if checkpoint is not None:
+                net.load_state_dict(checkpoint["model"])
+            masks = weight_masks_for(config, net, saved=extra.get("weight_masks"))
+            train_batches = Batches(
+                train_data, config.batch_size, train=True, device=device,
+                drop_last=config.drop_last, num_workers=config.num_workers,
+                shard=(world.rank, world.size),
+            )  # fmt: skip
+            test_batches = Batches(test_data, config.eval_batch_size, train=False, device=device)
+            steps = min(len(train_batches), config.steps_per_epoch or len(train_batches))
+            options = _optimizer_options(config, train_batches.size)
+            optimizer = _optimizer(config, net.parameters(), options)
+            factor = lr_factor(config, steps)
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            history: list[EpochMetrics] = []
+            extensions = list(extra.get("extensions", []))
+            if checkpoint is not None:
+                optimizer.load_state_dict(checkpoint["optimizer"])
+                scheduler.load_state_dict(checkpoint["scheduler"])
+                if scaler is not None and "scaler" in extra:
+                    scaler.load_state_dict(extra["scaler"])
+                set_rng_state(checkpoint["rng"])
+                history = _history(checkpoint)
+            start = len(history)
+            if extended_from is not None:  # the lr of the next step on the recomputed schedule
+                for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                    group["lr"] = base * factor(scheduler.last_epoch)
+                extensions.append({"from_epochs": extended_from, "to_epochs": config.epochs,
+                                   "at_epoch": start, "at_step": scheduler.last_epoch})  # fmt: skip
+                if world.main:
+                    print(
+                        f"note: extending the run in {out} from {extended_from} to "
+                        f"{config.epochs} epochs at epoch {start}: the learning-rate schedule is "
+                        "recomputed over the new total from here, so this run differs from a "
+                        f"fresh run of {config.epochs} epochs",
+                        file=sys.stderr,
                     )
-                metrics = train_epoch(
-                    stepper, train_batches, test_batches, config, epoch, steps, progress,
-                    eval_model=net, reduce=reduce,
-                )  # fmt: skip
-                metrics = dataclasses.replace(metrics, refresh_seconds=refresh_seconds)
-                history.append(metrics)
-                if writes:  # the checkpoint first: a row in metrics.csv implies its last.pt
-                    state = dict(
-                        model=net, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
-                        config=config,
-                        extra={
-                            "history": [dataclasses.asdict(m) for m in history],
-                            "extensions": extensions,
-                            **({} if masks is None else {"weight_masks": masks.state_dict()}),
-                            **({} if scaler is None else {"scaler": scaler.state_dict()}),
-                        },
+            wrapped = net
+            if world.distributed:
+                wrapped = distributed.wrap(net, device, sync_bn=config.sync_bn)
+            train_model = torch.compile(wrapped) if config.compile else wrapped
+            info = get_optimizer_info(config.optimizer)
+            after_step = [] if masks is None else [lambda: masks.apply(net)]
+            stepper = Stepper(
+                train_model, optimizer, scheduler,
+                nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), config,
+                sam_family=info.sam_family, scaler=scaler, autocast_dtype=autocast_dtype,
+                perturbation=config.perturbation if world.distributed else "global",
+                after_step=after_step,
+            )  # fmt: skip
+            writes = out is not None and world.main
+            if writes:
+                resolved = {
+                    "config": config.to_dict(),
+                    "resolved": {
+                        "device": str(device),
+                        "world_size": world.size,
+                        "optimizer": info.name,
+                        "optimizer_options": options,
+                        "model_class": type(net).__name__,
+                        "parameters": sum(p.numel() for p in net.parameters()),
+                        "weight_density": None if masks is None else masks.density(),
+                        "train_samples": train_batches.size,
+                        "test_samples": test_batches.size,
+                        "steps_per_epoch": steps,
+                        "lr_schedule_steps": f"per {config.lr_step}",
+                        "torch": torch.__version__,
+                    },
+                    "extensions": extensions,
+                    DIGEST_FIELD: digest,
+                }
+                atomic_write(out / CONFIG_NAME, json.dumps(resolved, indent=2, default=str) + "\n")
+                write_metrics(out / METRICS_NAME, history)
+            runs = tqdm(
+                total=config.epochs, initial=start, desc=info.name, disable=not progress, unit="ep"
+            )
+            for hook in step_hooks:
+                hook.attach(net, optimizer, start_step=start * steps)
+            best = max((m.test_acc for m in history), default=-math.inf)
+            reduce = distributed.sum_over_ranks if world.distributed else None
+            with runs, _detaching(step_hooks):
+                if start:
+                    runs.set_postfix(test_acc=f"{history[-1].test_acc:.3f}")
+                for epoch in range(start, config.epochs):
+                    refresh_seconds = math.nan
+                    if info.refreshes_masks:
+                        refresh_seconds = _refresh_masks(
+                            optimizer, wrapped, stepper.loss_fn, train_batches, config, epoch
+                        )
+                    metrics = train_epoch(
+                        stepper, train_batches, test_batches, config, epoch, steps, progress,
+                        eval_model=net, reduce=reduce,
                     )  # fmt: skip
-                    save_checkpoint(out / CHECKPOINT_NAME, **state)
-                    if metrics.test_acc > best:
-                        save_checkpoint(out / BEST_NAME, **state)
-                    append_metrics(out / METRICS_NAME, metrics)
-                    partial = TrainResult(config, tuple(history), {}, out, start)
-                    write_json(out / METRICS_JSON_NAME, summary(partial))
-                best = max(best, metrics.test_acc)
-                runs.update(1)
-                runs.set_postfix(
-                    loss=f"{metrics.train_loss:.4f}", test_acc=f"{metrics.test_acc:.3f}"
-                )
-                if callback is not None:
-                    callback(metrics)
-        if writes and start == len(history) and history:  # a finished run, loaded
-            write_json(out / METRICS_JSON_NAME, summary(TrainResult(config, tuple(history), {})))
-    state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
-    return TrainResult(config, tuple(history), state, out, start)
+                    metrics = dataclasses.replace(metrics, refresh_seconds=refresh_seconds)
+                    history.append(metrics)
+                    if writes:  # the checkpoint first: a row in metrics.csv implies its last.pt
+                        state = dict(
+                            model=net, optimizer=optimizer, scheduler=scheduler, epoch=epoch + 1,
+                            config=config,
+                            extra={
+                                "history": [dataclasses.asdict(m) for m in history],
+                                "extensions": extensions,
+                                DIGEST_FIELD: digest,
+                                **({} if masks is None else {"weight_masks": masks.state_dict()}),
+                                **({} if scaler is None else {"scaler": scaler.state_dict()}),
+                            },
+                        )  # fmt: skip
+                        save_checkpoint(out / CHECKPOINT_NAME, **state)
+                        if metrics.test_acc > best:
+                            save_checkpoint(out / BEST_NAME, **state)
+                        append_metrics(out / METRICS_NAME, metrics)
+                        partial = TrainResult(config, tuple(history), {}, out, start, digest)
+                        write_json(out / METRICS_JSON_NAME, summary(partial))
+                    best = max(best, metrics.test_acc)
+                    runs.update(1)
+                    runs.set_postfix(
+                        loss=f"{metrics.train_loss:.4f}", test_acc=f"{metrics.test_acc:.3f}"
+                    )
+                    if callback is not None:
+                        callback(metrics)
+            if writes and start == len(history) and history:  # a finished run, loaded
+                if stamp:  # written before runs recorded their data: accepted once, stamped
+                    _stamp(found, checkpoint, digest)
+                finished = TrainResult(config, tuple(history), {}, out, start, digest)
+                write_json(out / METRICS_JSON_NAME, summary(finished))
+        state = {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
+        return TrainResult(config, tuple(history), state, out, start, digest)
+
+
+def _stamp(path: Path, checkpoint: dict[str, Any], digest: str) -> None:
+    """Record ``digest`` in the checkpoint at ``path`` that has none (its contents otherwise
+    unchanged; written atomically with a new checksum)."""
+    payload = {k: v for k, v in checkpoint.items() if k != DIGEST_KEY}
+    payload["extra"] = {**payload.get("extra", {}), DIGEST_FIELD: digest}
+    payload[DIGEST_KEY] = payload_sha256(payload)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    print(f"note: {path} had no data digest; stamped with that of the data given", file=sys.stderr)
 
 
 def _refresh_masks(optimizer, model, loss_fn, train_batches, config, epoch: int) -> float:
