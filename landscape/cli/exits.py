@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from landscape.cli.inputs import CLIError
 from landscape.mpi.failure import DEBUG_VARIABLES
@@ -94,6 +95,23 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated(f"signal {signum}")
 
 
+def _redeliver_dropped(previous: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An ``sys.unraisablehook`` for :func:`sigterm_as_exception`: Python drops an exception
+    raised where it cannot propagate (a signal arriving inside a finalizer or weakref
+    callback) and prints it with a traceback. A dropped :class:`Terminated` is silenced and the
+    signal sent again shortly, so the command still stops; anything else goes to ``previous``."""
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, Terminated):
+            timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def sigterm_as_exception() -> Iterator[None]:
     """SIGTERM raises :class:`Terminated` inside the block (main thread only; restored)."""
@@ -101,10 +119,13 @@ def sigterm_as_exception() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_dropped(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def run_command(body: Callable[[], int], interrupted: Callable[[int], str]) -> int:

@@ -379,3 +379,22 @@ def test_sigterm_exits_143_and_leaves_a_resumable_file(workdir):
     assert np.isfinite(partial.metrics["train_loss"][partial.done]).all()
     assert surface(surf, "--x", "-1:1:61") == 0
     assert load_surface(surf).done.all()
+
+
+def test_a_sigterm_dropped_inside_a_finalizer_still_stops_the_command(capsys):
+    """SIGTERM arriving while a finalizer runs raises there, where Python drops the exception
+    (printing a traceback); the command must stop anyway, without that traceback."""
+    from landscape.cli import exits
+
+    class Finalized:
+        def __del__(self):
+            raise exits.Terminated("signal 15")  # what the handler raises inside a finalizer
+
+    start = time.monotonic()
+    with pytest.raises(exits.Terminated):
+        with exits.sigterm_as_exception():
+            Finalized()  # collected at once: the exception is dropped
+            time.sleep(30)  # the signal sent again interrupts this
+    assert time.monotonic() - start < 10
+    assert "Traceback" not in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
