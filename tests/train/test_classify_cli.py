@@ -290,3 +290,19 @@ def test_seed_dialects_write_somewhere_and_map_their_own_meanings() -> None:
     gsam = build_run(parse(["--rho_max", "0.1", "--rho_min", "0.1", "--threads", "2"]))
     assert gsam.config.num_workers == 2 and gsam.config.threads is None  # loader workers
     assert build_run(parse(["--smoke"])).output is None  # samlab's own: files only if asked
+
+
+def test_the_device_rule_of_every_command_line(capsys) -> None:
+    """``--cuda`` runs on the CPU with a note where there is no GPU; an explicit absent CUDA
+    ``--device`` is an error naming the devices there are (landscape.devices' one rule)."""
+    from landscape import resolve_device
+
+    base = "--dataset digits --model digits_cnn --epochs 1".split()
+    config = config_of([*base, "--cuda"])
+    if torch.cuda.is_available():
+        assert config.device.startswith("cuda")
+    else:
+        assert config.device == "cpu"
+        assert "note: --cuda: no CUDA device, running on CPU" in capsys.readouterr().err
+        with pytest.raises(ValueError, match="no CUDA device"):
+            resolve_device("cuda")

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscape.devices import resolve_device as landscape_device
 from landscape.io import DIGEST_KEY, atomic_path, atomic_write, payload_sha256
 from samlab.optim import ProportionalRho, create_optimizer, get_optimizer_info
 from samlab.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -45,13 +46,12 @@ __all__ = ["resolve_device", "train_classifier"]
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device of a config's ``device`` ("auto": CUDA when available)."""
+    """The device of a config's ``device`` ("auto": CUDA when available); otherwise the command
+    lines' one rule (:func:`landscape.devices.resolve_device`): an absent CUDA device is a
+    ``ValueError`` naming the devices there are."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device={name!r} but CUDA is not available; use 'cpu' or 'auto'")
-    return device
+    return landscape_device(name)
 
 
 @contextlib.contextmanager

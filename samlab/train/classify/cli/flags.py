@@ -229,6 +229,7 @@ OPTIONS: tuple[Option, ...] = (
     ),  # fmt: skip
     _o("deterministic", [("--deterministic", L)], "deterministic kernels", kind="flag"),
     _o("device", ["--device"], "cpu, cuda, cuda:N or auto"),
+    _o("cuda", [("--cuda", L)], "a GPU when there is one, else the CPU (with a note)", kind="flag"),
     _o("gpu", [("--gpu", P)], "sam.pytorch: CUDA device index", type=int),
     _o("threads", ["--threads"], "torch threads", type=int),
     _o(

@@ -5,9 +5,11 @@ changed, flags ignored)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from landscape.devices import resolve_device
 from samlab.optim import get_optimizer_info
 from samlab.train.classify.cli.flags import DIALECTS, Given, UsageError
 from samlab.train.classify.cli.presets import DEFAULTS, NOTES, PRESETS
@@ -208,6 +210,10 @@ def build_run(given: Given) -> Run:
         options["amp"] = "fp16"
     if values.get("gpu") is not None:
         options["device"] = f"cuda:{values['gpu']}"
+    if values.get("cuda") and values.get("device") is None and values.get("gpu") is None:
+        # the habit flag of every samlab command line: the CPU, with a note, without a GPU
+        chosen = resolve_device(None, cuda=True, note=lambda line: print(line, file=sys.stderr))
+        options["device"] = str(chosen)
     for key in ("amp", "device", "threads", "num_workers", "eval_batch_size", "bn_policy",
                 "max_grad_norm", "weight_sparsity", "weight_mask", "perturbation",
                 "steps_per_epoch"):  # fmt: skip
