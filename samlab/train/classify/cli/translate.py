@@ -171,7 +171,13 @@ def build_run(given: Given) -> Run:
             )
     dialect = given.dialect or (preset.dialect if preset else "samlab")
     values = {**DEFAULTS[dialect], **(preset.values if preset else {}), **given.values}
-    notes = list(NOTES.get(dialect, ())) + list(preset.notes if preset else ())
+    notes = [
+        note
+        for note in NOTES.get(dialect, ())
+        if "--pattern" not in note
+        or "pattern" in given.values
+        or "ssam" in str(values.get("optimizer"))
+    ] + list(preset.notes if preset else ())  # the mask-pattern note only where masks are used
     for flag in ("wandb", "log_freq"):
         if flag in given.values:
             notes.append(f"{given.flags[flag]} is accepted and ignored (samlab writes CSV/JSON)")
