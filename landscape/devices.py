@@ -36,8 +36,10 @@ def resolve_device(
     if device:
         try:
             chosen = torch.device(device)
-        except RuntimeError as err:
-            raise ValueError(f"--device {device}: {err}") from None
+        except RuntimeError:
+            chosen = None
+        if chosen is None or chosen.type not in ("cpu", "cuda"):
+            raise ValueError(f"--device {device}: the device must be cpu, cuda or cuda:N")
         if chosen.type == "cuda":
             count = torch.cuda.device_count() if torch.cuda.is_available() else 0
             if count == 0:

@@ -487,10 +487,18 @@ def test_cli_info(capsys) -> None:
 
 def test_cli_reports_a_missing_file_without_traceback(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.delenv("SAMLAB_DATA", raising=False)
-    assert ts_cli.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 2
+    assert ts_cli.main(["--info", "traffic", "--data-dir", str(tmp_path)]) == 1  # bad files
     err = capsys.readouterr().err
-    assert err.startswith("error: data_dir ") and "has no traffic.csv" in err
-    assert "--download traffic" in err
+    assert err.startswith("error: ") and "has no traffic.csv" in err
+    assert "--download traffic" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_reports_a_damaged_gzip_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.delenv("SAMLAB_DATA", raising=False)
+    (tmp_path / "ETTh1.csv.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 12)  # cut short
+    assert ts_cli.main(["--info", "ETTh1", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
 
 
 def test_the_package_exports_its_modules_public_names() -> None:

@@ -398,3 +398,11 @@ def test_a_sigterm_dropped_inside_a_finalizer_still_stops_the_command(capsys):
     assert time.monotonic() - start < 10
     assert "Traceback" not in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+@pytest.mark.parametrize("device", ["bogus", "meta", "mps", "cpu:x"])
+def test_a_device_other_than_cpu_or_cuda_is_refused_in_one_line(device):
+    from landscape import resolve_device
+
+    with pytest.raises(ValueError, match=r"must be cpu, cuda or cuda:N"):
+        resolve_device(device)

@@ -8,8 +8,8 @@ a standard copy of its CSV fetched.
 from __future__ import annotations
 
 import argparse
-import sys
 
+from landscape.cli.exits import run_command
 from samlab.datasets.timeseries.files import (
     HORIZONS,
     download,
@@ -52,15 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> int:
         if args.download:
             print(download(args.download, download_dir(args.data_dir), overwrite=args.overwrite))
         else:
             _print_info(args.info, args.data_dir, args.seq_len)
-    except (OSError, ValueError) as err:  # missing file, bad data, network
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    # one line for a missing file, bad data or the network (exit 1), 130/143 on interrupts
+    return run_command(body, lambda status: "interrupted; rerun the same command")
 
 
 if __name__ == "__main__":
