@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -52,3 +54,21 @@ def probe_cache_file(tmp_path_factory):
         os.environ.pop("LANDSCAPE_PROBE_CACHE", None)
     else:
         os.environ["LANDSCAPE_PROBE_CACHE"] = saved
+
+
+#: environment that would make an in-process CLI run believe it is under MPI or in debug mode
+CLI_ENV = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE")
+CLI_ENV += ("SAMLAB_DEBUG", "LANDSCAPE_TRACEBACK")
+
+
+@pytest.fixture
+def cli_workdir(tmp_path, monkeypatch):
+    """Run in a scratch directory holding the test factories, outside MPI and debug mode; one
+    torch thread, restored after (the CLI tests make it autouse)."""
+    shutil.copy(Path(__file__).resolve().parent / "_factories.py", tmp_path / "_factories.py")
+    monkeypatch.chdir(tmp_path)
+    for key in CLI_ENV:
+        monkeypatch.delenv(key, raising=False)
+    threads = torch.get_num_threads()
+    yield tmp_path
+    torch.set_num_threads(threads)

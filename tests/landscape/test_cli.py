@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -31,15 +30,8 @@ COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path, monkeypatch):
-    """Run in a scratch directory holding the factories; one torch thread, restored after."""
-    shutil.copy(HERE / "_factories.py", tmp_path / "_factories.py")
-    monkeypatch.chdir(tmp_path)
-    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE", "PMIX_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    threads = torch.get_num_threads()
-    yield tmp_path
-    torch.set_num_threads(threads)
+def workdir(cli_workdir):
+    return cli_workdir
 
 
 def run(*argv):

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,14 +38,8 @@ COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 
 
 @pytest.fixture(autouse=True)
-def workdir(tmp_path, monkeypatch):
-    shutil.copy(HERE / "_factories.py", tmp_path / "_factories.py")
-    monkeypatch.chdir(tmp_path)
-    for key in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SAMLAB_DEBUG", "LANDSCAPE_TRACEBACK"):
-        monkeypatch.delenv(key, raising=False)
-    threads = torch.get_num_threads()
-    yield tmp_path
-    torch.set_num_threads(threads)
+def workdir(cli_workdir):
+    return cli_workdir
 
 
 def run(*argv):
