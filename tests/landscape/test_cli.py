@@ -24,7 +24,6 @@ pytest.importorskip("matplotlib")
 from landscape.cli import main, parse_range  # noqa: E402
 from landscape.io import load_surface  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 GRID = ["--x", "-1:1:5", "--y", "0:1:5"]  # a y-range starting at 0 (loss-landscape rejects it)
 COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 

@@ -32,7 +32,6 @@ from landscape.evaluate import data_sha256  # noqa: E402
 from landscape.io import atomic_write, load_surface  # noqa: E402
 from landscape.io.layout import is_lock_error  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 GRID = ["--x", "-1:1:3", "--y", "-1:1:3"]
 COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 
