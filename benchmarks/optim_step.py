@@ -449,6 +449,20 @@ def variant_optimizer_only_arms(fresh: Callable) -> list[Arm]:
         for label, (name, kw) in knobs.items():
             samlab_arm(f"samlab {label} [{impl}]", name, impl, **kw)
 
+    # the floor of any bSAM: one standard normal per weight from torch's generator (what
+    # samlab's bSAM draws each step, into its ascent buffers)
+    m_draw, _ = fresh()
+    draw_into = [torch.empty_like(p) for p in m_draw.parameters()]
+    draw_gen = torch.Generator().manual_seed(0)
+
+    def draw():
+        for x in draw_into:
+            x.normal_(generator=draw_gen)
+
+    arms.append(
+        Arm("bSAM's draw alone", draw, info={"note": "Tensor.normal_ per weight (mt19937 on CPU)"})
+    )
+
     for label in VARIANTS:
         m, pairs = fresh()
         pairs = [(p, g.clone()) for p, g in pairs]

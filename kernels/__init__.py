@@ -18,6 +18,7 @@ from kernels.ascent import (
     restore_,
     sam_ascent,
     sam_ascent_,
+    swap_in,
 )
 from kernels.dispatch import IMPLS, NOT_RUN, Dispatch
 from kernels.masks import (
@@ -46,8 +47,8 @@ from kernels.sam_ops import (
     scaled_add_,
 )
 from kernels.variant_ops import (
-    bsam_noise_,
     bsam_precision_,
+    bsam_sample_,
     bsam_update_,
     ema_direction_,
     lerp_,
@@ -63,8 +64,8 @@ __all__ = [
     "Shifted",
     "adaptive_weights",
     "axpy_",
-    "bsam_noise_",
     "bsam_precision_",
+    "bsam_sample_",
     "bsam_update_",
     "copy_",
     "dot",
@@ -87,6 +88,7 @@ __all__ = [
     "sam_ascent_",
     "scaled_add_",
     "structured_mask",
+    "swap_in",
     "tensor_masks",
     "topk_mask",
     "unstructured_masks",

@@ -62,6 +62,7 @@ __all__ = [
     "restore_",
     "sam_ascent",
     "sam_ascent_",
+    "swap_in",
 ]
 
 
@@ -292,6 +293,27 @@ def _global_norm(segments: list[Segment], dispatch: Dispatch) -> Tensor:
     if len(parts) == 1:
         return parts[0]
     return torch.linalg.vector_norm(torch.stack([x.to(parts[0].device) for x in parts]))
+
+
+def swap_in(params: Sequence[Tensor], points: Sequence[Tensor]) -> Ascent:
+    """Make ``points`` the weights: ``p.data <- point`` for each weight, where the caller has
+    computed ``w + e`` into ``points`` (buffers shaped and laid out like the weights: bSAM's
+    posterior sample, :func:`kernels.bsam_sample_`); :func:`restore_` swaps ``w`` back
+    exactly. Returns the :class:`Ascent` (its norm 0: nothing was normalized)."""
+    params, points = list(params), list(points)
+    if len(params) != len(points):
+        raise ValueError(f"swap_in: {len(points)} points for {len(params)} weights")
+    for p, x in zip(params, points):
+        if x.shape != p.shape or x.dtype != p.dtype or x.device != p.device:
+            raise ValueError(
+                f"swap_in: a point of shape {tuple(x.shape)}, {x.dtype} on {x.device} for a "
+                f"weight of shape {tuple(p.shape)}, {p.dtype} on {p.device}; give buffers "
+                "shaped and laid out like the weights"
+            )
+    if not params:
+        return Ascent(torch.zeros(()), [], [], [])
+    held = _swap_in(params, points)
+    return Ascent(params[0].new_zeros(()), params, held, [True] * len(params))
 
 
 def _swap_in(params: list[Tensor], buffers: list[Tensor]) -> list[Tensor]:

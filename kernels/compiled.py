@@ -295,6 +295,14 @@ def sgd_step_(
         start += seg[0]
 
 
+def _per_tensor(spec: SGDSpec, lrs: Sequence[Tensor]) -> list[tuple[tuple, Tensor]]:
+    """``(segment, lr)`` of each tensor, in order (a segment's first entry is its tensor count)."""
+    per_tensor = []
+    for seg, lr in zip(spec, lrs):
+        per_tensor += [(seg, lr)] * seg[0]
+    return per_tensor
+
+
 def gsam_sgd_step_(
     params: Sequence[Tensor],
     g_p: Sequence[Tensor],
@@ -309,9 +317,7 @@ def gsam_sgd_step_(
     ``g_p <- g_p - alpha * (g - coef * g_p)`` as :func:`gsam_fused_into`, then
     :func:`sgd_step_` with ``g_p``; returns ``cos``."""
     cos, coef = _gsam_coef(g_p, g, eps)
-    per_tensor = []  # (segment, lr) of each tensor
-    for seg, lr in zip(spec, lrs):
-        per_tensor += [(seg, lr)] * seg[0]
+    per_tensor = _per_tensor(spec, lrs)
     # last tensor first: the gradients reduced last are the ones still in cache
     for i in reversed(range(len(params))):
         seg, lr = per_tensor[i]
@@ -336,9 +342,7 @@ def wsam_sgd_step_(
     ``alpha = gamma / (1 - gamma)``: coupled, SGD follows ``lerp(g, g_p, alpha)`` (written into
     ``g``; ``g_p`` itself where ``alpha == 1``, SAM); decoupled, SGD follows ``g`` and then
     ``w <- w - lr * alpha * (g_p - g)``."""
-    per_tensor = []  # (segment, lr) of each tensor
-    for seg, lr in zip(spec, lrs):
-        per_tensor += [(seg, lr)] * seg[0]
+    per_tensor = _per_tensor(spec, lrs)
     for i in reversed(range(len(params))):
         seg, lr = per_tensor[i]
         p = params[i]

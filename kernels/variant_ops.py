@@ -11,8 +11,8 @@ function of this module under ``torch.compile``, through the dispatch's one fall
   ``g + gamma / (1 - gamma) * (g_p - g)``, Yue et al., KDD 2023).
 * :func:`ema_direction_`: FriendlySAM's (Li et al., CVPR 2024) EMA of the gradient and the
   direction it perturbs along: ``m <- lam m + (1 - lam) g``, ``g <- g - sigma m``.
-* :func:`bsam_noise_`, :func:`bsam_precision_`, :func:`bsam_update_`: bSAM's (Möllenhoff &
-  Khan, ICLR 2023) weight noise ``sigma z`` with ``sigma = 1 / sqrt(N s)``, its ascent
+* :func:`bsam_sample_`, :func:`bsam_precision_`, :func:`bsam_update_`: bSAM's (Möllenhoff &
+  Khan, ICLR 2023) posterior sample ``w + sigma z`` with ``sigma = 1 / sqrt(N s)``, its ascent
   direction ``g / s`` with the precision update ``s <- b2 s + (1 - b2)(sqrt(s) |g| + delta +
   gamma)``, and its mean update ``m <- b1 m + (1 - b1)(g_e + delta w)``, ``w <- w - lr m / s``.
 
@@ -30,8 +30,8 @@ from torch import Tensor
 from kernels.dispatch import NOT_RUN, Dispatch, as_dispatch
 
 __all__ = [
-    "bsam_noise_",
     "bsam_precision_",
+    "bsam_sample_",
     "bsam_update_",
     "ema_direction_",
     "lerp_",
@@ -119,34 +119,46 @@ def ema_direction_(
 
 
 # ------------------------------------------------------------------------------- bSAM
-def bsam_noise_graph(noise: list[Tensor], precisions: list[Tensor], num_data: float) -> None:
-    """The graph of :func:`bsam_noise_`."""
-    for z, s in zip(noise, precisions):
-        z.copy_(z / (s * num_data).sqrt())
+def bsam_sample_graph(
+    points: list[Tensor], params: list[Tensor], precisions: list[Tensor], num_data: float
+) -> None:
+    """The graph of :func:`bsam_sample_`."""
+    for x, w, s in zip(points, params, precisions):
+        x.copy_(w + x / (s * num_data).sqrt())
 
 
-def bsam_noise_(
-    noise: Sequence[Tensor],
+def bsam_sample_(
+    points: Sequence[Tensor],
+    params: Sequence[Tensor],
     precisions: Sequence[Tensor],
     num_data: float,
     *,
     impl: str | Dispatch = "loop",
 ) -> None:
-    """Standard normal ``z`` to posterior noise in place: ``z_i <- z_i / sqrt(N s_i)`` (the
-    posterior ``N(w, 1 / (N s))`` of bSAM, ``N = num_data``)."""
-    dispatch, impl = _impl(impl, noise)
-    if len(noise) == 0:
+    """A posterior sample of bSAM, in place in ``points``, which hold standard normal ``z``:
+    ``x_i <- w_i + z_i / sqrt(N s_i)`` (the posterior ``N(w, 1 / (N s))``, ``N = num_data``).
+
+    One pass over ``z`` where it was drawn (the caller's ascent buffers): ``z`` is scaled and
+    ``w`` added in the same buffer, which the caller then swaps in as the weights
+    (:func:`kernels.swap_in`), so that removing the noise is a swap back, never a subtraction.
+    The loop and foreach are ``w + z / sqrt(N s)`` bit for bit; ``"compiled"`` fuses it into
+    one loop, equal to rounding (its generated division may round differently).
+    """
+    dispatch, impl = _impl(impl, points)
+    if len(points) == 0:
         return
-    noise, precisions = list(noise), list(precisions)
-    if impl == "compiled" and _compiled(dispatch, bsam_noise_graph, noise, precisions, num_data):
+    points, params, precisions = list(points), list(params), list(precisions)
+    args = (points, params, precisions, num_data)
+    if impl == "compiled" and _compiled(dispatch, bsam_sample_graph, *args):
         return
     if impl == "foreach":
         std = torch._foreach_mul(precisions, num_data)
         torch._foreach_sqrt_(std)
-        torch._foreach_div_(noise, std)
+        torch._foreach_div_(points, std)
+        torch._foreach_add_(points, params)
         return
-    for z, s in zip(noise, precisions):
-        z.div_((s * num_data).sqrt())
+    for x, w, s in zip(points, params, precisions):
+        x.div_((s * num_data).sqrt()).add_(w)
 
 
 def bsam_precision_graph(

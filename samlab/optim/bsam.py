@@ -12,13 +12,25 @@ paper's Algorithm 1, ``delta = weight_decay``, ``gamma = damping``):
     m    <- beta1 * m + (1 - beta1) * (g_e + delta * w)
     w    <- w - lr * m / s
 
-The weights are moved to the sample and back, and to ``w + e`` and back, by the ascent
-functional (:func:`kernels.sam_ascent_` with ``normalize=False``): restoring is an exact swap
-or copy, so the noise never reaches the update. Parameters whose ``.grad`` is None after a
-pass are skipped (never updated; their noise is removed like every other's). ``z`` is drawn
-per parameter in ``param_groups`` order (trainable parameters only) as
-``torch.randn(p.shape, generator=g)`` from a generator of the optimizer's ``seed`` on the
-parameter's device, whose state ``state_dict`` saves (resumption is exact).
+How the noise is drawn: ``z`` comes per trainable parameter, in ``param_groups`` order, from
+``Tensor.normal_(generator=g)`` (the numbers of ``torch.randn(p.shape, generator=g)``), ``g`` a
+generator of the optimizer's ``seed`` on the parameter's device whose state ``state_dict``
+saves (resumption is exact). It is drawn straight into the perturbation's buffers, where one
+pass scales it and adds ``w`` (:func:`kernels.bsam_sample_`; one loop on the compiled path),
+and the buffers are swapped in as the weights (:func:`kernels.swap_in`): removing the noise is a
+swap back, exact, and no buffer is kept for ``z``. The move to ``w + e`` goes through the ascent
+functional (:func:`kernels.sam_ascent_` with ``normalize=False``) and is undone by a swap or
+copy too, so the noise never reaches the update. Parameters whose ``.grad`` is None after a
+pass are skipped (never updated; their noise is removed like every other's).
+
+The draw is one pass of torch's generator per weight per step, inline on the weights' device.
+On CUDA (Philox) it is cheap. On CPU torch's generator is an mt19937 at about 4 ns a sample on
+one thread (ResNet-18, 11.2M weights: 45 ms; the small ViT, 2.7M: 11 ms), about 4% of SAM's
+full step on that ViT at batch 8, which bSAM's step therefore costs beyond SAM's there
+(``docs/performance.md``). Measured and not taken: a counter-based generator compiled with
+the step (SplitMix64 and Box-Muller: 1.7x the time of ``normal_``), inductor's own ``randn``
+and numpy's generators (slower still); drawing on other threads lowers wall time only where a
+core is idle, never the CPU time.
 
 The posterior is available for predictive uncertainty: :meth:`BSAM.posterior_variance` (one
 tensor per parameter) and :meth:`BSAM.sampled_weights` (weights set to a sample inside a
@@ -190,7 +202,6 @@ class BSAM(SAMBase):
         self.base_optimizer.dispatch = self.dispatch
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
-        self._noise: dict[int, Tensor] = {}  # scratch buffers for z, one per parameter
 
     # ----------------------------------------------------------------- noise
     def _generator(self, device: torch.device) -> torch.Generator:
@@ -200,29 +211,34 @@ class BSAM(SAMBase):
             gen = self._generators[key] = torch.Generator(device=device).manual_seed(self.seed)
         return gen
 
-    def _posterior_noise(self) -> tuple[list, list[list[Tensor]]]:
-        """``sigma * z`` for every trainable parameter, grouped as ``_ascend`` takes them."""
-        grouped, noise = [], []
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.requires_grad]
-            zs = []
-            for p in params:
-                z = self._noise.get(id(p))
-                if z is None or z.shape != p.shape or z.dtype != p.dtype:
-                    z = self._noise[id(p)] = torch.empty_like(p)
-                zs.append(z.normal_(generator=self._generator(p.device)))
-            precisions = self.base_optimizer.precisions(params, group)
-            kernels.bsam_noise_(zs, precisions, float(group["num_data"]), impl=self.dispatch)
-            grouped.append((group, params, None))
-            noise.append(zs)
-        return grouped, noise
+    def _sample(self) -> None:
+        """Move every trainable weight to a posterior sample ``w + sigma z``: ``z`` is drawn
+        straight into the perturbation's buffers, scaled and shifted there in one pass
+        (:func:`kernels.bsam_sample_`) and swapped in; ``perturbation.restore()`` swaps the
+        mean back."""
+        groups = [[p for p in group["params"] if p.requires_grad] for group in self.param_groups]
+        params = [p for ps in groups for p in ps]
+        points = self.perturbation.buffers(params)
+        for p, x in zip(params, points):
+            x.normal_(generator=self._generator(p.device))
+        start = 0
+        for group, ps in zip(self.param_groups, groups):
+            if ps:
+                kernels.bsam_sample_(
+                    points[start : start + len(ps)],
+                    ps,
+                    self.base_optimizer.precisions(ps, group),
+                    float(group["num_data"]),
+                    impl=self.dispatch,
+                )
+            start += len(ps)
+        self.perturbation.swap_in(params, points)
 
     # ----------------------------------------------------------------- the passes
     def _begin(self) -> None:
         self.single_pass = False
         self.last_step["rho"] = [group["rho"] for group in self.param_groups]
-        grouped, noise = self._posterior_noise()
-        self._ascend(grouped, noise, lambda group: 1.0, normalize=False)
+        self._sample()
         self.current_pass = "clean"  # pass 1 (at the sample) is the one BatchNorm counts
 
     def _first(self) -> bool:

@@ -48,6 +48,13 @@ class Perturbation:
         self.masked_norm = ascent.masked_norm
         return ascent.norm, kernels.perturbation_norm(segments, ascent) if measure else None
 
+    def swap_in(self, params: list[Tensor], points: list[Tensor]) -> None:
+        """Make ``points`` (from :meth:`buffers`, where the caller computed ``w + e``: bSAM's
+        posterior sample) the weights; :meth:`restore` swaps ``w`` back exactly. Call
+        :meth:`restore` before the next ascent."""
+        self._ascent = kernels.swap_in(params, points)
+        self.masked_norm = None
+
     def restore(self) -> None:
         """Put the weights back to ``w`` exactly (nothing when they are not perturbed)."""
         if self._ascent is not None:

@@ -50,9 +50,9 @@ def test_lerp_and_ema_direction(impl):
 @pytest.mark.parametrize("impl", ["loop", "foreach"])
 def test_bsam_ops(impl):
     z, s, g, w, m = tensors(3), tensors(4, positive=True), tensors(5), tensors(6), tensors(7)
-    noise = clones(z)
-    kernels.bsam_noise_(noise, s, 50.0, impl=impl)
-    close(noise, [a / torch.sqrt(50.0 * b) for a, b in zip(z, s)])
+    points = clones(z)
+    kernels.bsam_sample_(points, w, s, 50.0, impl=impl)
+    close(points, [c + a / torch.sqrt(50.0 * b) for a, b, c in zip(z, s, w)])
 
     grads, prec = clones(g), clones(s)
     kernels.bsam_precision_(grads, prec, 0.99, 1e-3, 0.1, impl=impl)
@@ -92,3 +92,21 @@ def test_unnormalized_segments_move_by_rho_d_and_leave_the_norm_alone(impl):
     )
     assert only.norm.dtype == DT and float(only.norm) == 0.0  # nothing normalizes
     kernels.restore_(only, impl=impl)
+
+
+@torch.no_grad()
+def test_swap_in_makes_the_points_the_weights_and_restore_swaps_back():
+    w, e = tensors(11), tensors(12)
+    params = [torch.nn.Parameter(t.clone()) for t in w]
+    storages = [p.data_ptr() for p in params]
+    points = [a + b for a, b in zip(w, e)]
+    ascent = kernels.swap_in(params, points)
+    assert [p.data_ptr() for p in params] == [x.data_ptr() for x in points]
+    assert ascent.swapped == [True] * 3 and float(ascent.norm) == 0.0
+    kernels.restore_(ascent)
+    assert [p.data_ptr() for p in params] == storages
+    assert all(torch.equal(p.detach(), t) for p, t in zip(params, w))
+    with pytest.raises(ValueError, match="shaped and laid out like the weights"):
+        kernels.swap_in(params, [torch.zeros(2)] * 3)
+    with pytest.raises(ValueError, match="2 points for 3 weights"):
+        kernels.swap_in(params, points[:2])

@@ -48,7 +48,7 @@ FUSED = {
     "wsam": {"ascent_into", "wsam_sgd_step_"},
     "wsam-coupled": {"ascent_into", "wsam_sgd_step_"},
     "friendlysam": {"ema_direction_graph", "ascent_into", "sgd_step_"},
-    "bsam": {"bsam_noise_graph", "ascent_into", "bsam_precision_graph", "bsam_update_graph"},
+    "bsam": {"bsam_sample_graph", "ascent_into", "bsam_precision_graph", "bsam_update_graph"},
 }
 
 
@@ -275,3 +275,26 @@ def test_a_rho_schedule_and_an_lr_scheduler_do_not_recompile():
             assert counters["stats"]["unique_graphs"] == graphs
         runs[impl] = flat(model)
     torch.testing.assert_close(runs["compiled"], runs["loop"], rtol=1e-13, atol=1e-15)
+
+
+@pytest.mark.slow
+def test_bsam_posterior_sample_is_the_reference():
+    """The compiled sample (``z`` scaled and ``w`` added in one loop, in the buffer ``z`` was
+    drawn into) is ``w + z / sqrt(N s)`` to rounding, ``z`` from the optimizer's generator (the
+    generated code's division may round differently from eager's, as every compiled twin's)."""
+    model = mlp()
+    opt = create_optimizer("bsam", model.parameters(), impl="compiled", num_data=100, lr=0.05)
+    run(model, opt, 2)  # the precision has moved from its start
+    params = list(model.parameters())
+    means = [p.detach().clone() for p in params]
+    precisions = [opt.base_optimizer.state[p]["precision"].clone() for p in params]
+    gen = torch.Generator()
+    gen.set_state(opt.state_dict()["samlab"]["rng"]["cpu"])
+    opt.begin_step()  # pass 1's weights (the test ends mid-step)
+    for p, w, s in zip(params, means, precisions):
+        z = torch.randn(p.shape, generator=gen, dtype=DT)
+        torch.testing.assert_close(
+            p.detach(), w + z / torch.sqrt(100.0 * s), rtol=1e-15, atol=1e-16
+        )
+        assert not torch.equal(p.detach(), w)
+    assert opt.impl == "compiled"  # no fallback happened

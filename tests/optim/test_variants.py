@@ -164,6 +164,43 @@ def test_bsam_samples_removes_the_noise_and_skips_params_without_grad():
     assert (variances["net.0.weight"] != prior).all()  # s moved from 1 towards |g| + damping
 
 
+@pytest.mark.parametrize("impl", ["loop", "foreach"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bsam_first_pass_is_the_mean_plus_seeded_noise_bit_for_bit(impl, dtype):
+    """Pass 1 sees ``w + z / sqrt(N s)`` exactly, ``z`` drawn per trainable parameter in
+    ``param_groups`` order from a generator of the optimizer's seed (as the float64 paper
+    reference draws it), ``s`` the precision before the step; a frozen weight is not drawn
+    for; the mean is back exactly before the update."""
+    model = mlp().to(dtype)
+    model[0].bias.requires_grad_(False)
+    opt = BSAM(model.parameters(), num_data=40, lr=0.05, rho=0.05, seed=11, impl=impl)
+    gen = torch.Generator().manual_seed(11)
+    for t in range(3):
+        params = list(model.parameters())
+        before = [p.detach().clone() for p in params]
+        state = opt.base_optimizer.state  # s is updated in place during the step: copy it
+        prec = [state[p]["precision"].clone() if p in state else None for p in params]
+        log = []
+        x, y = (a.to(dtype) for a in batch(t))
+
+        def closure(x=x, y=y, log=log):
+            opt.zero_grad()
+            log.append([p.detach().clone() for p in model.parameters()])
+            loss = ((model(x) - y) ** 2).mean()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        for i, (p, w, s, seen) in enumerate(zip(params, before, prec, log[0])):
+            if not p.requires_grad:
+                assert torch.equal(seen, w), f"step {t}: the frozen weight {i} moved"
+                continue
+            z = torch.randn(p.shape, generator=gen, dtype=dtype)
+            s = torch.ones_like(w) if s is None else s
+            assert torch.equal(seen, w + z / torch.sqrt(s * 40.0)), f"step {t}, weight {i}"
+    assert torch.equal(opt.state_dict()["samlab"]["rng"]["cpu"], gen.get_state())
+
+
 def test_bsam_sampled_weights_restores_the_mean_exactly():
     model = mlp()
     opt = BSAM(model.parameters(), num_data=20, lr=0.05)
