@@ -20,11 +20,12 @@ Sections (each tool driven as documented; instrumentation and the model and data
    each tool's own stopping rule at tol 1e-3, once.
 3. **Top-5** at tol 1e-3: samlab Lanczos (k=5) against PyHessian's deflated power iteration.
 4. **Trace and density** on the digits MLP (``samlab.models.digits_mlp``, briefly trained,
-   float64, the 1,438 sklearn digits training images): the exact Hessian (2,410 x 2,410, from
-   products with the unit vectors); relative RMS error over seeds at equal product counts of
-   samlab Hutchinson / Hutch++ / XTrace, PyHessian's Hutchinson and curvlinops' Hutchinson /
-   Hutch++ / XTrace; products each needs for 1% error; samlab SLQ against the exact spectrum
-   (a figure next to ``--out``).
+   float64, the 1,438 sklearn digits training images), at initialisation and trained: the
+   exact Hessian (2,410 x 2,410, from products with the unit vectors); median relative error
+   over 50-200 seeds per m at equal product counts of samlab Hutchinson / Hutch++ (random
+   signs and Gaussian) / A-Hutch++ / XTrace (sphere and random signs), PyHessian's Hutchinson
+   and curvlinops' Hutchinson / Hutch++ / XTrace; products each needs for 1% error; samlab SLQ
+   against the exact spectrum (a figure next to ``--out``).
 5. **MPI**: lambda_1 (Lanczos, residual tol 1e-2) over 8 batches of 128 on ResNet-20 with
    ``HessianOperator(shard=(rank, world), reducer=MPI Allreduce)`` under the venv's mpiexec, one
    thread per rank, wall time from the operator's construction to the result (after start-up),
@@ -127,6 +128,9 @@ def lambda_arms(model, data, ref1: np.ndarray, seed: int):
     return {
         "samlab Lanczos (probe cold)": lambda: run(samlab_lambda, "ritz", cold=True),
         "samlab Lanczos (probe cached)": lambda: run(samlab_lambda, "ritz", cold=False),
+        "samlab Lanczos (probe cached, random start)": lambda: run(
+            samlab_lambda, "ritz", cold=False, start="random"
+        ),
         "PyHessian power": lambda: run(pyhessian_lambda, "rayleigh", tol=1e-12, max_iter=40),
         "eigenthings power": lambda: run(
             eigenthings_lambda, "rayleigh", method="power", tol=1e-12, max_iter=40
@@ -179,6 +183,12 @@ def lambda_section(model, data, ref, repeats, emit, log) -> tuple[list[str], dic
                 f"products ({timed} s each), made {facts['probe_extra']} of its own"
                 if facts["probe_products"]
                 else f"mode {facts['mode']} from the cache file (a later process: no probe)"
+            )
+            note += (
+                "; random start"
+                if "random start" in name
+                else "; start: the loss gradient + 0.1 x random (the gradient from the kept "
+                "first-order graph: no product)"
             )
         if name == "eigenthings Lanczos":
             note = "runs max_iter steps: these are lanczos(max_iter = m) at the best m"
@@ -305,6 +315,8 @@ def own_rules(model, data, ref, emit, log, pyh_iter: int, he_iter: int) -> dict:
         log(f"own rule {name}: {trace.products} products, {facts['end']:.1f} s")
 
     run("samlab Lanczos (residual <= 1e-3)", samlab_lambda, "ritz", cold=True, max_iter=100)
+    run("samlab Lanczos, random start (residual <= 1e-3)", samlab_lambda, "ritz", cold=False,
+        max_iter=100, start="random")  # fmt: skip
     run("PyHessian power (change < 1e-3)", pyhessian_lambda, "rayleigh", max_iter=pyh_iter)
     run("eigenthings power (change and residual < 1e-3)", eigenthings_lambda, "rayleigh",
         method="power", max_iter=he_iter)  # fmt: skip
@@ -404,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         args.batch, args.mpi_batches = 32, 4
     steps = 30 if args.quick else 60
     repeats = args.repeats or (1 if args.quick else 3)
-    ladder = [6, 12, 24, 48] if args.quick else [6, 12, 24, 48, 96, 192, 384]
-    # seeds per m for the trace section: about the same products per m, 10..200 seeds (full)
-    budget, low, high = (60, 5, 10) if args.quick else (1200, 10, 200)
+    ladder = [6, 12, 24, 48] if args.quick else [6, 12, 24, 48, 96, 192]
+    # seeds per m for the trace section (medians over at least 50 in the full run)
+    budget, low, high = (60, 5, 10) if args.quick else (2400, 50, 200)
     seeds = {m: max(low, min(high, budget // m)) for m in ladder}
     sections = set(args.sections.split(","))
     out = Path(args.out)

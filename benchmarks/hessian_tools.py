@@ -139,12 +139,16 @@ def _flat64(x: Any) -> np.ndarray:
 # --------------------------------------------------------------------------------- samlab
 
 
-def samlab_lambda(model, data, trace: Trace, *, k=1, tol=1e-3, cold=True, seed=0, max_iter=60):
-    """samlab: ``HessianOperator(mode="auto")`` and ``top_eigenvalues(method="lanczos")``;
-    returns facts about the run. ``cold``: no remembered mode (the process cache cleared, the
-    cache file off), so the operator's first products time the modes; else the process cache
-    is cleared and the mode comes from the cache file, as in a later process on this machine
-    (the caller points ``LANDSCAPE_PROBE_CACHE`` at a file that holds it)."""
+def samlab_lambda(
+    model, data, trace: Trace, *, k=1, tol=1e-3, cold=True, seed=0, max_iter=60, start="gradient"
+):
+    """samlab: ``HessianOperator(mode="auto")`` and ``top_eigenvalues(method="lanczos",
+    start=start)``; returns facts about the run. The gradient of the default start comes from
+    the first-order graph the products keep (no product; its time is in the trace's clock).
+    ``cold``: no remembered mode (the process cache cleared, the cache file off), so the
+    operator's first products time the modes; else the process cache is cleared and the mode
+    comes from the cache file, as in a later process on this machine (the caller points
+    ``LANDSCAPE_PROBE_CACHE`` at a file that holds it)."""
     from landscape.curvature import HessianOperator, top_eigenvalues
     from landscape.curvature.operator import clear_mode_cache
 
@@ -159,7 +163,7 @@ def samlab_lambda(model, data, trace: Trace, *, k=1, tol=1e-3, cold=True, seed=0
         op.matvec = trace.wrap(op.matvec)
         result = None
         try:
-            result = top_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed)
+            result = top_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed, start=start)
         except Reached:
             pass
         end = trace.now()

@@ -113,13 +113,15 @@ def hessian_smallest_eigenvalue(
     max_iter: int | None = None,
     seed: int = 0,
     return_vectors: bool = False,
+    start: str | Tensor = "random",
     **operator: Any,
 ) -> EigenResult:
     """The algebraically smallest Hessian eigenvalue (most negative away from a minimum), by
-    Lanczos (:func:`~landscape.curvature.eigen.smallest_eigenvalue`)."""
+    Lanczos (:func:`~landscape.curvature.eigen.smallest_eigenvalue`, whose ``start`` this
+    passes on)."""
     op = hessian_operator(model, data, **operator)
     return smallest_eigenvalue(
-        op, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors
+        op, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors, start=start
     )
 
 

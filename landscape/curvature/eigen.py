@@ -24,8 +24,9 @@ that eigenvalue (all remaining eigenvalues are then ``>= mu``), so the result is
 spectrum in algebraic order. A final Rayleigh-Ritz step on the vectors found (free: their
 products are known) removes the coupling that inexact deflation leaves between them.
 
-Start vectors are Gaussian from a CPU ``torch.Generator`` seeded with ``seed``, then moved to
-the operator's device and dtype, so a seed gives the same start on every device.
+Start vectors (:mod:`landscape.curvature.start`): :func:`top_eigenvalues` starts by default
+from the loss gradient plus a seeded random component, :func:`smallest_eigenvalue` from the
+seeded random vector alone.
 
 .. note:: A single-vector Krylov method sees one copy of a repeated eigenvalue (the start
    vector has one component in its eigenspace); rounding or a breakdown restart may reveal the
@@ -44,6 +45,7 @@ import torch
 from torch import Tensor
 
 from landscape.curvature.results import EigenResult
+from landscape.curvature.start import gaussian_start, start_vector
 
 __all__ = ["Lanczos", "smallest_eigenvalue", "top_eigenvalues"]
 
@@ -60,12 +62,6 @@ def _relative(residual: float, theta: float) -> float:
     if residual == 0.0:
         return 0.0
     return residual / abs(theta) if theta != 0.0 else math.inf
-
-
-def _gaussian(op, generator: torch.Generator) -> Tensor:
-    """A unit Gaussian vector drawn on the CPU and moved to the operator's device and dtype."""
-    vector = torch.randn(op.size, generator=generator, dtype=torch.float64)
-    return (vector / vector.norm()).to(device=op.device, dtype=op.dtype)
 
 
 class Lanczos:
@@ -150,7 +146,7 @@ class Lanczos:
         # Invariant subspace: continue from a random vector orthogonal to the basis.
         self.restarts += 1
         self.offdiag.append(0.0)
-        fresh = self._orthogonalise(_gaussian(self.op, self._generator), self.steps)
+        fresh = self._orthogonalise(gaussian_start(self.op, self._generator), self.steps)
         self._basis[self.steps] = fresh / fresh.norm()
 
     def tridiagonal(self) -> np.ndarray:
@@ -206,13 +202,14 @@ def _result(op, values, vectors, residuals, history, method, tol, seed, count0, 
     )
 
 
-def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors):
+def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors, start_with):
     start, count0 = time.perf_counter(), op.hvp_count
     cap = min(op.size, max_iter if max_iter is not None else max(LANCZOS_MAX_ITER, 10 * k))
     if cap < k:
         raise ValueError(f"max_iter = {max_iter} Lanczos steps cannot give k = {k} eigenvalues")
     generator = torch.Generator().manual_seed(seed)
-    lanczos = Lanczos(op, _gaussian(op, generator), generator, capacity=cap)
+    first, start_facts = start_vector(op, start_with, generator)
+    lanczos = Lanczos(op, first, generator, capacity=cap)
     history = []
     while True:
         lanczos.step()
@@ -232,6 +229,7 @@ def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors):
         "k": k,
         "max_iter": cap,
         "restarts": lanczos.restarts,
+        **start_facts,
     }
     values = theta[chosen]
     return _result(
@@ -248,9 +246,10 @@ def _project_out(w: Tensor, found: list[Tensor]) -> Tensor:
     return w
 
 
-def _power_run(op, found, values, shift, tol, max_iter, generator, history):
-    """Power iteration on the deflated ``H - shift I``; returns ``(theta, v, Hv, converged)``."""
-    v = _project_out(_gaussian(op, generator), found)
+def _power_run(op, found, values, shift, tol, max_iter, generator, history, first=None):
+    """Power iteration on the deflated ``H - shift I`` from ``first`` (default: a random
+    vector); returns ``(theta, v, Hv, converged)``."""
+    v = _project_out(gaussian_start(op, generator) if first is None else first, found)
     v = v / v.norm()
     theta, hv = 0.0, None
     for _ in range(max_iter):
@@ -268,10 +267,11 @@ def _power_run(op, found, values, shift, tol, max_iter, generator, history):
     return theta, v, hv, False
 
 
-def _power(op, k, tol, max_iter, seed, return_vectors):
+def _power(op, k, tol, max_iter, seed, return_vectors, start_with):
     start, count0 = time.perf_counter(), op.hvp_count
     per_eigenvalue = max_iter if max_iter is not None else POWER_MAX_ITER
     generator = torch.Generator().manual_seed(seed)
+    first, start_facts = start_vector(op, start_with, generator)
     found: list[Tensor] = []
     products: list[Tensor] = []
     values: list[float] = []
@@ -279,8 +279,9 @@ def _power(op, k, tol, max_iter, seed, return_vectors):
     shift, shifted_at = 0.0, -1
     while len(found) < k:
         theta, v, hv, _ = _power_run(
-            op, found, values, shift, tol, per_eigenvalue, generator, history
+            op, found, values, shift, tol, per_eigenvalue, generator, history, first
         )
+        first = None  # the runs after the first (later eigenvalues, a shift) start at random
         if theta - shift < 0 and shifted_at != len(found):
             # The dominant remaining eigenvalue is negative: every remaining one is >= theta,
             # so on H - theta I the dominant one is the largest. Redo this eigenvalue there.
@@ -302,7 +303,13 @@ def _power(op, k, tol, max_iter, seed, return_vectors):
     residuals = [_relative(float(r), float(t)) for r, t in zip(residual_norms, theta)]
     history.append(tuple(float(t) for t in theta))
     vectors = vectors / vectors.norm(dim=0, keepdim=True) if return_vectors else None
-    extra = {"algorithm": "power", "k": k, "max_iter": per_eigenvalue, "shift": shift}
+    extra = {
+        "algorithm": "power",
+        "k": k,
+        "max_iter": per_eigenvalue,
+        "shift": shift,
+        **start_facts,
+    }
     return _result(op, theta, vectors, residuals, history, "power", tol, seed, count0, start, extra)
 
 
@@ -315,6 +322,7 @@ def top_eigenvalues(
     max_iter: int | None = None,
     seed: int = 0,
     return_vectors: bool = False,
+    start: str | Tensor = "gradient",
 ) -> EigenResult:
     """The ``k`` algebraically largest eigenvalues of a symmetric operator, largest first.
 
@@ -333,6 +341,11 @@ def top_eigenvalues(
             ``min(n, max(100, 10 k))``; power: the most products per eigenvalue, default 200.
         seed: seeds the CPU generator of the Gaussian start vectors.
         return_vectors: also return the unit eigenvectors as an ``(n, k)`` tensor.
+        start: ``"gradient"`` (the default: the operator's loss gradient plus a seeded random
+            component, see the module docstring; the random vector where the operator has no
+            ``gradient()``), ``"random"`` (the seeded unit Gaussian vector), or a tensor of
+            length ``op.size`` (a warm start, e.g. the previous eigenvector). Power iteration
+            uses it for the first eigenvalue. ``provenance["start"]``: the start used.
 
     Returns:
         :class:`~landscape.curvature.results.EigenResult`; ``converged`` is ``False`` when the
@@ -340,9 +353,9 @@ def top_eigenvalues(
     """
     _validate(op, k, tol, max_iter)
     if method == "lanczos":
-        return _lanczos_extreme(op, k, True, tol, max_iter, seed, return_vectors)
+        return _lanczos_extreme(op, k, True, tol, max_iter, seed, return_vectors, start)
     if method == "power":
-        return _power(op, k, tol, max_iter, seed, return_vectors)
+        return _power(op, k, tol, max_iter, seed, return_vectors, start)
     raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
 
 
@@ -353,13 +366,15 @@ def smallest_eigenvalue(
     max_iter: int | None = None,
     seed: int = 0,
     return_vectors: bool = False,
+    start: str | Tensor = "random",
 ) -> EigenResult:
     """The algebraically smallest eigenvalue, by Lanczos read at the bottom of the spectrum.
 
     The same process as :func:`top_eigenvalues`, stopping when the smallest Ritz value has
     relative residual ``<= tol`` (the Krylov space holds both ends of the spectrum at once).
     A smallest eigenvalue near zero (a Hessian near a minimum) needs an absolute residual of
-    ``tol * |lambda_min|``: expect many steps, or ``converged=False``.
+    ``tol * |lambda_min|``: expect many steps, or ``converged=False``. ``start``: as for
+    :func:`top_eigenvalues`, but ``"random"`` by default (the gradient weighs the top).
     """
     _validate(op, 1, tol, max_iter)
-    return _lanczos_extreme(op, 1, False, tol, max_iter, seed, return_vectors)
+    return _lanczos_extreme(op, 1, False, tol, max_iter, seed, return_vectors, start)

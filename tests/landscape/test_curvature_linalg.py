@@ -271,6 +271,38 @@ def test_trace_dispatcher_and_early_stop():
         trace(op, "girard")
 
 
+@pytest.mark.parametrize("distribution", ["sphere", "rademacher", "gaussian"])
+def test_xtrace_is_the_exchangeable_leave_one_out_estimator(distribution):
+    """XTrace (Epperly, Tropp & Webber 2024) written out: for each of the s = m/2 test vectors,
+    an explicit basis of the sketch without its column, tr(Q^T A Q) plus the probe's deflated
+    quadratic form (rescaled to the complement's expected length for the sphere: the improved
+    estimator), then the mean and the standard error of the s estimates."""
+    matrix, products = _hessian_like(40, seed=2), 12
+    s, n = products // 2, 40
+    result = xtrace(DenseOperator(matrix), products, seed=5, distribution=distribution)
+    generator = torch.Generator().manual_seed(5)  # the estimator's test vectors, drawn in order
+    columns = []
+    for _ in range(s):
+        if distribution == "rademacher":
+            columns.append(torch.randint(0, 2, (n,), generator=generator).double() * 2 - 1)
+        else:
+            z = torch.randn(n, generator=generator, dtype=torch.float64)
+            columns.append(z * (math.sqrt(n) / z.norm()) if distribution == "sphere" else z)
+    omega = torch.stack(columns, dim=1)
+    sketch = matrix @ omega
+    estimates = []
+    for i in range(s):
+        basis = torch.linalg.qr(torch.cat([sketch[:, :i], sketch[:, i + 1 :]], dim=1)).Q
+        probe = omega[:, i] - basis @ (basis.T @ omega[:, i])
+        quadratic = float(probe @ matrix @ probe)
+        if distribution == "sphere":
+            quadratic *= (n - s + 1) / float(probe @ probe)
+        estimates.append(float(torch.trace(basis.T @ matrix @ basis)) + quadratic)
+    assert result.trace == pytest.approx(np.mean(estimates), rel=1e-10)
+    assert result.stderr == pytest.approx(np.std(estimates, ddof=1) / math.sqrt(s), rel=1e-8)
+    assert result.hvp_count == products
+
+
 def test_trace_results_do_not_depend_on_block_size():
     op = DenseOperator(_geometric())
     for estimator in ESTIMATORS.values():
