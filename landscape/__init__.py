@@ -45,7 +45,13 @@ from landscape.directions import (
 )
 from landscape.evaluate import SurfaceEvaluator, as_tensors
 from landscape.grid import Surface, grid_coordinates
-from landscape.io import SurfaceWriter, export_vtp, load_surface, save_surface
+from landscape.io import (
+    SurfaceWriter,
+    export_vtp,
+    load_surface,
+    save_surface,
+    surface_progress,
+)
 
 __all__ = [
     "NO_CUDA_NOTE",
@@ -71,4 +77,5 @@ __all__ = [
     "save_surface",
     "surface_1d",
     "surface_2d",
+    "surface_progress",
 ]

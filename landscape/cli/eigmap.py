@@ -33,14 +33,14 @@ from landscape.io.atomic import atomic_write
 def save_eigmap_figures(eigmap: Any, path: Path) -> list[Path]:
     """``plot_eig_ratio`` and ``plot_max_eig`` of ``eigmap`` as PNGs next to ``path``."""
     from landscape.optional import import_optional
-    from landscape.plot import plot_eig_ratio, plot_max_eig
+    from landscape.plot import plot_eig_ratio, plot_max_eig, save_figure
 
     plt = import_optional("matplotlib.pyplot", "the figures need matplotlib")
     paths = []
     for name, draw in (("eig_ratio", plot_eig_ratio), ("max_eig", plot_max_eig)):
         figure = draw(eigmap).figure
         target = path.with_name(f"{path.stem}_{name}.png")
-        figure.savefig(target, dpi=150, bbox_inches="tight")
+        save_figure(figure, target)
         plt.close(figure)
         paths.append(target)
     return paths

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from landscape.cli.figures import draw, figure_formats, read_projection, read_surface, x_limits
 from landscape.cli.inputs import CLIError, Context
+from landscape.plot import save_figure
 
 
 def cmd_plot(args: argparse.Namespace, ctx: Context) -> None:
@@ -64,7 +65,7 @@ def _plot_repeat(args: argparse.Namespace, ctx: Context) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     for fmt in figure_formats(args.formats):
         path = Path(f"{out}_1d_loss_err_repeat.{fmt}")
-        fig.savefig(path, dpi=150, bbox_inches="tight", format=fmt)
+        save_figure(fig, path, format=fmt)
         ctx.log(f"figure: {path}")
     if args.show:
         import matplotlib.pyplot as plt

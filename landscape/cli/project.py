@@ -11,6 +11,7 @@ from typing import Any
 from landscape.cli.figures import figure_formats, read_surface
 from landscape.cli.inputs import CLIError, Context, build_model, load_state
 from landscape.io.atomic import atomic_path
+from landscape.plot import save_figure
 
 
 def cmd_project(args: argparse.Namespace, ctx: Context) -> None:
@@ -100,7 +101,7 @@ def cmd_project(args: argparse.Namespace, ctx: Context) -> None:
         )
         for fmt in figure_formats(args.formats):
             out = Path(f"{proj_file}_{args.surf_name}_2dcontour_proj.{fmt}")
-            figure.savefig(out, dpi=150, bbox_inches="tight", format=fmt)
+            save_figure(figure, out, format=fmt)
             ctx.log(f"figure: {out}")
 
 

@@ -44,7 +44,12 @@ from landscape.io.checkpoints import (
     payload_sha256,
 )
 from landscape.io.layout import NON_IDENTITY_PROVENANCE_KEYS, SCHEMA_VERSION
-from landscape.io.surfaces import load_surface, save_surface
+from landscape.io.surfaces import (
+    SurfaceProgress,
+    load_surface,
+    save_surface,
+    surface_progress,
+)
 from landscape.io.vtk import export_vtp
 from landscape.io.writer import SurfaceWriter
 
@@ -55,6 +60,8 @@ __all__ = [
     "export_vtp",
     "load_surface",
     "save_surface",
+    "surface_progress",
+    "SurfaceProgress",
     "AtomicWriteError",
     "atomic_path",
     "atomic_write",

@@ -1,4 +1,5 @@
-"""Whole surface files: :func:`save_surface` and :func:`load_surface`.
+"""Whole surface files: :func:`save_surface`, :func:`load_surface`, and
+:func:`surface_progress` (how far a running job is, read while it writes the file).
 
 :func:`load_surface` also reads tomgoldstein/loss-landscape's own files and converts them.
 
@@ -14,13 +15,15 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from landscape.grid import Surface, grid_arrays, grid_axis, grid_shape
 from landscape.io import layout
+from landscape.optional import import_optional
 
 
 def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = False) -> Path:
@@ -49,8 +52,13 @@ def save_surface(path: str | os.PathLike, surface: Surface, overwrite: bool = Fa
     return path
 
 
-def load_surface(path: str | os.PathLike) -> Surface:
+def load_surface(path: str | os.PathLike, *, wait: float = 0.0) -> Surface:
     """Read a surface file written by landscape or by tomgoldstein/loss-landscape.
+
+    ``wait``: seconds to wait for a process that still holds the file (HDF5's file lock) to
+    let it go, e.g. right after stopping a job: an MPI launcher can return before the ranks it
+    stopped have exited, and the kernel drops a dying process's lock a moment after that. With
+    the default 0 a held file raises at once (the message says another process has it open).
 
     loss-landscape files are converted: ``-1`` sentinels (``+1`` for ``min_eig``) become NaN
     and the ``done`` mask (taken from ``train_loss``, else the first loss-like metric),
@@ -63,7 +71,19 @@ def load_surface(path: str | os.PathLike) -> Surface:
     a damaged one) or an HDF5 file that is not a loss surface.
     """
     path = Path(path)
-    with layout.open_existing(path, "r") as h5file, layout.reading(path):
+    if wait < 0:
+        raise ValueError(f"wait must be >= 0 seconds, got {wait}")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            h5file = layout.open_existing(path, "r")
+        except ValueError as err:
+            if not layout.is_lock_error(err.__cause__ or err) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+            continue
+        break
+    with h5file, layout.reading(path):
         if "xcoordinates" not in h5file:
             raise ValueError(f"{path} is not a loss-surface file (no 'xcoordinates' dataset)")
         if "schema_version" in h5file.attrs:
@@ -142,3 +162,49 @@ def _load_loss_landscape(h5file: Any, path: Path) -> Surface:
         provenance["dir_file"] = layout.decode_string(h5file["dir_file"][()])
     provenance["source_format"] = "loss-landscape"
     return Surface(x=x, y=y, metrics=metrics, done=done, provenance=provenance)
+
+
+class SurfaceProgress(NamedTuple):
+    """How many points of a surface file are ``done``, out of ``total``."""
+
+    done: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 0.0
+
+
+def surface_progress(
+    path: str | os.PathLike, *, retries: int = 5, wait_s: float = 0.05
+) -> SurfaceProgress | None:
+    """How far the surface in ``path`` is: ``SurfaceProgress(done, total)`` from its ``done``
+    mask, or ``None`` while the file does not exist yet.
+
+    Meant for following a job that is writing the file (``python -m landscape surface``, on one
+    process or under MPI): the writer keeps the file open and HDF5's file lock refuses every
+    other reader (:func:`load_surface` says so), so this reads the ``done`` mask alone, without
+    the lock, read-only. The writer flushes after every chunk; a read that meets a chunk being
+    flushed is retried ``retries`` times, ``wait_s`` apart, then raises the ``ValueError`` of
+    :func:`load_surface` for a damaged file. Once the job has ended, load the file with
+    :func:`load_surface`.
+    """
+    path = Path(path)
+    h5py = import_optional("h5py", "reading surface files needs h5py: pip install h5py")
+    for attempt in range(retries + 1):
+        if not path.exists():
+            return None
+        try:
+            with h5py.File(path, "r", locking=False) as h5file:
+                if "done" not in h5file:
+                    raise ValueError(f"{path} is not a landscape surface file (no 'done' mask)")
+                done = np.asarray(h5file["done"][()])
+            return SurfaceProgress(int(np.count_nonzero(done)), int(done.size))
+        except (OSError, RuntimeError, KeyError) as err:  # h5py's errors on a half-flushed read
+            if attempt == retries:
+                detail = " ".join(str(err).split()) or type(err).__name__
+                raise ValueError(
+                    f"{path} is damaged or not a landscape surface file: {detail}"
+                ) from err
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -103,6 +103,15 @@ def end_job(comm: Any, message: str, code: int = 1) -> NoReturn:
             shown = rank != 0 and _acknowledged_by_rank0(comm, message)
             if not shown:
                 _write(message)
+    finally:
+        abort_quietly(comm, code)
+
+
+def abort_quietly(comm: Any, code: int = 1) -> NoReturn:
+    """Wait :data:`ABORT_GRACE_S` (the process manager forwards what was printed), then end
+    every rank of ``comm``'s job: rank 0 after :class:`RankFailed`, whose message is printed,
+    and :func:`end_job` after its message."""
+    try:
         time.sleep(ABORT_GRACE_S)
     finally:
         try:
@@ -111,17 +120,6 @@ def end_job(comm: Any, message: str, code: int = 1) -> NoReturn:
             # MPI_Abort may return after notifying the process manager (seen with MPICH 5):
             # make sure this rank is gone too, without running atexit handlers that would
             # finalize MPI and wait for the others.
-            os._exit(code)
-
-
-def abort_quietly(comm: Any, code: int = 1) -> NoReturn:
-    """Rank 0 after :class:`RankFailed`: the message is printed; wait and end the job."""
-    try:
-        time.sleep(ABORT_GRACE_S)
-    finally:
-        try:
-            comm.Abort(code)
-        finally:
             os._exit(code)
 
 

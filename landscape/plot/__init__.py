@@ -37,7 +37,7 @@ map of ``|min_eig / max_eig|``, and :func:`plot_max_eig`, contours of ``max_eig`
 """
 
 from landscape.plot.eigmap import plot_eig_ratio, plot_max_eig
-from landscape.plot.figures import plot_all
+from landscape.plot.figures import plot_all, save_figure
 from landscape.plot.grid import noise_floor
 from landscape.plot.line import plot_1d, plot_1d_repeat
 from landscape.plot.plane import plot_contour, plot_heatmap, plot_surface_3d, plot_trajectory
@@ -56,5 +56,6 @@ __all__ = [
     "plot_max_eig",
     "plot_surface_3d",
     "plot_trajectory",
+    "save_figure",
     "save_spectrum",
 ]

@@ -1,7 +1,10 @@
-"""The standard figure set of a surface (:func:`plot_all`), as loss-landscape writes it.
+"""Figure files: :func:`save_figure` (one figure, written atomically) and the standard figure
+set of a surface (:func:`plot_all`), as loss-landscape writes it.
 
 One figure file per plot and format, next to the surface file: the 1D curves, or the contour,
-filled contour, heat map, 3D surface (and trajectory) of a 2D surface.
+filled contour, heat map, 3D surface (and trajectory) of a 2D surface. Every figure file is
+either complete or absent (or its previous version): a kill while matplotlib writes it never
+leaves a truncated PNG or PDF beside finished results.
 """
 
 from __future__ import annotations
@@ -11,8 +14,40 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from landscape.io.atomic import atomic_path
 from landscape.plot.line import plot_1d
 from landscape.plot.plane import plot_contour, plot_heatmap, plot_surface_3d, plot_trajectory
+
+
+def save_figure(
+    figure: Any,
+    path: str | os.PathLike,
+    *,
+    dpi: float | None = 150,
+    bbox_inches: str | None = "tight",
+    format: str | None = None,
+) -> Path:
+    """Write ``figure`` (a matplotlib Figure) to ``path`` atomically and durably
+    (:func:`landscape.io.atomic_path`); returns ``path``.
+
+    The format is ``format`` or the path's suffix (``png``, ``pdf``, ``svg``...); ``dpi`` and
+    ``bbox_inches`` as for ``Figure.savefig`` (``None``: matplotlib's defaults). The figure is
+    left open. Raises ``ValueError`` for a path without a suffix and no ``format``.
+    """
+    path = Path(path)
+    fmt = (format or path.suffix).lstrip(".")
+    if not fmt:
+        raise ValueError(
+            f"{path}: no figure format; give the file a suffix (.png, .pdf) or format="
+        )
+    options: dict[str, Any] = {"format": fmt}
+    if dpi is not None:
+        options["dpi"] = dpi
+    if bbox_inches is not None:
+        options["bbox_inches"] = bbox_inches
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, **options)
+    return path
 
 
 def plot_all(
@@ -84,6 +119,6 @@ def plot_all(
     for suffix, fig in figures:
         for fmt in formats:
             path = Path(f"{prefix}{suffix}.{fmt.lstrip('.')}")
-            fig.savefig(path, dpi=dpi, bbox_inches="tight", format=fmt.lstrip("."))
+            save_figure(fig, path, dpi=dpi, format=fmt)
             paths.append(path)
     return paths

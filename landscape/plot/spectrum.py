@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.plot.figures import save_figure
 from landscape.plot.grid import new_axes
 
 __all__ = ["plot_convergence", "plot_density", "save_spectrum"]
@@ -167,7 +168,6 @@ def save_spectrum(
     plt = import_optional("matplotlib.pyplot", "landscape.plot needs matplotlib")
     drawn = plot_density(results, labels, **options)
     figure = (drawn if hasattr(drawn, "figure") else drawn[0]).figure
-    path = Path(path)
-    figure.savefig(path, dpi=dpi, bbox_inches="tight")
+    path = save_figure(figure, path, dpi=dpi)
     plt.close(figure)
     return path

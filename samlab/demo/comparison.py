@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from landscape.io import atomic_write
+from landscape.plot import save_figure
 from samlab.datasets import load_digits
 from samlab.demo.tables import text_table, write_csv
 from samlab.optim import get_optimizer_info
@@ -194,7 +196,7 @@ def plot_learning_curves(results: dict[str, TrainResult], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     figure.suptitle("digits CNN: SGD vs SAM variants (same seed, schedule and epochs)")
-    figure.savefig(path)
+    save_figure(figure, path, dpi=None, bbox_inches=None)
     return path
 
 
@@ -239,7 +241,7 @@ def run_optimizer_comparison(
         "configs": {name: config.to_dict() for name, config in configs.items()},
         "torch": torch.__version__,
     }
-    (output / "demo_config.json").write_text(json.dumps(settings, indent=2) + "\n")
+    atomic_write(output / "demo_config.json", json.dumps(settings, indent=2) + "\n")
     results: dict[str, TrainResult] = {}
     for name, config in configs.items():
         results[name] = train_classifier(

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from landscape.plot import save_figure
 from samlab.datasets import load_forecast_data
 from samlab.demo.tables import heading, write_csv
 from samlab.train import load_checkpoint
@@ -94,7 +95,7 @@ def plot_forecasts(models: dict[str, torch.nn.Module], data, results, path: Path
     axes[3].legend(fontsize=8)
     fig.suptitle(f"ETTh1, H={HORIZON}: SAMformer with and without SAM")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110, bbox_inches=None)
     plt.close(fig)
     return path
 

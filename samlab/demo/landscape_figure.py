@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from landscape.curvature import FIT_WINDOW
+from landscape.plot import save_figure
 
 #: how the figure and the section's printed lines name an optimizer; its 1D slice's colour
 LABELS = {"sgd": "SGD", "sam": "SAM"}
@@ -160,5 +161,5 @@ def plot_landscapes(
         zoom_ax.set_title("centre, linear scale")
         zoom_ax.legend(handles=[*handles[:-1], rho_handle], loc="upper center", fontsize=8)
     figure.suptitle(title or "digits CNN: SGD vs SAM loss landscapes")
-    figure.savefig(path)
+    save_figure(figure, path, dpi=None, bbox_inches=None)
     return path

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from landscape.io import atomic_write
+
 MODEL_FACTORY = "samlab.models:digits_cnn"
 DATA_FACTORY = "samlab.datasets:digits_eval_data"
 
@@ -157,5 +159,5 @@ def forget_stale(files: Mapping[str, Path], stamp: Path, inputs: Mapping[str, An
     for path in files.values():
         for stale in (path, path.with_name(path.name + ".json")):
             stale.unlink(missing_ok=True)
-    stamp.write_text(json.dumps(inputs, indent=2, sort_keys=True) + "\n")
+    atomic_write(stamp, json.dumps(inputs, indent=2, sort_keys=True) + "\n")
     return False

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from landscape.io import atomic_write
 
 
 def write_csv(
@@ -16,12 +19,12 @@ def write_csv(
 ) -> Path:
     """``path`` as CSV: a header of ``columns``, then one line per row (a mapping whose keys are
     among ``columns``), each value written as ``cell(value)``."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: cell(value) for key, value in row.items()})
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: cell(value) for key, value in row.items()})
+    return atomic_write(path, text.getvalue())
 
 
 def heading(columns: Sequence[tuple[str, str]]) -> str:

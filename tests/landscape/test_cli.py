@@ -23,33 +23,18 @@ pytest.importorskip("matplotlib")
 
 from landscape.cli import main, parse_range  # noqa: E402
 from landscape.io import load_surface  # noqa: E402
+from tests.landscape.cli_helpers import (  # noqa: E402
+    assert_one_line_error,
+    run,
+    surface_cmd,
+)
 
 GRID = ["--x", "-1:1:5", "--y", "0:1:5"]  # a y-range starting at 0 (loss-landscape rejects it)
-COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 
 
 @pytest.fixture(autouse=True)
 def workdir(cli_workdir):
     return cli_workdir
-
-
-def run(*argv):
-    return main([str(a) for a in argv], prog="landscape")
-
-
-def surface_cmd(surf_file, *extra, model="_factories:cnn", data="_factories:data"):
-    return ["surface", "--model", model, "--data", data, "--surf_file", surf_file, *COMMON, *extra]
-
-
-def assert_one_line_error(capsys, code, expected_code, *needles):
-    captured = capsys.readouterr()
-    assert code == expected_code, captured.err
-    assert "Traceback" not in captured.err
-    error_lines = [line for line in captured.err.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, captured.err
-    for needle in needles:
-        assert needle in error_lines[0], error_lines[0]
-    return error_lines[0]
 
 
 def assert_not_blank(path):
@@ -471,9 +456,10 @@ def drawn_axes(monkeypatch):
     real_savefig = Figure.savefig
 
     def savefig(figure, fname, *args, **kwargs):
-        stem = Path(str(fname)).stem
+        # figures are written to a temporary name (".NAME.PID.RANDOM.tmp") and then renamed
+        base = Path(str(fname)).name
         for suffix, name in kinds.items():
-            if stem.endswith(suffix):
+            if f"{suffix}." in base:
                 captured.setdefault(name, []).append(figure.axes[0])
         return real_savefig(figure, fname, *args, **kwargs)
 

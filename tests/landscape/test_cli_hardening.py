@@ -26,14 +26,18 @@ import torch
 h5py = pytest.importorskip("h5py")
 pytest.importorskip("matplotlib")
 
-from landscape.cli import main  # noqa: E402
 from landscape.curvature.batches import OperatorBatches  # noqa: E402
 from landscape.evaluate import data_sha256  # noqa: E402
 from landscape.io import atomic_write, load_surface  # noqa: E402
 from landscape.io.layout import is_lock_error  # noqa: E402
+from tests.landscape.cli_helpers import (  # noqa: E402
+    COMMON,
+    assert_one_line_error,
+    run,
+    surface_cmd,
+)
 
 GRID = ["--x", "-1:1:3", "--y", "-1:1:3"]
-COMMON = ["--batch_size", "64", "--threads", "1", "--no_progress"]
 
 
 @pytest.fixture(autouse=True)
@@ -41,24 +45,8 @@ def workdir(cli_workdir):
     return cli_workdir
 
 
-def run(*argv):
-    return main([str(a) for a in argv], prog="landscape")
-
-
 def surface(surf, *extra, data="_factories:data"):
-    argv = ["surface", "--model", "_factories:cnn", "--data", data, "--surf_file", surf]
-    return run(*argv, *COMMON, *extra)
-
-
-def one_error_line(capsys, code, expected_code, *needles):
-    captured = capsys.readouterr()
-    assert code == expected_code, captured.err
-    assert "Traceback" not in captured.err
-    lines = [line for line in captured.err.splitlines() if "error:" in line]
-    assert len(lines) == 1, captured.err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
+    return run(*surface_cmd(surf, *extra, data=data))
 
 
 def files_in(folder):
@@ -119,7 +107,7 @@ def test_resume_on_other_data_values_is_refused(workdir, capsys):
     # what changed and the ways out.
     save_data(shift=0.01)
     code = surface(surf, *GRID, data="_factories:saved_data")
-    line = one_error_line(capsys, code, 1, str(surf), "other data values", "--overwrite")
+    line = assert_one_line_error(capsys, code, 1, str(surf), "other data values", "--overwrite")
     assert "--surf_file" in line
     assert int(load_surface(surf).done.sum()) == 3
 
@@ -161,7 +149,7 @@ def test_file_without_a_data_digest_is_accepted_once_and_stamped(workdir, capsys
 
     save_data(shift=0.01)  # from now on, checked
     code = surface(surf, *GRID, data="_factories:saved_data")
-    one_error_line(capsys, code, 1, "other data values")
+    assert_one_line_error(capsys, code, 1, "other data values")
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +169,7 @@ def test_truncated_file_is_not_reported_as_locked(workdir, capsys):
         ["surface", "--model", "_factories:cnn", "--data", "_factories:data"]
         + ["--surf_file", surf, *COMMON, *GRID],
     ):
-        line = one_error_line(capsys, run(*argv), 1, str(surf), "truncated")
+        line = assert_one_line_error(capsys, run(*argv), 1, str(surf), "truncated")
         assert "lock" not in line.replace("sblock", "")
     # The exact text of HDF5's lock error is still recognised.
     assert is_lock_error(OSError("unable to lock file, errno = 11, error message = 'x'"))
@@ -201,9 +189,9 @@ def test_flipped_byte_in_a_metric_is_caught_by_the_checksum(workdir, capsys):
     surf.write_bytes(bytes(raw))
     capsys.readouterr()
     for argv in (["plot", "--surf_file", surf], ["vtk", "--surf_file", surf]):
-        one_error_line(capsys, run(*argv), 1, str(surf), "checksum")
+        assert_one_line_error(capsys, run(*argv), 1, str(surf), "checksum")
     code = surface(surf, *GRID)
-    one_error_line(capsys, code, 1, str(surf), "checksum")
+    assert_one_line_error(capsys, code, 1, str(surf), "checksum")
     assert surf.read_bytes() == bytes(raw)  # never rewritten
 
 
@@ -215,26 +203,27 @@ def test_flipped_byte_in_a_metric_is_caught_by_the_checksum(workdir, capsys):
 def test_grid_too_large_is_refused_before_any_file(workdir, capsys):
     before = files_in(workdir)
     code = surface(workdir / "huge.h5", "--x", "-1:1:100000000", "--y", "-1:1:100000000")
-    line = one_error_line(capsys, code, 1, "10,000,000,000,000,000 points", "memory", "fewer")
+    needles = ("10,000,000,000,000,000 points", "memory", "fewer")
+    line = assert_one_line_error(capsys, code, 1, *needles)
     assert "EiB" in line or "ZiB" in line or "PiB" in line
     assert files_in(workdir) == before
 
 
 def test_min_equal_max_with_several_points_is_refused(capsys):
     code = surface("same.h5", "--x", "1:1:5")
-    one_error_line(capsys, code, 2, "--x", "same point")
+    assert_one_line_error(capsys, code, 2, "--x", "same point")
     assert not Path("same.h5").exists()
 
 
 def test_plot_on_a_grid_without_cells_is_refused_up_front(workdir, capsys):
     before = files_in(workdir)
     code = surface(workdir / "one.h5", "--x", "0:0:1", "--y", "0:0:1", "--plot")
-    one_error_line(capsys, code, 1, "--plot", "at least 2 points")
+    assert_one_line_error(capsys, code, 1, "--plot", "at least 2 points")
     assert files_in(workdir) == before
     # A 1 x 1 surface (computed without --plot) given to plot: one line as well.
     assert surface(workdir / "one.h5", "--x", "0:0:1", "--y", "0:0:1") == 0
     capsys.readouterr()
-    one_error_line(capsys, run("plot", "--surf_file", workdir / "one.h5"), 1, "1 x 1")
+    assert_one_line_error(capsys, run("plot", "--surf_file", workdir / "one.h5"), 1, "1 x 1")
 
 
 def test_json_record_holding_a_list_is_refused_and_kept(workdir, capsys):
@@ -243,10 +232,10 @@ def test_json_record_holding_a_list_is_refused_and_kept(workdir, capsys):
     sidecar.write_text("[1, 2, 3]\n")
     before = files_in(workdir)
     code = surface(surf, *GRID)
-    one_error_line(capsys, code, 1, str(sidecar), "holds list", "--overwrite")
+    assert_one_line_error(capsys, code, 1, str(sidecar), "holds list", "--overwrite")
     assert sidecar.read_text() == "[1, 2, 3]\n" and files_in(workdir) == before
     sidecar.write_text('{"runs": [{"computed_points": 1}')  # truncated JSON
-    one_error_line(capsys, surface(surf, *GRID), 1, str(sidecar), "not readable JSON")
+    assert_one_line_error(capsys, surface(surf, *GRID), 1, str(sidecar), "not readable JSON")
     assert surface(surf, *GRID, "--overwrite") == 0  # a new record
     assert len(json.loads(sidecar.read_text())["runs"]) == 1
 
@@ -294,7 +283,7 @@ def test_full_disk_and_unwritable_output_end_in_one_line(workdir, capsys, monkey
 
     monkeypatch.setattr(os, "fsync", full)
     code = surface(surf, *GRID)  # the record written at the end fails
-    one_error_line(capsys, code, 1, "disk.h5.json", "No space left on device")
+    assert_one_line_error(capsys, code, 1, "disk.h5.json", "No space left on device")
     monkeypatch.undo()
     assert (workdir / "disk.h5.json").read_text() == record  # nothing lost
     assert load_surface(surf).done.all()
@@ -302,7 +291,7 @@ def test_full_disk_and_unwritable_output_end_in_one_line(workdir, capsys, monkey
 
     (workdir / "afile").write_text("")
     code = surface(workdir / "afile" / "s.h5", *GRID)
-    one_error_line(capsys, code, 1, "afile")
+    assert_one_line_error(capsys, code, 1, "afile")
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,7 +301,7 @@ def test_full_disk_and_unwritable_output_end_in_one_line(workdir, capsys, monkey
 
 def test_unexpected_exception_is_one_line_with_the_debug_hint(capsys, monkeypatch):
     code = surface("x.h5", *GRID, data="_factories:broken_data")
-    one_error_line(
+    assert_one_line_error(
         capsys,
         code,
         1,

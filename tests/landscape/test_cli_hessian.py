@@ -7,10 +7,7 @@ input."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import matplotlib
 
@@ -22,6 +19,7 @@ import torch  # noqa: E402
 
 from landscape import load_surface  # noqa: E402
 from landscape.cli import main  # noqa: E402
+from tests.mpi_jobs import MPIEXEC, job_environment, launch  # noqa: E402
 
 FACTORIES = """
 import torch
@@ -219,26 +217,17 @@ def test_eigmap_writes_resumes_and_draws(workdir, capsys, dense_hessian):
     assert summary["max_eig"][1] == pytest.approx(float(np.nanmax(emap.max_eig)))
 
 
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
-
-
 @pytest.mark.mpi
 @pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec next to {sys.executable}")
 def test_hessian_mpi_on_two_ranks_equals_one_process(workdir):
     pytest.importorskip("mpi4py")
     flags = [*BASE, "--topk", "3", "--smallest", "--trace", "--density", "--density_steps"]
     flags += ["20", "--tol", "1e-8", "--mode", "reverse"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "HYDRA_"))}
-    root = str(Path(__file__).resolve().parents[2])
-    env.update(OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
-    env["PYTHONPATH"] = os.pathsep.join([root, str(workdir), env.get("PYTHONPATH", "")])
     command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
     command += ["hessian", *flags, "--mpi", "--output", "two.json"]
-    done = subprocess.run(
-        command, cwd=workdir, env=env, capture_output=True, text=True, timeout=240
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-    assert "--batch_size 20 (at least one batch per rank)" in done.stdout
+    code, out, err, _ = launch(command, cwd=workdir, env=job_environment(workdir), timeout=240)
+    assert code == 0, f"{out}\n{err}"
+    assert "--batch_size 20 (at least one batch per rank)" in out
     assert main(["hessian", *flags, "--output", "one.json"]) == 0
     two = json.loads((workdir / "two.json").read_text())
     one = json.loads((workdir / "one.json").read_text())

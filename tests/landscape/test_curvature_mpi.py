@@ -15,24 +15,20 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.mpi_jobs import MPIEXEC, job_environment, launch  # noqa: E402
+
 pytest.importorskip("h5py")
 
 HERE = Path(__file__).resolve().parent
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 TIMEOUT = 240
-ROOT = HERE.parent.parent
 
 try:
     import mpi4py  # noqa: F401
@@ -57,28 +53,9 @@ def workdir(tmp_path_factory):
 def mpirun(workdir: Path, out_dir: Path, extra_env=None, *args: str):
     """``mpiexec -n 2 python -m mpi4py _curvature_mpi_job.py OUT_DIR ARGS``: (code, stdout,
     stderr, seconds)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "HYDRA_"))}
-    env.update({"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"})
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(workdir), env.get("PYTHONPATH", "")])
-    env.update(extra_env or {})
+    env = job_environment(workdir, extra=extra_env)
     command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "_curvature_mpi_job.py"]
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        [*command, str(out_dir), *args],
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"mpiexec -n 2 hung for {TIMEOUT} s:\n{stdout}\n{stderr}")
-    return process.returncode, stdout, stderr, time.perf_counter() - start
+    return launch([*command, str(out_dir), *args], cwd=workdir, env=env, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,9 +31,9 @@ pytest.importorskip("h5py")
 from landscape import compute_surface, format_rank_report  # noqa: E402
 from landscape.cli import main  # noqa: E402
 from landscape.io import SurfaceWriter, load_surface  # noqa: E402
+from tests.mpi_jobs import MPIEXEC, job_environment, launch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-MPIEXEC = Path(sys.executable).parent / "mpiexec"
 TIMEOUT = 300
 GRID = ["--x", "-1:1:5", "--y", "-0.5:1:5"]
 BASE = [
@@ -184,30 +183,12 @@ def reference(workdir):
 def mpirun(ranks, workdir, surf_file, extra_env=None, extra_args=(), base=BASE):
     """``mpiexec -n RANKS python -m mpi4py -m landscape surface ... --mpi``; returns
     (returncode, stdout, stderr, seconds)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "HYDRA_"))}
-    env.update({"OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1"})
-    env.update(extra_env or {})
     command = [str(MPIEXEC), "-n", str(ranks), sys.executable, "-m", "mpi4py", "-m", "landscape"]
     command += [*base, "--surf_file", str(surf_file), "--mpi", *extra_args]
-    start = time.perf_counter()
-    process = subprocess.Popen(
-        command,
-        cwd=workdir,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"mpiexec -n {ranks} hung for {TIMEOUT} s:\n{stdout}\n{stderr}")
-    seconds = time.perf_counter() - start
+    env = job_environment(extra=extra_env)
+    result = launch(command, cwd=workdir, env=env, timeout=TIMEOUT)
     wait_for_ranks(str(surf_file))
-    return process.returncode, stdout, stderr, seconds
+    return result
 
 
 def _rank_pids(marker):
@@ -253,19 +234,6 @@ def wait_for_ranks(marker, timeout=30.0):
                     pass
             pytest.fail(f"MPI ranks {pids} outlived mpiexec by {timeout} s")
         time.sleep(0.02)
-
-
-def load_released(path, timeout=30.0):
-    """``load_surface`` once the killed ranks' HDF5 lock is gone: the kernel drops a dying
-    process's file lock a moment after its file descriptors, so retry while it is held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return load_surface(path)
-        except ValueError as err:
-            if "lock" not in str(err) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def assert_same_bits(surface, reference):
@@ -318,7 +286,7 @@ def test_killed_run_resumes_to_the_same_surface(workdir, reference):
         },
     )
     assert code != 0, f"the run was not killed:\n{out}\n{err}"
-    partial = load_released(surf)
+    partial = load_surface(surf, wait=30)
     done_before = int(partial.done.sum())
     assert 3 <= done_before < 25, done_before
     for name, values in reference.metrics.items():  # what was written is already final
@@ -357,7 +325,7 @@ def test_failing_rank_aborts_the_job(workdir):
         "aborting the MPI job (run with SAMLAB_DEBUG=1 for the traceback)"
     ) in err
     assert "Traceback" not in err
-    assert not load_released(surf).done.all()
+    assert not load_surface(surf, wait=30).done.all()
 
 
 @pytest.mark.mpi

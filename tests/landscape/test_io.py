@@ -20,6 +20,7 @@ from landscape.io import (  # noqa: E402
     export_vtp,
     load_surface,
     save_surface,
+    surface_progress,
 )
 
 METRICS = ("train_loss", "train_acc", "train_loss_se", "train_acc_se")
@@ -228,6 +229,63 @@ def test_killed_run_keeps_flushed_chunks(tmp_path):
         np.testing.assert_array_equal(
             writer.surface().metrics["train_loss"].reshape(-1)[:10], np.arange(10) + 0.25
         )
+
+
+def test_surface_progress_follows_a_file_another_process_is_writing(tmp_path):
+    """A running job keeps its surface file open: ``load_surface`` is refused by HDF5's lock,
+    ``surface_progress`` reads the ``done`` mask after every chunk the writer flushes, and
+    ``load_surface(wait=)`` waits for the writer to let the file go."""
+    path = tmp_path / "s.h5"
+    assert surface_progress(path) is None  # not created yet
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        import landscape.io
+        writer = landscape.io.SurfaceWriter.open(
+            {str(path)!r}, x=np.linspace(-1, 1, 7), y=np.linspace(-1, 1, 4),
+            metric_names={METRICS!r}, provenance={provenance()!r})
+        for chunk in (np.arange(10), np.arange(10, 13)):
+            writer.write(chunk, {{n: chunk + 0.25 for n in {METRICS!r}}})
+            print("written", flush=True)
+            sys.stdin.readline()
+        writer.close()
+        """
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert job.stdout.readline().strip() == "written"
+        with pytest.raises(ValueError, match="open in another process"):
+            load_surface(path)
+        progress = surface_progress(path)
+        assert progress == (10, 28) and progress.fraction == pytest.approx(10 / 28)
+        job.stdin.write("\n")
+        job.stdin.flush()
+        assert job.stdout.readline().strip() == "written"
+        assert surface_progress(path) == (13, 28)
+        job.stdin.write("\n")
+        job.stdin.flush()
+        # the writer lets the file go a moment later: load_surface(wait=) waits for it
+        assert int(load_surface(path, wait=60).done.sum()) == 13
+        assert job.wait(timeout=60) == 0
+    finally:
+        job.kill()
+    with pytest.raises(ValueError, match="wait must be >= 0"):
+        load_surface(path, wait=-1)
+
+
+def test_surface_progress_of_a_foreign_or_damaged_file(tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as h5file:
+        h5file["x"] = np.zeros(3)
+    with pytest.raises(ValueError, match="not a landscape surface file"):
+        surface_progress(other)
+    garbage = tmp_path / "garbage.h5"
+    garbage.write_bytes(b"not hdf5 at all" * 10)
+    with pytest.raises(ValueError, match="garbage.h5 is damaged"):
+        surface_progress(garbage, retries=1, wait_s=0.0)
 
 
 @pytest.mark.parametrize(
@@ -643,7 +701,7 @@ def test_public_names_of_landscape_io() -> None:
 
     for module, names in (
         (layout, ("SCHEMA_VERSION", "NON_IDENTITY_PROVENANCE_KEYS")),
-        (surfaces, ("load_surface", "save_surface")),
+        (surfaces, ("load_surface", "save_surface", "surface_progress", "SurfaceProgress")),
         (writer, ("SurfaceWriter",)),
         (vtk, ("export_vtp",)),
         (atomic, ("AtomicWriteError", "atomic_path", "atomic_write")),
@@ -652,11 +710,18 @@ def test_public_names_of_landscape_io() -> None:
     ):
         for name in names:
             assert getattr(io, name) is getattr(module, name), name
-    also_in_landscape = ("SurfaceWriter", "export_vtp", "load_surface", "save_surface")
+    also_in_landscape = (
+        "SurfaceWriter",
+        "export_vtp",
+        "load_surface",
+        "save_surface",
+        "surface_progress",
+    )
     assert io.__all__ == [
         "SCHEMA_VERSION",
         "NON_IDENTITY_PROVENANCE_KEYS",
         *also_in_landscape,
+        "SurfaceProgress",
         "AtomicWriteError",
         "atomic_path",
         "atomic_write",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -24,6 +26,7 @@ from landscape.plot import (  # noqa: E402
     plot_heatmap,
     plot_surface_3d,
     plot_trajectory,
+    save_figure,
 )
 
 
@@ -285,7 +288,7 @@ def test_public_names_of_landscape_plot():
     for module, names in (
         (plane, two_d),
         (line, ("plot_1d", "plot_1d_repeat")),
-        (figures, ("plot_all",)),
+        (figures, ("plot_all", "save_figure")),
         (grid, ("noise_floor",)),
         (spectrum, ("plot_convergence", "plot_density", "save_spectrum")),
         (eigmap, ("plot_eig_ratio", "plot_max_eig")),
@@ -295,7 +298,31 @@ def test_public_names_of_landscape_plot():
     assert plot.__all__ == sorted(
         [
             *("noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d),
-            *("plot_convergence", "plot_density", "save_spectrum"),
+            *("plot_convergence", "plot_density", "save_figure", "save_spectrum"),
             *("plot_eig_ratio", "plot_max_eig"),
         ]
     )
+
+
+def test_save_figure_writes_the_format_of_the_suffix_and_is_atomic(tmp_path, monkeypatch):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    png = save_figure(fig, tmp_path / "sub" / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert save_figure(fig, tmp_path / "curve.pdf").read_bytes()[:5] == b"%PDF-"
+    assert save_figure(fig, tmp_path / "curve.out", format="svg").read_text().count("<svg") == 1
+    with pytest.raises(ValueError, match="give the file a suffix"):
+        save_figure(fig, tmp_path / "curve")
+
+    # a writer killed half-way leaves the previous file whole and no temporary file behind
+    before = png.read_bytes()
+
+    def broken(self, fname, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", broken)
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, png)
+    assert png.read_bytes() == before
+    assert sorted(p.name for p in png.parent.iterdir()) == ["curve.png"]
