@@ -95,6 +95,34 @@ def axes_problems(ax, fig) -> list[str]:
         bad = _constant_or_nan(image.get_array(), 2)
         if bad:
             problems.append(f"{name}: image has {bad}")
+    problems.extend(_collection_problems(ax, name))
+    from matplotlib.container import BarContainer
+
+    for container in ax.containers:
+        if isinstance(container, BarContainer):
+            bad = _constant_or_nan([bar.get_height() for bar in container], 3)
+            if bad:
+                problems.append(f"{name}: bars {container.get_label()!r} have {bad}")
+    return problems
+
+
+def _collection_problems(ax, name: str) -> list[str]:
+    """Colour-mapped data (pcolormesh, tripcolor, scatter with colours) that is all NaN or
+    constant, and filled or line contours of data that was all NaN (no level drawn)."""
+    from matplotlib.contour import ContourSet
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    problems = []
+    for collection in ax.collections:
+        if isinstance(collection, ContourSet):
+            levels = np.asarray(collection.levels, dtype=float)
+            drawn = any(len(path.vertices) for path in collection.get_paths())
+            if not np.isfinite(levels).any() or not drawn:
+                problems.append(f"{name}: contours of only NaN values (nothing drawn)")
+        elif collection.get_array() is not None and not isinstance(collection, Poly3DCollection):
+            bad = _constant_or_nan(collection.get_array(), 2)
+            if bad:
+                problems.append(f"{name}: {type(collection).__name__} has {bad}")
     return problems
 
 

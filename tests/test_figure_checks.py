@@ -66,3 +66,32 @@ def test_check_open_figures_raises_and_closes():
     with pytest.raises(FigureProblem, match="figure 1: figure has no title"):
         check_open_figures()
     assert plt.get_fignums() == []
+
+
+def test_colour_mapped_bar_and_contour_data_that_is_nan_or_constant_is_reported():
+    import warnings
+
+    fig, axes = plt.subplots(1, 4)
+    grid = np.linspace(0, 1, 4)
+    axes[0].pcolormesh(grid, grid, np.full((4, 4), np.nan))
+    axes[1].bar(["a", "b", "c"], [np.nan, np.nan, np.nan])
+    axes[2].bar(["a", "b", "c"], [2.0, 2.0, 2.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # matplotlib warns that no contour levels were found
+        axes[3].contourf(grid, grid, np.full((4, 4), np.nan))
+    for ax in axes:
+        ax.set(title="t", xlabel="x", ylabel="y")
+    problems = " | ".join(figure_problems(fig))
+    assert "QuadMesh has only NaN values" in problems
+    assert "bars" in problems and "only NaN values" in problems
+    assert "constant values (2)" in problems
+    assert "contours of only NaN values" in problems
+
+    # the same kinds of plot with real data pass
+    fig, axes = plt.subplots(1, 3)
+    axes[0].pcolormesh(grid, grid, np.add.outer(grid, grid))
+    axes[1].bar(["a", "b", "c"], [1.0, 2.0, 3.0])
+    axes[2].contourf(grid, grid, np.add.outer(grid, grid))
+    for ax in axes:
+        ax.set(title="t", xlabel="x", ylabel="y")
+    assert figure_problems(fig) == []

@@ -58,6 +58,11 @@ def test_notebook_is_stored_without_outputs(path: Path):
         f"{path.relative_to(REPO)} stores outputs or execution counts ({', '.join(dirty)}); "
         "clear them before committing (Edit > Clear Outputs of All Cells, then save)"
     )
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    assert kernel == "python3", (
+        f"{path.relative_to(REPO)} asks for the kernel {kernel!r}; a user's JupyterLab (make lab) "
+        "has 'python3' (the venv's ipykernel): choose it (Kernel > Change Kernel) and save"
+    )
 
 
 @pytest.fixture
@@ -187,3 +192,62 @@ def test_notebook_executes(path: Path, kernel_manager):
     _execute(nb, kernel_manager, NOTEBOOK_DIR)
     errors = _cell_errors(nb)
     assert not errors, f"{path.name}: " + "\n".join(errors)
+
+
+SAM_VARIANTS_NOTEBOOK = NOTEBOOK_DIR / "03_sgd_vs_sam_variants.ipynb"
+
+
+def _cell_text(cell) -> str:
+    return "".join(output.get("text", "") for output in cell.outputs)
+
+
+@pytest.mark.notebook
+@pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
+def test_sam_variants_notebook_takes_cifar10_when_present(
+    kernel_manager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """With CIFAR-10's files under ``$SAMLAB_DATA`` (a tiny copy in the real pickle format),
+    notebook 03's ``DATASET = "auto"`` picks CIFAR-10 and runs its ResNet-20 path in smoke mode
+    (augmented training set, fixed Hessian batch, every figure checked), saving its figures and
+    table under ``results/notebooks/03_sgd_vs_sam_variants/smoke/cifar10/``."""
+    import nbformat
+
+    from tests.image_fixtures import write_cifar10
+
+    write_cifar10(tmp_path / "data", n_train=32, n_test=12)
+    monkeypatch.setenv("SAMLAB_DATA", str(tmp_path / "data"))
+    out = REPO / "results" / "notebooks" / SAM_VARIANTS_NOTEBOOK.stem / "smoke" / "cifar10"
+    for name in ("accuracy.png", "cost_sharpness.png", "results.txt"):
+        (out / name).unlink(missing_ok=True)
+    nb = nbformat.read(SAM_VARIANTS_NOTEBOOK, as_version=4)
+    nb.cells.insert(0, _figure_check_cell())
+    _execute(nb, kernel_manager, NOTEBOOK_DIR)
+    errors = _cell_errors(nb)
+    assert not errors, f"{SAM_VARIANTS_NOTEBOOK.name} on CIFAR-10: " + "\n".join(errors)
+    printed = "\n".join(_cell_text(cell) for cell in nb.cells if cell.cell_type == "code")
+    found = f"dataset: cifar10 (CIFAR-10 found under {(tmp_path / 'data').resolve()}"
+    assert found in printed
+    assert "model resnet20_cifar" in printed
+    assert "32 training and 12 test samples, Hessian on 4" in printed
+    # the printed study commands: one per optimizer, each a valid command line of the trainer
+    from samlab.optim import get_optimizer_info, list_optimizers
+    from samlab.train.classify.cli import build_run, parse
+
+    prefix = "python -m samlab.train.classify --dataset CIFAR10_cutout --model resnet20_cifar"
+    commands = [line.split("#")[0] for line in printed.splitlines() if line.startswith(prefix)]
+    sam_family = [name for name in list_optimizers() if get_optimizer_info(name).sam_family]
+    assert len(commands) == 1 + len(sam_family), commands
+    for command in commands:
+        run = build_run(parse(command.split()[3:]))
+        assert (run.config.dataset, run.config.augment) == ("cifar10", "cutout")
+        assert run.config.model == "resnet20_cifar" and run.seeds == (0, 1, 2) and run.sharpness
+    assert [build_run(parse(c.split()[3:])).config.optimizer for c in commands] == [
+        "sgd",
+        *sam_family,
+    ]
+    assert (out / "accuracy.png").stat().st_size > 0
+    assert (out / "cost_sharpness.png").stat().st_size > 0
+    table = (out / "results.txt").read_text()
+    assert table.startswith("CIFAR-10 (ResNet-20), 2 seeds")
+    for optimizer in ("sgd", "sam", "asam", "gsam", "looksam", "onestep-sam", "ssamf"):
+        assert f"\n{optimizer} " in table, f"{optimizer} missing from the table:\n{table}"

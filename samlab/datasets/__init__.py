@@ -9,6 +9,8 @@ from .images import (
     ImageDatasetSpec,
     data_root,
     get_image_dataset_spec,
+    has_cifar,
+    image_eval_data,
     load_image_dataset,
     resolve_image_dataset,
 )
@@ -34,6 +36,8 @@ __all__ = [
     "ImageDatasetSpec",
     "data_root",
     "get_image_dataset_spec",
+    "has_cifar",
+    "image_eval_data",
     "load_image_dataset",
     "resolve_image_dataset",
     "FORECAST_DATASETS",

@@ -4,9 +4,10 @@ spellings, with the seeds' augmentations (crop + flip, Cutout).
 
 * :func:`resolve_image_dataset`, :func:`get_image_dataset_spec`, :class:`ImageDatasetSpec`
   (:mod:`~samlab.datasets.images.specs`): names, classes, shapes, normalisation constants;
-* :func:`load_image_dataset`, :func:`data_root` (:mod:`~samlab.datasets.images.loading`): a
-  ``Dataset`` per split, and where the files are looked for (``root`` > ``$SAMLAB_DATA`` >
-  ``./data``);
+* :func:`load_image_dataset`, :func:`data_root`, :func:`has_cifar`, :func:`image_eval_data`
+  (:mod:`~samlab.datasets.images.loading`): a ``Dataset`` per split, where the files are
+  looked for (``root`` > ``$SAMLAB_DATA`` > ``./data``), whether a CIFAR copy is there, and a
+  fixed unaugmented batch as tensors;
 * :class:`Cutout` and the pipelines (:mod:`~samlab.datasets.images.transforms`);
 * :class:`FakeImages`, generated data (:mod:`~samlab.datasets.images.fake`);
 * the CIFAR reader (:mod:`~samlab.datasets.images.cifar`).
@@ -14,7 +15,13 @@ spellings, with the seeds' augmentations (crop + flip, Cutout).
 
 from .cifar import CIFAR_LAYOUTS, CifarDataset, missing_cifar_files, read_cifar
 from .fake import FakeImages
-from .loading import DEFAULT_FAKE_SIZES, data_root, load_image_dataset
+from .loading import (
+    DEFAULT_FAKE_SIZES,
+    data_root,
+    has_cifar,
+    image_eval_data,
+    load_image_dataset,
+)
 from .specs import (
     AUGMENTATIONS,
     IMAGE_DATASET_NAMES,
@@ -38,6 +45,8 @@ __all__ = [
     "TensorAugment",
     "data_root",
     "get_image_dataset_spec",
+    "has_cifar",
+    "image_eval_data",
     "imagenet_transform",
     "load_image_dataset",
     "missing_cifar_files",

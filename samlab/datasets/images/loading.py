@@ -14,6 +14,10 @@ relative to the current directory. Under it:
   them; ImageNet cannot be downloaded automatically.
 
 The digits ship with scikit-learn and fake data is generated, so neither needs files.
+
+:func:`has_cifar` tells whether a CIFAR copy is there without reading it (to pick CIFAR-10 when
+the user has it, the digits otherwise), and :func:`image_eval_data` gives a fixed batch of a
+split without augmentation, as tensors (for Hessian measures and loss surfaces).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
 from ..digits import load_digits
@@ -29,7 +35,7 @@ from .fake import FakeImages
 from .specs import AUGMENTATIONS, ImageDatasetSpec, get_image_dataset_spec, resolve_image_dataset
 from .transforms import imagenet_transform, tensor_transform
 
-__all__ = ["DEFAULT_FAKE_SIZES", "data_root", "load_image_dataset"]
+__all__ = ["DEFAULT_FAKE_SIZES", "data_root", "has_cifar", "image_eval_data", "load_image_dataset"]
 
 #: Samples of ``fakedata`` per split when ``fake_size`` is not given.
 DEFAULT_FAKE_SIZES = {"train": 1024, "test": 256}
@@ -187,3 +193,45 @@ def load_image_dataset(
     if canonical == "imagenet":
         return _load_imagenet(split, root, augment, download, image_size)
     return _load_digits(split, augment, image_size)
+
+
+def has_cifar(name: str = "cifar10", root: str | os.PathLike | None = None) -> bool:
+    """Whether every training and test file of the CIFAR variant ``name`` (``cifar10`` or
+    ``cifar100``, any spelling of :func:`resolve_image_dataset`) is under :func:`data_root`
+    ``(root)``: ``ROOT/cifar-10-batches-py/{data_batch_1..5, test_batch}`` or
+    ``ROOT/cifar-100-python/{train, test}``.
+
+    Only checks that the files exist (reads none, downloads nothing), so it is cheap enough to
+    decide between CIFAR-10 and the embedded digits before any work; a damaged file still
+    fails later, in :func:`load_image_dataset`, with a message naming it.
+    """
+    canonical = resolve_image_dataset(name)[0]
+    if canonical not in CIFAR_LAYOUTS:
+        raise ValueError(f"{name!r} is not a CIFAR variant; has_cifar takes cifar10 or cifar100")
+    folder = data_root(root)
+    return not any(missing_cifar_files(canonical, split, folder) for split in _SPLITS)
+
+
+def image_eval_data(
+    name: str,
+    limit: int | None = None,
+    *,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The first ``limit`` samples (all when None) of ``split`` of the image dataset ``name``
+    as ``(inputs (N, C, H, W) float32, labels (N,) int64)`` tensors, normalised as for training
+    but never augmented: a fixed batch to measure a trained model on (Hessian eigenvalues and
+    trace, loss surfaces), the same on every call. For the digits it equals
+    :func:`samlab.datasets.digits_eval_data` ``(seed=0, limit=limit)``.
+
+    ``root`` and the errors for missing files: see :func:`load_image_dataset`.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    dataset = load_image_dataset(name, split, root=root, augment="none")
+    count = len(dataset) if limit is None else min(limit, len(dataset))
+    samples = [dataset[index] for index in range(count)]
+    inputs = torch.stack([image for image, _ in samples])
+    labels = torch.tensor([int(label) for _, label in samples], dtype=torch.int64)
+    return inputs, labels
