@@ -15,14 +15,7 @@ itself (Kuczynski & Wozniakowski 1992), so it needs far fewer products, above al
 A breakdown (``beta ~ 0``: the Krylov space is invariant) restarts from a random vector
 orthogonal to the basis, so eigenvalues the start vector missed are still found.
 
-**Power iteration with deflation** (as PyHessian, Yao et al. 2020, and
-:mod:`landscape.curvature.hessian`): one eigenvalue at a time, the iterate is kept orthogonal to
-the eigenvectors already found, the estimate is the Rayleigh quotient, and a run stops when the
-relative residual of the deflated operator reaches ``tol``. Power iteration finds the eigenvalue
-of largest *magnitude*; where that is negative, the run is repeated on ``H - mu I`` with ``mu``
-that eigenvalue (all remaining eigenvalues are then ``>= mu``), so the result is the top of the
-spectrum in algebraic order. A final Rayleigh-Ritz step on the vectors found (free: their
-products are known) removes the coupling that inexact deflation leaves between them.
+**Power iteration with deflation** (as PyHessian): :mod:`landscape.curvature.power`.
 
 Start vectors (:mod:`landscape.curvature.start`): :func:`top_eigenvalues` starts by default
 from the loss gradient plus a seeded random component, :func:`smallest_eigenvalue` from the
@@ -37,31 +30,21 @@ seeded random vector alone.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from landscape.curvature.power import deflated_power
 from landscape.curvature.results import EigenResult
+from landscape.curvature.ritz import check_request, dot64, eigen_result, relative_residual
 from landscape.curvature.start import gaussian_start, start_vector
 
 __all__ = ["Lanczos", "smallest_eigenvalue", "top_eigenvalues"]
 
-#: default iteration caps (Lanczos: steps in all; power: products per eigenvalue)
+#: Lanczos steps in all at most (``max_iter`` overrides)
 LANCZOS_MAX_ITER = 100
-POWER_MAX_ITER = 200
-
-
-def _dot64(a: Tensor, b: Tensor) -> float:
-    return float(torch.dot(a.double(), b.double()))
-
-
-def _relative(residual: float, theta: float) -> float:
-    if residual == 0.0:
-        return 0.0
-    return residual / abs(theta) if theta != 0.0 else math.inf
 
 
 class Lanczos:
@@ -115,7 +98,7 @@ class Lanczos:
         j = self.steps
         q = self._basis[j]
         w = self.op.matvec(q)
-        alpha = _dot64(q, w)
+        alpha = dot64(q, w)
         w = w - alpha * q
         if j > 0:
             w = w - self.offdiag[-1] * self._basis[j - 1]
@@ -174,34 +157,6 @@ class Lanczos:
         return vectors / vectors.norm(dim=0, keepdim=True)
 
 
-def _validate(op, k: int, tol: float, max_iter: int | None) -> None:
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k > op.size:
-        raise ValueError(f"k = {k} eigenvalues asked of an operator of size {op.size}")
-    if not tol > 0:
-        raise ValueError(f"tol must be > 0, got {tol}")
-    if max_iter is not None and max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-
-
-def _result(op, values, vectors, residuals, history, method, tol, seed, count0, start, extra):
-    residuals = tuple(float(r) for r in residuals)
-    return EigenResult(
-        eigenvalues=tuple(float(v) for v in values),
-        vectors=vectors,
-        residuals=residuals,
-        converged=len(residuals) > 0 and all(r <= tol for r in residuals),
-        hvp_count=op.hvp_count - count0,
-        history=tuple(history),
-        method=method,
-        tol=float(tol),
-        seed=int(seed),
-        seconds=time.perf_counter() - start,
-        provenance={**op.provenance(), **extra, "tol": float(tol), "seed": int(seed)},
-    )
-
-
 def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors, start_with):
     start, count0 = time.perf_counter(), op.hvp_count
     cap = min(op.size, max_iter if max_iter is not None else max(LANCZOS_MAX_ITER, 10 * k))
@@ -215,9 +170,8 @@ def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors, start_
         lanczos.step()
         theta, eigvecs = lanczos.ritz()
         chosen = (np.arange(len(theta))[::-1] if largest else np.arange(len(theta)))[:k]
-        residuals = [
-            _relative(r, t) for r, t in zip(lanczos.residuals(eigvecs[:, chosen]), theta[chosen])
-        ]
+        found = zip(lanczos.residuals(eigvecs[:, chosen]), theta[chosen])
+        residuals = [relative_residual(r, t) for r, t in found]
         history.append(tuple(float(t) for t in theta[chosen]))
         done = len(chosen) == k and all(r <= tol for r in residuals)
         if done or lanczos.exhausted or lanczos.steps >= cap:
@@ -232,85 +186,9 @@ def _lanczos_extreme(op, k, largest, tol, max_iter, seed, return_vectors, start_
         **start_facts,
     }
     values = theta[chosen]
-    return _result(
+    return eigen_result(
         op, values, vectors, residuals, history, "lanczos", tol, seed, count0, start, extra
     )
-
-
-def _project_out(w: Tensor, found: list[Tensor]) -> Tensor:
-    if not found:
-        return w
-    basis = torch.stack(found)
-    for _ in range(2):
-        w = w - basis.T @ (basis @ w)
-    return w
-
-
-def _power_run(op, found, values, shift, tol, max_iter, generator, history, first=None):
-    """Power iteration on the deflated ``H - shift I`` from ``first`` (default: a random
-    vector); returns ``(theta, v, Hv, converged)``."""
-    v = _project_out(gaussian_start(op, generator) if first is None else first, found)
-    v = v / v.norm()
-    theta, hv = 0.0, None
-    for _ in range(max_iter):
-        hv = op.matvec(v)
-        theta = _dot64(v, hv)
-        residual = float(_project_out(hv - theta * v, found).double().norm())
-        history.append((*values, theta))
-        if _relative(residual, theta) <= tol:
-            return theta, v, hv, True
-        following = _project_out(hv - shift * v, found)
-        norm = float(following.double().norm())
-        if not norm > 0.0:  # v lies in the null space of the shifted, deflated operator
-            return theta, v, hv, False
-        v = following / norm
-    return theta, v, hv, False
-
-
-def _power(op, k, tol, max_iter, seed, return_vectors, start_with):
-    start, count0 = time.perf_counter(), op.hvp_count
-    per_eigenvalue = max_iter if max_iter is not None else POWER_MAX_ITER
-    generator = torch.Generator().manual_seed(seed)
-    first, start_facts = start_vector(op, start_with, generator)
-    found: list[Tensor] = []
-    products: list[Tensor] = []
-    values: list[float] = []
-    history: list[tuple[float, ...]] = []
-    shift, shifted_at = 0.0, -1
-    while len(found) < k:
-        theta, v, hv, _ = _power_run(
-            op, found, values, shift, tol, per_eigenvalue, generator, history, first
-        )
-        first = None  # the runs after the first (later eigenvalues, a shift) start at random
-        if theta - shift < 0 and shifted_at != len(found):
-            # The dominant remaining eigenvalue is negative: every remaining one is >= theta,
-            # so on H - theta I the dominant one is the largest. Redo this eigenvalue there.
-            shift, shifted_at = theta, len(found)
-            continue
-        found.append(v)
-        products.append(hv)
-        values.append(theta)
-    # Rayleigh-Ritz on the vectors found (their products are known: no extra products).
-    basis, images = torch.stack(found, dim=1), torch.stack(products, dim=1)
-    gram = (basis.double().T @ images.double()).cpu().numpy()
-    theta, rotation = np.linalg.eigh((gram + gram.T) / 2)
-    order = np.argsort(theta)[::-1]
-    theta, rotation = theta[order], rotation[:, order]
-    rotation_t = torch.as_tensor(rotation, dtype=op.dtype, device=op.device)
-    vectors, images = basis @ rotation_t, images @ rotation_t
-    residual_vectors = images - vectors * torch.as_tensor(theta, dtype=op.dtype, device=op.device)
-    residual_norms = residual_vectors.double().norm(dim=0).cpu().numpy()
-    residuals = [_relative(float(r), float(t)) for r, t in zip(residual_norms, theta)]
-    history.append(tuple(float(t) for t in theta))
-    vectors = vectors / vectors.norm(dim=0, keepdim=True) if return_vectors else None
-    extra = {
-        "algorithm": "power",
-        "k": k,
-        "max_iter": per_eigenvalue,
-        "shift": shift,
-        **start_facts,
-    }
-    return _result(op, theta, vectors, residuals, history, "power", tol, seed, count0, start, extra)
 
 
 def top_eigenvalues(
@@ -349,13 +227,17 @@ def top_eigenvalues(
 
     Returns:
         :class:`~landscape.curvature.results.EigenResult`; ``converged`` is ``False`` when the
-        iteration cap came first (the estimates are then the best so far).
+        iteration cap came first (the estimates are then the best so far). ``converged`` says
+        that every returned pair has relative residual ``<= tol`` (each value is an eigenvalue
+        to that accuracy); with Lanczos a repeated eigenvalue may be returned once and the
+        next distinct one in the place of its copies (see the module note): where eigenvalues
+        may repeat exactly (symmetric models at initialisation), use ``method="power"``.
     """
-    _validate(op, k, tol, max_iter)
+    check_request(op, k, tol, max_iter)
     if method == "lanczos":
         return _lanczos_extreme(op, k, True, tol, max_iter, seed, return_vectors, start)
     if method == "power":
-        return _power(op, k, tol, max_iter, seed, return_vectors, start)
+        return deflated_power(op, k, tol, max_iter, seed, return_vectors, start)
     raise ValueError(f"method must be 'lanczos' or 'power', got {method!r}")
 
 
@@ -376,5 +258,5 @@ def smallest_eigenvalue(
     ``tol * |lambda_min|``: expect many steps, or ``converged=False``. ``start``: as for
     :func:`top_eigenvalues`, but ``"random"`` by default (the gradient weighs the top).
     """
-    _validate(op, 1, tol, max_iter)
+    check_request(op, 1, tol, max_iter)
     return _lanczos_extreme(op, 1, False, tol, max_iter, seed, return_vectors, start)

@@ -147,6 +147,18 @@ def test_lanczos_breakdown_restarts_in_invariant_subspaces():
     np.testing.assert_allclose(result.eigenvalues, [3.0, 3.0, 3.0], rtol=1e-12)
 
 
+def test_power_refines_pairs_whose_full_residual_deflation_left_above_tol():
+    # {5, 5, 3, ...}: each deflated run stops at tol, but the two copies of 5 stay coupled with
+    # the 3 above tol until Rayleigh-Ritz on the residual directions refines them.
+    spectrum = torch.cat([torch.tensor([5.0, 5.0, 3.0]), torch.linspace(-1.0, 1.0, 37)])
+    op = DenseOperator(_matrix(spectrum, seed=3))
+    result = top_eigenvalues(op, 2, method="power")
+    assert result.converged, result.residuals
+    assert max(result.residuals) <= 1e-4
+    np.testing.assert_allclose(result.eigenvalues, [5.0, 5.0], rtol=1e-8)
+    assert result.provenance["refinements"] >= 1
+
+
 def test_lanczos_exhausts_a_small_space_exactly():
     spectrum = torch.tensor([5.0, 2.0, -1.0, 0.5])
     result = top_eigenvalues(DenseOperator(_matrix(spectrum)), 4, tol=1e-10)
