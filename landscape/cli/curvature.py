@@ -30,7 +30,6 @@ from landscape.cli.ranks import launched_ranks, run_device
 def add_evaluation_args(p: argparse.ArgumentParser, products: bool) -> None:
     """Flags shared by ``hessian`` and ``sharpness``: loss callable, device, threads, MPI
     (``products``: the Hessian-vector product flags and ``--mpi`` of ``hessian``)."""
-    p.set_defaults(batch_size=None)
     g = p.add_argument_group("evaluation")
     g.add_argument(
         "--loss_fn",
@@ -95,7 +94,8 @@ def operator_options(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
 
 
 def curvature_inputs(args: argparse.Namespace, ctx: Context) -> tuple[Any, Any, Any, Any, Any]:
-    """``(model, data, subset, loss, device)`` from the surface command's model/data flags."""
+    """``(model, data, subset, loss, device)`` from the surface command's model/data flags; a
+    model that is neither all float64 nor all float32 is cast to float32."""
     data_spec, dataset_name = data_source(args)
     if data_spec is None:
         raise CLIError(
@@ -111,6 +111,13 @@ def curvature_inputs(args: argparse.Namespace, ctx: Context) -> tuple[Any, Any, 
         torch.set_num_threads(1)
     device = run_device(args, ctx)
     model = build_model(args, device, ctx.names)
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if dtypes and dtypes != {torch.float64} and dtypes != {torch.float32}:
+        # The protocol: float32 unless the model is float64 (half-precision products are too
+        # coarse for a relative Ritz residual of 1e-4); floating inputs follow the model.
+        shown = ", ".join(sorted(str(d).replace("torch.", "") for d in dtypes))
+        ctx.log(f"note: the model's parameters are {shown}: computing in float32")
+        model = model.float()
     named = {"names": ctx.names, "config": checkpoint_config(args), "dataset_name": dataset_name}
     data = build_data(data_spec, f"--{data_flag(args)}", args.data_kwargs, 0, **named)
     subset = subset_option(args, data)

@@ -61,7 +61,7 @@ def add_hessian_parser(sub: Any) -> None:
         "command's direction and grid flags). Under mpiexec add --mpi.",
     )
     add_model_args(h, required=True)
-    add_data_args(h)
+    add_data_args(h, batch_size=None)
     add_evaluation_args(h, products=True)
     g = h.add_argument_group("what to compute")
     g.add_argument("--topk", type=positive_int, default=1, help="top eigenvalues (1)")

@@ -219,8 +219,9 @@ def add_direction_args(p: argparse.ArgumentParser, seed: bool = True) -> None:
     g.add_argument("--model_file3", default="", help="y direction = model_file3 - model_file")
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    """The group ``data`` (and loss-landscape's unused data flags, hidden)."""
+def add_data_args(p: argparse.ArgumentParser, batch_size: int | None = 128) -> None:
+    """The group ``data`` (and loss-landscape's unused data flags, hidden); ``batch_size``: the
+    default of ``--batch_size`` (``None``: all samples in one batch)."""
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
@@ -259,7 +260,12 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help="keyword arguments for the data factories, as a JSON object",
     )
-    g.add_argument("--batch_size", type=positive_int, default=128, help="evaluation batch (128)")
+    g.add_argument(
+        "--batch_size",
+        type=positive_int,
+        default=batch_size,
+        help=f"evaluation batch ({batch_size or 'all samples in one batch'})",
+    )
     g.add_argument(
         "--loss_name",
         "-l",

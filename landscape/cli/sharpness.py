@@ -5,7 +5,9 @@ worst_case,average --rho 0.01,0.05 --output OUT.json`` runs each measure of
 :mod:`landscape.curvature.sharpness` over the radii (Keskar's ``epsilon`` takes each radius as
 its epsilon) on the evaluation protocol of the surfaces (the model/data flags, ``--subset``,
 eval mode, the loss) and writes one entry per measure and radius
-(:meth:`SharpnessResult.to_dict`).
+(:meth:`SharpnessResult.to_dict`), and a figure of each measure against the radius
+(``OUT_sharpness.png``: loss increase and, for cross-entropy, 0-1 error increase with standard
+errors; :func:`landscape.plot.save_sharpness`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def add_sharpness_parser(sub: Any) -> None:
         "and average-case sharpness, Keskar et al. (2017) epsilon-sharpness, over radii.",
     )
     add_model_args(s, required=True)
-    add_data_args(s)
+    add_data_args(s, batch_size=None)
     add_evaluation_args(s, products=False)
     g = s.add_argument_group("measures")
     g.add_argument(
@@ -113,6 +115,7 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
     model, data, subset, loss, _ = curvature_inputs(args, ctx)
     ctx.log(f"sharpness: {', '.join(args.measure)} at rho {args.rho}")
     found: dict[str, list[dict[str, Any]]] = {}
+    drawn: dict[str, list[Any]] = {}
     first = None
     for measure in args.measure:
         began = time.perf_counter()
@@ -124,6 +127,7 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
             raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
         first = first or results[0]
         found[measure] = [r.to_dict() for r in results]
+        drawn[measure] = results
         shown = ", ".join(f"{r.rho:g}: {r.value:.4g}" for r in results)
         ctx.log(f"{measure}: {shown} ({time.perf_counter() - began:.2f} s)")
     facts = first.provenance
@@ -136,5 +140,9 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
         "seconds": time.perf_counter() - started,
         "command": " ".join(["landscape", *args.argv]),
     }
+    from landscape.plot import save_sharpness
+
+    figure = save_sharpness(output.with_name(output.stem + "_sharpness.png"), drawn)
+    out["figure"] = str(figure)
     atomic_write(output, json.dumps(out, indent=2, default=str) + "\n")
-    ctx.log(f"wrote {output} ({out['seconds']:.2f} s)")
+    ctx.log(f"wrote {output} and {figure} ({out['seconds']:.2f} s)")

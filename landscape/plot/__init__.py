@@ -33,7 +33,9 @@ labels, :func:`noise_floor`). :mod:`~landscape.plot.spectrum` draws Hessian spec
 densities side by side or overlaid (:func:`plot_density`, :func:`save_spectrum`) and the
 convergence of eigenvalue and trace estimates (:func:`plot_convergence`);
 :mod:`~landscape.plot.eigmap` draws Hessian eigenvalue maps (:func:`plot_eig_ratio`, the heat
-map of ``|min_eig / max_eig|``, and :func:`plot_max_eig`, contours of ``max_eig``).
+map of ``|min_eig / max_eig|``, and :func:`plot_max_eig`, contours of ``max_eig``);
+:mod:`~landscape.plot.sharpness` draws sharpness measures against the radius
+(:func:`plot_sharpness`, :func:`save_sharpness`).
 """
 
 from landscape.plot.eigmap import plot_eig_ratio, plot_max_eig
@@ -41,6 +43,7 @@ from landscape.plot.figures import plot_all, save_figure
 from landscape.plot.grid import noise_floor
 from landscape.plot.line import plot_1d, plot_1d_repeat
 from landscape.plot.plane import plot_contour, plot_heatmap, plot_surface_3d, plot_trajectory
+from landscape.plot.sharpness import plot_sharpness, save_sharpness
 from landscape.plot.spectrum import plot_convergence, plot_density, save_spectrum
 
 __all__ = [
@@ -54,8 +57,10 @@ __all__ = [
     "plot_eig_ratio",
     "plot_heatmap",
     "plot_max_eig",
+    "plot_sharpness",
     "plot_surface_3d",
     "plot_trajectory",
     "save_figure",
+    "save_sharpness",
     "save_spectrum",
 ]

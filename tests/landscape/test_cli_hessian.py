@@ -269,4 +269,6 @@ def test_sharpness_writes_each_measure_and_radius(workdir):
     assert [r["rho"] for r in worst] == [0.01, 0.05] and worst[0]["m"] == 20
     assert 0 <= worst[0]["value"] <= worst[1]["value"]
     assert result["samples"] == 40 and len(result["model_sha256"]) == 64
+    figure = workdir / "sharp_sharpness.png"
+    assert result["figure"] == str(figure) and figure.stat().st_size > 0
     assert main(["sharpness", *BASE, "--measure", "sharpest"]) == 2

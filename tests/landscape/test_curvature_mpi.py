@@ -145,5 +145,5 @@ def test_a_failing_rank_ends_the_job_within_seconds(workdir):
         "aborting the MPI job (run with SAMLAB_DEBUG=1 for the traceback)"
     ) in err, err
     assert "Traceback" not in err
-    assert seconds < 60, seconds
+    assert seconds < 30, seconds  # about 3.5 s on 2 cores; the margin is for loaded CI machines
     assert not (out_dir / "mpi.json").exists()

@@ -368,6 +368,38 @@ def test_sharpness_grid_returns_one_result_per_radius_in_order():
     assert len(results) == 1 and results[0].measure == "average"
 
 
+def test_sharpness_against_rho_is_drawn_with_error_bars(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from landscape.plot import plot_sharpness, save_sharpness
+    from tests.figure_checks import figure_problems
+
+    data, centre, _ = quadratic()
+    model, rhos = Quadratic(centre), [0.05, 0.1, 0.2]
+    results = {
+        "worst_case": sharpness_grid("worst_case", model, data, rhos, loss=mean_output, m=8),
+        "average": sharpness_grid("average", model, data, rhos, loss=mean_output, samples=6),
+    }
+    axes = plot_sharpness(results)
+    assert len(axes) == 1  # no 0-1 error for this loss: one panel
+    lines = axes[0].containers
+    assert len(lines) == 2  # one errorbar series per measure
+    drawn = lines[0].lines[0].get_ydata()
+    assert list(drawn) == pytest.approx([r.loss_increase for r in results["worst_case"]])
+    assert figure_problems(axes[0].figure) == []
+    plt.close(axes[0].figure)
+    flat = [r for items in results.values() for r in items]  # a plain list groups by measure
+    assert len(plot_sharpness(flat)[0].containers) == 2
+    plt.close("all")
+    path = save_sharpness(tmp_path / "s.png", results)
+    assert path.stat().st_size > 0 and not plt.get_fignums()
+    with pytest.raises(ValueError, match="no results for the measure 'average'"):
+        plot_sharpness({"average": []})
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [

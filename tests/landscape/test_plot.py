@@ -282,6 +282,7 @@ def test_public_names_of_landscape_plot():
     import landscape.plot.grid as grid
     import landscape.plot.line as line
     import landscape.plot.plane as plane
+    import landscape.plot.sharpness as sharpness
     import landscape.plot.spectrum as spectrum
 
     two_d = ("plot_contour", "plot_heatmap", "plot_surface_3d", "plot_trajectory")
@@ -292,6 +293,7 @@ def test_public_names_of_landscape_plot():
         (grid, ("noise_floor",)),
         (spectrum, ("plot_convergence", "plot_density", "save_spectrum")),
         (eigmap, ("plot_eig_ratio", "plot_max_eig")),
+        (sharpness, ("plot_sharpness", "save_sharpness")),
     ):
         for name in names:
             assert getattr(plot, name) is getattr(module, name), name
@@ -299,7 +301,7 @@ def test_public_names_of_landscape_plot():
         [
             *("noise_floor", "plot_1d", "plot_1d_repeat", "plot_all", *two_d),
             *("plot_convergence", "plot_density", "save_figure", "save_spectrum"),
-            *("plot_eig_ratio", "plot_max_eig"),
+            *("plot_eig_ratio", "plot_max_eig", "plot_sharpness", "save_sharpness"),
         ]
     )
 
