@@ -3,7 +3,10 @@
 One JupyterLab per module, on 127.0.0.1 with a random port and token and the repository's own
 Jupyter configuration and data directories (as ``make lab``), serves copies of all the notebooks
 in ``notebooks/`` from a temporary folder (autosave must not write outputs into the repository;
-the notebooks' ``../results`` lands in that folder too). For each notebook Chromium opens it,
+the notebooks' ``../results`` lands in that folder too). Its runtime and IPython directories are
+temporary ones of this run, not the repository's: the IPython directory holds this run's image
+counter (a startup file, see below), and the runtime directory the connection files of this
+server's kernels, which the test reads to reach that counter. For each notebook Chromium opens it,
 runs all cells from the Run menu in smoke mode and waits until the kernel is idle and every
 code cell has an execution count. The test then checks that no cell has an error output (read
 from the notebook's model: JupyterLab 4 renders errors with the stderr mime type) and no stderr
