@@ -4,8 +4,8 @@ Each result is a value (compute, store and plot are separate steps joined by the
 it carries the estimate, what it cost (``hvp_count``: products this call used, ``seconds``),
 how it got there (``history``) and ``provenance`` (the operator's facts plus the algorithm's
 settings and seed). ``to_dict()`` gives a JSON-able dict (eigenvectors are left out: they are
-tensors the size of the model). Arrays are copied and made read-only, so a result cannot be
-changed after the fact.
+tensors the size of the model). Arrays are copied and made read-only and ``provenance`` is a
+:class:`ReadOnlyDict`, so a result cannot be changed after the fact (eigenvectors excepted).
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-__all__ = ["DensityResult", "EigenResult", "TraceResult", "result_dict", "trapezoid"]
+__all__ = [
+    "DensityResult",
+    "EigenResult",
+    "ReadOnlyDict",
+    "TraceResult",
+    "freeze_field",
+    "result_dict",
+    "trapezoid",
+]
 
 
 def _json_float(value: float) -> float | None:
@@ -31,7 +39,7 @@ def _json_value(value: Any) -> Any:
     """``value`` for JSON: numbers as Python numbers (non-finite floats as ``None``), arrays
     and tuples as (nested) lists, dicts deep-copied."""
     if isinstance(value, dict):
-        return copy.deepcopy(value)
+        return copy.deepcopy(dict(value))
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -50,8 +58,38 @@ def result_dict(result: Any, skip: tuple[str, ...] = ()) -> dict:
     }
 
 
+class ReadOnlyDict(dict):
+    """A dict that refuses changes: the ``provenance`` (and ``settings``) of a frozen result.
+
+    Reads, ``==``, JSON and pickling (results cross MPI ranks) work as for a dict; ``dict(d)``
+    is a changeable copy."""
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "a frozen result's provenance cannot be changed; take a copy with dict(...)"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (dict(self),))
+
+    def __copy__(self) -> ReadOnlyDict:
+        return self
+
+    def __deepcopy__(self, memo: dict) -> ReadOnlyDict:
+        return type(self)(copy.deepcopy(dict(self), memo))
+
+
+def freeze_field(result: Any, name: str) -> None:
+    """Replace the dict field ``name`` of the frozen dataclass ``result`` by a read-only deep
+    copy of it (the caller's dict stays the caller's)."""
+    object.__setattr__(result, name, ReadOnlyDict(copy.deepcopy(dict(getattr(result, name)))))
+
+
 def _own_provenance(result: Any) -> None:
-    object.__setattr__(result, "provenance", copy.deepcopy(dict(result.provenance)))
+    freeze_field(result, "provenance")
 
 
 def trapezoid(y: np.ndarray, x: np.ndarray) -> float:

@@ -3,9 +3,11 @@ float64 matrices of known spectrum, checked against torch.linalg.eigvalsh and ex
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -420,6 +422,22 @@ def test_results_are_frozen_and_json_able():
     with pytest.raises(ValueError):
         density.density[0] = 1.0  # arrays are read-only
     assert len(density.to_dict()["nodes"]) == 2 and density.provenance["algorithm"] == "slq"
+    for change in (
+        lambda p: p.__setitem__("seed", 0),
+        lambda p: p.update(seed=0),
+        lambda p: p.pop("seed"),
+        lambda p: p.setdefault("new", 1),
+        lambda p: p.clear(),
+    ):
+        with pytest.raises(TypeError, match="cannot be changed"):
+            change(eigen.provenance)  # provenance is read-only too
+    assert eigen.provenance["seed"] == 3
+    copied = dict(eigen.provenance)
+    copied["seed"] = 0  # a copy is the caller's
+    revived = pickle.loads(pickle.dumps(traced))  # results cross MPI ranks by pickle
+    assert revived == traced and type(revived.provenance) is type(traced.provenance)
+    assert copy.deepcopy(eigen.provenance) == eigen.provenance
+    assert type(eigen.to_dict()["provenance"]) is dict  # to_dict's copy can be edited
 
 
 @pytest.mark.gpu

@@ -345,6 +345,10 @@ def test_results_are_frozen_json_and_carry_provenance():
     assert isinstance(result, SharpnessResult)
     with pytest.raises(AttributeError):
         result.value = 0.0
+    with pytest.raises(TypeError, match="cannot be changed"):
+        result.provenance["size"] = 0
+    with pytest.raises(TypeError, match="cannot be changed"):
+        result.settings.update(eta=1.0)
     row = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert row["measure"] == "worst_case" and row["m"] == 8 and row["steps"] == 3
     prov = row["provenance"]

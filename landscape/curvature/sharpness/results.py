@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from landscape.curvature.results import freeze_field
 from landscape.evaluate.provenance import jsonable
 from landscape.evaluate.stats import standard_error
 
@@ -74,6 +75,10 @@ class SharpnessResult:
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     bn_mode: str = "eval"
+
+    def __post_init__(self) -> None:
+        freeze_field(self, "settings")
+        freeze_field(self, "provenance")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field as plain JSON values (tuples as lists, NaN and infinities as None)."""
