@@ -12,8 +12,6 @@ Import from tests as ``from tests.mpi_jobs import launch, job_environment``.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from landscape.mpi import launch_environment
+from landscape.mpi import CommandTimeout, launch_environment, run_in_session
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the venv's own mpiexec (pip's mpich), the one ``landscape.mpi`` launches with
@@ -44,23 +42,10 @@ def launch(
     """Run ``command`` to its end: ``(returncode, stdout, stderr, seconds)``. A job still
     running after ``timeout`` seconds is killed with its process group and fails the test."""
     start = time.perf_counter()
-    process = subprocess.Popen(
-        list(command),
-        cwd=cwd,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{' '.join(command[:3])} ... hung for {timeout:g} s:\n{stdout}\n{stderr}")
-    except BaseException:  # Ctrl-C: do not leave the ranks running
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    return process.returncode, stdout, stderr, time.perf_counter() - start
+        code, stdout, stderr = run_in_session(command, env, timeout=timeout, cwd=cwd)
+    except CommandTimeout as err:
+        pytest.fail(
+            f"{' '.join(command[:3])} ... hung for {timeout:g} s:\n{err.stdout}\n{err.stderr}"
+        )
+    return code, stdout, stderr, time.perf_counter() - start

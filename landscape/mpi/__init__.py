@@ -6,7 +6,9 @@
   :mod:`~landscape.mpi.worker`); :func:`abort` ends the whole job when one rank fails.
 - :func:`find_mpiexec`, :func:`launch_prefix`, :func:`launch_environment` and
   :func:`run_command`: the venv's own ``mpiexec`` and a ``landscape`` command on N ranks from
-  Python, e.g. a demo or a notebook (:mod:`landscape.mpi.launch`).
+  Python, e.g. a demo or a notebook (:mod:`landscape.mpi.launch`); :func:`run_in_session`
+  under it runs any command so that a timeout or Ctrl-C ends the whole job
+  (:class:`CommandTimeout`).
 
 - Hessian work (:mod:`landscape.mpi.curvature`): :func:`mpi_hessian_operator` (batches shared
   out, products summed by :func:`mpi_reducer`), :func:`trace_mpi` and
@@ -26,9 +28,17 @@ from landscape.mpi.curvature import (
     trace_mpi,
 )
 from landscape.mpi.driver import abort, compute_distributed
-from landscape.mpi.launch import find_mpiexec, launch_environment, launch_prefix, run_command
+from landscape.mpi.launch import (
+    CommandTimeout,
+    find_mpiexec,
+    launch_environment,
+    launch_prefix,
+    run_command,
+    run_in_session,
+)
 
 __all__ = [
+    "CommandTimeout",
     "ProbeSplitOperator",
     "abort",
     "compute_distributed",
@@ -38,6 +48,7 @@ __all__ = [
     "mpi_hessian_operator",
     "mpi_reducer",
     "run_command",
+    "run_in_session",
     "spectral_density_mpi",
     "trace_mpi",
 ]

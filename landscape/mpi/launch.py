@@ -15,7 +15,14 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["find_mpiexec", "launch_environment", "launch_prefix", "run_command"]
+__all__ = [
+    "CommandTimeout",
+    "find_mpiexec",
+    "launch_environment",
+    "launch_prefix",
+    "run_command",
+    "run_in_session",
+]
 
 #: seconds a launched command may take by default; a hung MPI job is killed after this
 DEFAULT_TIMEOUT = 900
@@ -62,6 +69,49 @@ def launch_environment(processes: int) -> dict[str, str]:
     return env
 
 
+class CommandTimeout(RuntimeError):
+    """A command outlived its timeout and was killed with its process group; ``stdout`` and
+    ``stderr`` hold what it printed."""
+
+    def __init__(self, timeout: float, stdout: str, stderr: str) -> None:
+        super().__init__(f"no result after {timeout:g} s, killed")
+        self.timeout, self.stdout, self.stderr = timeout, stdout, stderr
+
+
+def run_in_session(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    timeout: float,
+    cwd: str | os.PathLike | None = None,
+    merge_stderr: bool = False,
+) -> tuple[int, str, str]:
+    """Run ``command`` to its end in a session of its own: ``(returncode, stdout, stderr)``
+    (``stderr`` is ``""`` with ``merge_stderr``: it is in ``stdout``). A timeout or Ctrl-C kills
+    the whole process group (``mpiexec`` and its ranks); a timeout raises
+    :class:`CommandTimeout` with the output."""
+    process = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise CommandTimeout(timeout, stdout, stderr or "") from None
+    except BaseException:  # Ctrl-C: do not leave the ranks running
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+    return process.returncode, stdout, stderr or ""
+
+
 def run_command(
     command: Sequence[str],
     env: Mapping[str, str],
@@ -70,32 +120,18 @@ def run_command(
     timeout: float = DEFAULT_TIMEOUT,
 ) -> str:
     """Run one ``landscape`` command (on one process or under ``mpiexec``) and return its
-    combined output. It runs in a session of its own, so a timeout or Ctrl-C kills mpiexec and
-    its ranks together. Raises ``RuntimeError`` (with the output) when it fails or times out.
+    combined output. It runs in a session of its own (:func:`run_in_session`), so a timeout or
+    Ctrl-C kills mpiexec and its ranks together. Raises ``RuntimeError`` (with the output) when
+    it fails or times out.
     """
-    process = subprocess.Popen(
-        list(command),
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
+        code, output, _ = run_in_session(command, env, timeout=timeout, merge_stderr=True)
+    except CommandTimeout as err:
         raise RuntimeError(
-            f"landscape {label}: no result after {timeout:g} s, killed:\n{output}"
+            f"landscape {label}: no result after {timeout:g} s, killed:\n{err.stdout}"
         ) from None
-    except BaseException:  # Ctrl-C: do not leave the ranks running
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        raise
-    if process.returncode != 0:
+    if code != 0:
         raise RuntimeError(
-            f"landscape {label} failed (exit status {process.returncode}):\n"
-            f"  {' '.join(command)}\n{output}"
+            f"landscape {label} failed (exit status {code}):\n  {' '.join(command)}\n{output}"
         )
     return output

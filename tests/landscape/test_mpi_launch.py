@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from landscape.mpi import find_mpiexec, launch_environment, launch_prefix, run_command
+from landscape.mpi import (
+    CommandTimeout,
+    find_mpiexec,
+    launch_environment,
+    launch_prefix,
+    run_command,
+    run_in_session,
+)
 
 
 def test_launch_falls_back_to_one_process_without_mpiexec(monkeypatch, tmp_path) -> None:
@@ -41,3 +50,45 @@ def test_run_command_returns_output_and_reports_failure_and_timeout() -> None:
         run_command(
             [sys.executable, "-c", "import time; time.sleep(30)"], env, "probe", timeout=0.5
         )
+
+
+def test_run_in_session_keeps_streams_apart_and_kills_the_whole_group(tmp_path) -> None:
+    env = launch_environment(1)
+    script = "import os, sys; print(os.getcwd()); print('warn', file=sys.stderr); sys.exit(2)"
+    code, out, err = run_in_session([sys.executable, "-c", script], env, timeout=30, cwd=tmp_path)
+    assert (code, out, err) == (2, f"{tmp_path}\n", "warn\n")
+    code, out, err = run_in_session(
+        [sys.executable, "-c", script], env, timeout=30, cwd=tmp_path, merge_stderr=True
+    )
+    assert code == 2 and set(out.splitlines()) == {str(tmp_path), "warn"} and err == ""
+    # A child that outlives its parent's timeout is killed with it (the group, not one pid).
+    pid_file = tmp_path / "child.pid"
+    parent = (
+        "import subprocess, sys, time; "
+        "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(c.pid)); print('started', flush=True); "
+        "time.sleep(60)"
+    )
+    with pytest.raises(CommandTimeout, match="no result after 2 s, killed") as caught:
+        run_in_session([sys.executable, "-c", parent], env, timeout=2)
+    assert caught.value.stdout == "started\n"
+    child = int(pid_file.read_text())
+    for _ in range(50):  # gone, or a zombie where nothing reaps orphans, within moments
+        if not _running(child):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the child {child} outlived the timeout")
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (killed, waiting to be reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
