@@ -103,10 +103,11 @@ def deflated_power(op, k, tol, max_iter, seed, return_vectors, start_with):
     while max(residuals) > tol and refinements < POWER_REFINEMENTS:
         chosen = [i for i, r in enumerate(residuals) if r > tol]
         extra_dirs = residual_vectors[:, chosen]
-        grown = torch.cat([vectors, extra_dirs], dim=1)
+        extra_dirs = extra_dirs / extra_dirs.norm(dim=0, keepdim=True)
+        grown = torch.cat([vectors / vectors.norm(dim=0, keepdim=True), extra_dirs], dim=1)
         q, upper = torch.linalg.qr(grown)
-        if torch.diagonal(upper).abs().min() <= 1e-12 * torch.diagonal(upper).abs().max():
-            break  # the residuals lie in the span already: nothing to add
+        if torch.diagonal(upper).abs().min() <= torch.finfo(upper.dtype).eps ** 0.5:
+            break  # a residual lies in the span already (to rounding): nothing to add
         fresh = torch.stack([op.matvec(extra_dirs[:, j]) for j in range(len(chosen))], dim=1)
         grown_images = torch.cat([images, fresh], dim=1)
         # q = grown @ inv(upper), so H q = (H grown) @ inv(upper)
