@@ -29,7 +29,7 @@ from landscape.cli.ranks import launched_ranks, run_device
 
 def add_evaluation_args(p: argparse.ArgumentParser, products: bool) -> None:
     """Flags shared by ``hessian`` and ``sharpness``: loss callable, device, threads, MPI
-    (``products``: the Hessian-vector product flags and ``--mpi`` of ``hessian``)."""
+    (``products``: the Hessian-vector product flags of ``hessian`` and its ``--mpi`` help)."""
     g = p.add_argument_group("evaluation")
     g.add_argument(
         "--loss_fn",
@@ -76,14 +76,17 @@ def add_evaluation_args(p: argparse.ArgumentParser, products: bool) -> None:
             "split for --trace and --density, grid points split for --eigmap; rank 0 writes"
         )
     else:
-        help_mpi = "not supported by sharpness (one process; refused with a message)"
+        help_mpi = (
+            "run on the ranks of mpiexec -n N python -m mpi4py -m landscape sharpness ... "
+            "--mpi: the (measure, radius) pairs split over the ranks; rank 0 writes"
+        )
     g.add_argument("--mpi", "-m", action="store_true", help=help_mpi)
     g.add_argument("--output", "-o", default="", help="JSON output file")
 
 
 def operator_options(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
-    """The serial operator's extra keywords (none). ``sharpness`` calls it to refuse ``--mpi``
-    and an ``mpiexec`` launch; ``hessian --mpi`` never reaches it (it runs through
+    """The serial operator's extra keywords (none); refuses ``--mpi`` and an ``mpiexec`` launch.
+    ``hessian --mpi`` never reaches it (it runs through
     :func:`landscape.mpi.hessian_task.run_hessian_mpi` or the eigenvalue map's ``comm``)."""
     if args.mpi or launched_ranks() > 1:
         raise CLIError(

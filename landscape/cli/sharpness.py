@@ -7,7 +7,10 @@ its epsilon) on the evaluation protocol of the surfaces (the model/data flags, `
 eval mode, the loss) and writes one entry per measure and radius
 (:meth:`SharpnessResult.to_dict`), and a figure of each measure against the radius
 (``OUT_sharpness.png``: loss increase and, for cross-entropy, 0-1 error increase with standard
-errors; :func:`landscape.plot.save_sharpness`).
+errors; :func:`landscape.plot.save_sharpness`). Under ``mpiexec -n N python -m mpi4py -m
+landscape sharpness ... --mpi`` the (measure, radius) pairs are shared out over the ranks (each
+pair is one independent call with the same seed, so the values equal one process's); rank 0
+gathers them and writes. A rank that fails ends the job (:func:`landscape.cli.main`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from landscape.cli.curvature import add_evaluation_args, curvature_inputs, operator_options
+from landscape.cli.curvature import add_evaluation_args, curvature_inputs
 from landscape.cli.inputs import CLIError, Context, data_flag, data_source
 from landscape.cli.options import add_data_args, add_model_args, nonnegative_int, positive_int
+from landscape.cli.ranks import agree_across_ranks, join_mpi
 from landscape.io.atomic import atomic_write
 
 MEASURES = ("worst_case", "average", "epsilon")
@@ -51,7 +55,7 @@ def add_sharpness_parser(sub: Any) -> None:
     s = sub.add_parser(
         "sharpness",
         usage="%(prog)s --model MODULE:FACTORY --data MODULE:FACTORY [--measure M,...] "
-        "[--rho R,...] [--output OUT.json] [options]",
+        "[--rho R,...] [--mpi] [--output OUT.json] [options]",
         help="worst-case, average-case and epsilon sharpness of a model, as JSON",
         description="Andriushchenko et al. (2023) worst-case m-sharpness (L2/L-inf, adaptive) "
         "and average-case sharpness, Keskar et al. (2017) epsilon-sharpness, over radii.",
@@ -106,42 +110,48 @@ def _options(args: argparse.Namespace, measure: str, loss: Any, subset: Any) -> 
 
 
 def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
-    """``sharpness``: every ``--measure`` at every ``--rho``, written as JSON."""
+    """``sharpness``: every ``--measure`` at every ``--rho``, written as JSON and a figure; under
+    ``--mpi`` the (measure, radius) pairs shared out over the ranks."""
     from landscape.curvature import sharpness_grid
+    from landscape.plot import save_sharpness
 
     started = time.perf_counter()
     output = Path(args.output or "sharpness.json")
-    operator_options(args, ctx)  # one process: refuses --mpi and mpiexec
+    join_mpi(args, ctx, "compute every measure into the same file")
     model, data, subset, loss, _ = curvature_inputs(args, ctx)
-    ctx.log(f"sharpness: {', '.join(args.measure)} at rho {args.rho}")
-    found: dict[str, list[dict[str, Any]]] = {}
-    drawn: dict[str, list[Any]] = {}
-    first = None
-    for measure in args.measure:
-        began = time.perf_counter()
+    if ctx.size > 1:
+        agree_across_ranks(ctx, model, args, data, None, subset)
+    pairs = [(measure, rho) for measure in args.measure for rho in args.rho]
+    ranks = f" on {ctx.size} ranks" if ctx.size > 1 else ""
+    ctx.log(f"sharpness: {', '.join(args.measure)} at rho {args.rho}{ranks}")
+    computed: dict[tuple[str, int], Any] = {}
+    for index in range(ctx.rank, len(pairs), ctx.size):
+        measure, rho = pairs[index]
+        options = _options(args, measure, loss, subset)
         try:
-            results = sharpness_grid(
-                measure, model, data, args.rho, **_options(args, measure, loss, subset)
-            )
+            (computed[measure, index],) = sharpness_grid(measure, model, data, [rho], **options)
         except TypeError as err:
             raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
-        first = first or results[0]
-        found[measure] = [r.to_dict() for r in results]
-        drawn[measure] = results
+    if ctx.size > 1:
+        gathered = ctx.comm.gather(computed, root=0)
+        if ctx.rank != 0:
+            return
+        computed = {key: value for part in gathered for key, value in part.items()}
+    drawn = {m: [computed[key] for key in sorted(computed) if key[0] == m] for m in args.measure}
+    for measure, results in drawn.items():
         shown = ", ".join(f"{r.rho:g}: {r.value:.4g}" for r in results)
-        ctx.log(f"{measure}: {shown} ({time.perf_counter() - began:.2f} s)")
-    facts = first.provenance
+        ctx.log(f"{measure}: {shown} ({sum(r.seconds for r in results):.2f} s)")
+    facts = drawn[args.measure[0]][0].provenance
     out = {
-        "measures": found,
-        "loss": first.loss,
+        "measures": {m: [r.to_dict() for r in results] for m, results in drawn.items()},
+        "loss": drawn[args.measure[0]][0].loss,
         "samples": facts.get("size"),
         "data_sha256": facts.get("data_sha256"),
         "model_sha256": facts.get("model_sha256"),
+        "nproc": ctx.size,
         "seconds": time.perf_counter() - started,
         "command": " ".join(["landscape", *args.argv]),
     }
-    from landscape.plot import save_sharpness
-
     figure = save_sharpness(output.with_name(output.stem + "_sharpness.png"), drawn)
     out["figure"] = str(figure)
     atomic_write(output, json.dumps(out, indent=2, default=str) + "\n")

@@ -182,7 +182,7 @@ def test_mpiexec_without_mpi_is_refused(workdir, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "launched by mpiexec with 2 ranks but without --mpi" in err and "add --mpi" in err
     assert main(["sharpness", *BASE]) == 1
-    assert "sharpness does not run under MPI" in capsys.readouterr().err
+    assert "launched by mpiexec with 2 ranks but without --mpi" in capsys.readouterr().err
     assert not (workdir / "x.json").exists()
 
 
@@ -272,3 +272,28 @@ def test_sharpness_writes_each_measure_and_radius(workdir):
     figure = workdir / "sharp_sharpness.png"
     assert result["figure"] == str(figure) and figure.stat().st_size > 0
     assert main(["sharpness", *BASE, "--measure", "sharpest"]) == 2
+
+
+@pytest.mark.mpi
+@pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec next to {sys.executable}")
+def test_sharpness_mpi_on_two_ranks_equals_one_process(workdir):
+    pytest.importorskip("mpi4py")
+    flags = [*BASE, "--measure", "worst_case,average,epsilon", "--rho", "0.01,0.05"]
+    flags += ["--steps", "3", "--samples", "4", "--m", "20"]
+    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
+    command += ["sharpness", *flags, "--mpi", "--output", "two.json"]
+    code, out, err, _ = launch(command, cwd=workdir, env=job_environment(workdir), timeout=240)
+    assert code == 0, f"{out}\n{err}"
+    assert "on 2 ranks" in out
+    assert main(["sharpness", *flags, "--output", "one.json"]) == 0
+    two = json.loads((workdir / "two.json").read_text())
+    one = json.loads((workdir / "one.json").read_text())
+    assert (one["nproc"], two["nproc"]) == (1, 2)
+    for measure, results in one["measures"].items():
+        assert [r["rho"] for r in two["measures"][measure]] == [r["rho"] for r in results]
+        for a, b in zip(two["measures"][measure], results):
+            assert a["value"] == pytest.approx(b["value"], rel=1e-9, abs=1e-15), measure
+            assert a["values"] == pytest.approx(b["values"], rel=1e-9, abs=1e-15), measure
+    for key in ("loss", "samples", "data_sha256", "model_sha256"):
+        assert two[key] == one[key], key
+    assert (workdir / "two_sharpness.png").stat().st_size > 0
