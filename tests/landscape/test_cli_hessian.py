@@ -217,22 +217,29 @@ def test_eigmap_writes_resumes_and_draws(workdir, capsys, dense_hessian):
     assert summary["max_eig"][1] == pytest.approx(float(np.nanmax(emap.max_eig)))
 
 
+def two_ranks_and_one(workdir, command: str, flags: list[str]) -> tuple[str, dict, dict]:
+    """``command`` with ``flags`` on 2 MPI ranks (``--mpi``) and on this process: the ranks'
+    stdout and both JSON outputs (two.json, one.json)."""
+    pytest.importorskip("mpi4py")
+    launcher = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
+    launcher += [command, *flags, "--mpi", "--output", "two.json"]
+    code, out, err, _ = launch(launcher, cwd=workdir, env=job_environment(workdir), timeout=240)
+    assert code == 0, f"{out}\n{err}"
+    assert main([command, *flags, "--output", "one.json"]) == 0
+    two = json.loads((workdir / "two.json").read_text())
+    one = json.loads((workdir / "one.json").read_text())
+    assert (one["nproc"], two["nproc"]) == (1, 2)
+    return out, two, one
+
+
 @pytest.mark.mpi
 @pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec next to {sys.executable}")
 def test_hessian_mpi_on_two_ranks_equals_one_process(workdir):
-    pytest.importorskip("mpi4py")
     flags = [*BASE, "--topk", "3", "--smallest", "--trace", "--density", "--density_steps"]
     flags += ["20", "--tol", "1e-8", "--mode", "reverse"]
-    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
-    command += ["hessian", *flags, "--mpi", "--output", "two.json"]
-    code, out, err, _ = launch(command, cwd=workdir, env=job_environment(workdir), timeout=240)
-    assert code == 0, f"{out}\n{err}"
+    out, two, one = two_ranks_and_one(workdir, "hessian", flags)
     assert "--batch_size 20 (at least one batch per rank)" in out
-    assert main(["hessian", *flags, "--output", "one.json"]) == 0
-    two = json.loads((workdir / "two.json").read_text())
-    one = json.loads((workdir / "one.json").read_text())
     assert set(two) == set(one)
-    assert (one["nproc"], two["nproc"]) == (1, 2)
     np.testing.assert_allclose(two["eigenvalues"], one["eigenvalues"], rtol=1e-9)
     assert all(r <= 1e-8 for r in two["residuals"]) and two["converged"]
     assert two["smallest"]["eigenvalues"][0] == pytest.approx(one["smallest"]["eigenvalues"][0])
@@ -277,18 +284,10 @@ def test_sharpness_writes_each_measure_and_radius(workdir):
 @pytest.mark.mpi
 @pytest.mark.skipif(not MPIEXEC.exists(), reason=f"no mpiexec next to {sys.executable}")
 def test_sharpness_mpi_on_two_ranks_equals_one_process(workdir):
-    pytest.importorskip("mpi4py")
     flags = [*BASE, "--measure", "worst_case,average,epsilon", "--rho", "0.01,0.05"]
     flags += ["--steps", "3", "--samples", "4", "--m", "20"]
-    command = [str(MPIEXEC), "-n", "2", sys.executable, "-m", "mpi4py", "-m", "landscape"]
-    command += ["sharpness", *flags, "--mpi", "--output", "two.json"]
-    code, out, err, _ = launch(command, cwd=workdir, env=job_environment(workdir), timeout=240)
-    assert code == 0, f"{out}\n{err}"
+    out, two, one = two_ranks_and_one(workdir, "sharpness", flags)
     assert "on 2 ranks" in out
-    assert main(["sharpness", *flags, "--output", "one.json"]) == 0
-    two = json.loads((workdir / "two.json").read_text())
-    one = json.loads((workdir / "one.json").read_text())
-    assert (one["nproc"], two["nproc"]) == (1, 2)
     for measure, results in one["measures"].items():
         assert [r["rho"] for r in two["measures"][measure]] == [r["rho"] for r in results]
         for a, b in zip(two["measures"][measure], results):
