@@ -124,12 +124,12 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
     pairs = [(measure, rho) for measure in args.measure for rho in args.rho]
     ranks = f" on {ctx.size} ranks" if ctx.size > 1 else ""
     ctx.log(f"sharpness: {', '.join(args.measure)} at rho {args.rho}{ranks}")
-    computed: dict[tuple[str, int], Any] = {}
+    computed: dict[int, Any] = {}  # index into pairs -> its result
     for index in range(ctx.rank, len(pairs), ctx.size):
         measure, rho = pairs[index]
         options = _options(args, measure, loss, subset)
         try:
-            (computed[measure, index],) = sharpness_grid(measure, model, data, [rho], **options)
+            (computed[index],) = sharpness_grid(measure, model, data, [rho], **options)
         except TypeError as err:
             raise CLIError(f"--{data_flag(args)} {data_source(args)[0]}: {err}") from None
     if ctx.size > 1:
@@ -137,7 +137,9 @@ def cmd_sharpness(args: argparse.Namespace, ctx: Context) -> None:
         if ctx.rank != 0:
             return
         computed = {key: value for part in gathered for key, value in part.items()}
-    drawn = {m: [computed[key] for key in sorted(computed) if key[0] == m] for m in args.measure}
+    drawn: dict[str, list[Any]] = {measure: [] for measure in args.measure}
+    for index, (measure, _) in enumerate(pairs):  # pairs run over the radii in order
+        drawn[measure].append(computed[index])
     for measure, results in drawn.items():
         shown = ", ".join(f"{r.rho:g}: {r.value:.4g}" for r in results)
         ctx.log(f"{measure}: {shown} ({sum(r.seconds for r in results):.2f} s)")
